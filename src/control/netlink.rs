@@ -1,0 +1,1 @@
+//! placeholder: rtnetlink client (being written)
