@@ -1,0 +1,164 @@
+//! Underlay → TAP: validation and VXLAN decapsulation in place.
+//!
+//! Checks run cheapest and most-hostile first: a datagram from a stranger is dropped before a single
+//! header byte is trusted.
+use super::{DropReason, RxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
+use crate::wire::ethernet::{self, Frame, ETHERTYPE_IPV4};
+use crate::wire::ipv4::{self, PROTO_TCP, PROTO_UDP};
+use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
+use crate::wire::vxlan::{self, HeaderFault};
+use crate::wire::{be16, checksum};
+use rustc_hash::FxHashMap;
+use std::net::Ipv4Addr;
+
+/// Decides what to do with the UDP payload at `buf[VXLAN_OFFSET..VXLAN_OFFSET + len]` sent by `src`.
+/// On `Deliver` the virtio-net header has been written over the VXLAN header.
+pub fn process_datagram(
+    vtep: &Vtep,
+    peers: &FxHashMap<Ipv4Addr, ()>,
+    src: Ipv4Addr,
+    buf: &mut [u8],
+    len: usize,
+) -> RxVerdict {
+    if !peers.contains_key(&src) {
+        return RxVerdict::Drop(DropReason::RxUnknownSource);
+    }
+    if len < vxlan::HEADER_LEN || buf.len() < VXLAN_OFFSET + len {
+        return RxVerdict::Drop(DropReason::RxTruncated);
+    }
+    let Ok(hdr) = vxlan::Packet::new_checked(&buf[VXLAN_OFFSET..VXLAN_OFFSET + len]) else {
+        return RxVerdict::Drop(DropReason::RxTruncated);
+    };
+    match hdr.fault() {
+        Some(HeaderFault::NoIFlag) => return RxVerdict::Drop(DropReason::RxNoIFlag),
+        Some(HeaderFault::ReservedBits) => return RxVerdict::Drop(DropReason::RxReservedBits),
+        None => {}
+    }
+    if hdr.vni() != vtep.vni.get() {
+        return RxVerdict::Drop(DropReason::RxWrongVni);
+    }
+    let frame_len = len - vxlan::HEADER_LEN;
+    let frame = &buf[FRAME_OFFSET..FRAME_OFFSET + frame_len];
+    let Ok(eth) = Frame::new_checked(frame) else {
+        return RxVerdict::Drop(DropReason::RxInnerRunt);
+    };
+    let dst = eth.dst();
+    if dst != vtep.mac && !dst.is_multicast() {
+        return RxVerdict::Drop(DropReason::RxNotForUs);
+    }
+    let vnet = checksum_hint(frame);
+    vnet.emit(&mut buf[..FRAME_OFFSET]);
+    RxVerdict::Deliver { frame_len }
+}
+
+/// The virtio-net header to write with an inner frame.
+///
+/// A kernel VXLAN peer on a veth underlay sends inner TCP/UDP with the checksum still partial (only
+/// the pseudo-header sum, the skb's CHECKSUM_PARTIAL state having travelled with it); the TAP would
+/// hand that to the stack as a corrupt segment. When the field holds exactly the pseudo-header sum,
+/// tell the kernel the checksum is still to be done (NEEDS_CSUM), which is the state the sender was
+/// in. Anything else is passed on untouched, so a genuinely wrong checksum is still dropped by the
+/// receiving stack. (A correct full checksum equal to the pseudo-header sum would require the data
+/// to sum to zero: the payload would be all zeros or all ones; then completing it is still right.)
+pub fn checksum_hint(frame: &[u8]) -> VnetHdr {
+    let none = VnetHdr::default();
+    if frame.len() < ethernet::HEADER_LEN || be16(frame, 12) != ETHERTYPE_IPV4 {
+        return none;
+    }
+    let Ok(ip) = ipv4::Packet::new_checked(&frame[ethernet::HEADER_LEN..]) else { return none };
+    let csum_offset = match ip.protocol() {
+        PROTO_TCP => 16,
+        PROTO_UDP => 6,
+        _ => return none,
+    };
+    let l4 = ip.payload();
+    if ip.is_fragment() || l4.len() < csum_offset + 2 {
+        return none;
+    }
+    let field = be16(l4, csum_offset);
+    let pseudo = checksum::fold(checksum::pseudo_header_v4(ip.src(), ip.dst(), ip.protocol(), l4.len() as u16));
+    if field != pseudo || (ip.protocol() == PROTO_UDP && field == 0) {
+        return none;
+    }
+    VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: (ethernet::HEADER_LEN + ip.header_len()) as u16,
+        csum_offset: csum_offset as u16,
+        ..VnetHdr::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::testvec;
+
+    const GOOD: [u8; 8] = [0x08, 0, 0, 0, 0, 0, 1, 0];
+
+    fn peers() -> FxHashMap<Ipv4Addr, ()> {
+        let mut p = FxHashMap::default();
+        p.insert(testvec::PEER_IP, ());
+        p
+    }
+
+    fn run(hdr: [u8; 8], frame: &[u8], src: Ipv4Addr) -> (RxVerdict, Vec<u8>) {
+        let (mut buf, len) = testvec::datagram_buffer(hdr, frame);
+        let v = process_datagram(&testvec::vtep(), &peers(), src, &mut buf, len);
+        (v, buf)
+    }
+
+    #[test]
+    fn decapsulates_byte_exact() {
+        let frame = testvec::icmp_frame(testvec::OUR_MAC, testvec::PEER_MAC);
+        let (v, buf) = run(GOOD, &frame, testvec::PEER_IP);
+        assert_eq!(v, RxVerdict::Deliver { frame_len: frame.len() });
+        assert_eq!(&buf[..FRAME_OFFSET], &[0u8; 12], "no offload flags for ICMP");
+        assert_eq!(&buf[FRAME_OFFSET..FRAME_OFFSET + frame.len()], &frame[..]);
+    }
+
+    #[test]
+    fn every_fault_has_its_reason() {
+        let frame = testvec::icmp_frame(testvec::OUR_MAC, testvec::PEER_MAC);
+        let cases: [([u8; 8], &[u8], Ipv4Addr, DropReason); 7] = [
+            (GOOD, &frame, Ipv4Addr::new(192, 0, 2, 99), DropReason::RxUnknownSource),
+            ([0x00, 0, 0, 0, 0, 0, 1, 0], &frame, testvec::PEER_IP, DropReason::RxNoIFlag),
+            ([0x0c, 0, 0, 0, 0, 0, 1, 0], &frame, testvec::PEER_IP, DropReason::RxReservedBits),
+            ([0x08, 0, 1, 0, 0, 0, 1, 0], &frame, testvec::PEER_IP, DropReason::RxReservedBits),
+            ([0x08, 0, 0, 0, 0, 0, 2, 0], &frame, testvec::PEER_IP, DropReason::RxWrongVni),
+            (GOOD, &frame[..13], testvec::PEER_IP, DropReason::RxInnerRunt),
+            (GOOD, &testvec::icmp_frame(testvec::PEER_MAC, testvec::PEER_MAC), testvec::PEER_IP, DropReason::RxNotForUs),
+        ];
+        for (hdr, f, src, want) in cases {
+            assert_eq!(run(hdr, f, src).0, RxVerdict::Drop(want), "{want:?}");
+        }
+        let (mut buf, _) = testvec::datagram_buffer(GOOD, &frame);
+        let v = process_datagram(&testvec::vtep(), &peers(), testvec::PEER_IP, &mut buf, 4);
+        assert_eq!(v, RxVerdict::Drop(DropReason::RxTruncated));
+    }
+
+    #[test]
+    fn multicast_inner_is_delivered() {
+        let frame = testvec::icmp_frame(crate::wire::MacAddr::BROADCAST, testvec::PEER_MAC);
+        assert!(matches!(run(GOOD, &frame, testvec::PEER_IP).0, RxVerdict::Deliver { .. }));
+    }
+
+    #[test]
+    fn partial_tcp_checksum_is_flagged_for_the_kernel() {
+        let mut frame = testvec::tcp_frame(testvec::OUR_MAC, testvec::PEER_MAC, &[7u8; 100]);
+        let pseudo = testvec::pseudo_fold(&frame, PROTO_TCP);
+        frame[50..52].copy_from_slice(&pseudo.to_be_bytes());
+        let (v, buf) = run(GOOD, &frame, testvec::PEER_IP);
+        assert!(matches!(v, RxVerdict::Deliver { .. }));
+        let h = VnetHdr::parse(&buf).unwrap();
+        assert_eq!((h.flags, h.csum_start, h.csum_offset), (F_NEEDS_CSUM, 34, 16));
+    }
+
+    #[test]
+    fn full_or_wrong_checksum_is_left_alone() {
+        let good = testvec::tcp_frame(testvec::OUR_MAC, testvec::PEER_MAC, &[7u8; 100]);
+        assert_eq!(checksum_hint(&good), VnetHdr::default());
+        let mut wrong = good.clone();
+        wrong[50] ^= 0x40;
+        assert_eq!(checksum_hint(&wrong), VnetHdr::default());
+    }
+}

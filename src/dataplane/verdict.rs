@@ -1,0 +1,24 @@
+//! What the core decided about one packet; the I/O driver carries it out.
+use super::DropReason;
+use std::net::Ipv4Addr;
+
+/// Verdict on a frame read from the TAP device.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxVerdict {
+    /// Send `buf[VXLAN_OFFSET..FRAME_OFFSET + frame_len]` to `dst`; `flow_hash` picks the UDP
+    /// source port so ECMP in the underlay keeps a flow on one path (RFC 7348 §5).
+    Forward { dst: Ipv4Addr, flow_hash: u32 },
+    /// An ARP reply was built in place; write `buf[..FRAME_OFFSET + len]` back to the TAP.
+    Reply { len: usize },
+    Drop(DropReason),
+}
+
+/// Verdict on a datagram received from the underlay.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxVerdict {
+    /// Write `buf[..FRAME_OFFSET + frame_len]` (vnet header already filled in) to the TAP.
+    Deliver { frame_len: usize },
+    Drop(DropReason),
+}
