@@ -1,0 +1,858 @@
+//! Shared harness for the namespace tests: network namespaces, veth pairs, the `vtepd` process, config
+//! files and a checksummed TCP transfer.
+//!
+//! Every resource is owned by an RAII guard whose `Drop` removes it, so a panicking test leaves no
+//! namespace, process or file behind. Names carry a per-test tag and the process id, because the tests of
+//! one binary run as parallel threads and several binaries may run at once.
+//!
+//! Waits are bounded (about 10 s, then a panic that says what was awaited); nothing asserts on speed.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// How long any "wait until ready" poll may take before the test fails.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Size of the throughput transfers.
+pub const BIG_TRANSFER: usize = 50 * 1024 * 1024;
+
+/// Every counter `vtepd run` prints on exit.
+pub const ALL_COUNTERS: &[&str] = &[
+    "rx_packets",
+    "rx_bytes",
+    "tx_packets",
+    "tx_bytes",
+    "arp_replies",
+    "drop_rx_truncated",
+    "drop_rx_no_i_flag",
+    "drop_rx_reserved_bits",
+    "drop_rx_wrong_vni",
+    "drop_rx_unknown_source",
+    "drop_rx_inner_runt",
+    "drop_rx_not_for_us",
+    "drop_rx_tap_write",
+    "drop_tx_runt",
+    "drop_tx_unknown_dst_mac",
+    "drop_tx_flood",
+    "drop_tx_arp_unknown",
+    "drop_tx_too_big",
+    "drop_tx_send_error",
+];
+
+/// Receive drops that well-formed VXLAN from a configured peer must never cause.
+pub const RX_HEADER_DROPS: &[&str] = &[
+    "drop_rx_truncated",
+    "drop_rx_no_i_flag",
+    "drop_rx_reserved_bits",
+    "drop_rx_wrong_vni",
+    "drop_rx_unknown_source",
+];
+
+pub fn vtepd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vtepd")
+}
+
+/// Panics with a clear message unless we are root: namespaces, veths and TAP devices need it.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test creates network namespaces and must run as root"
+    );
+}
+
+/// A short unique suffix: the pid plus a per-process counter, so two guards of the same test never clash.
+fn unique_suffix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Running commands
+
+/// Runs a command, returning its output; panics if it could not be started.
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start `{cmd} {}`: {e}", args.join(" ")))
+}
+
+/// Runs a command and panics, with its stdout and stderr, unless it exits 0. Returns stdout.
+pub fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let out = run(cmd, args);
+    if !out.status.success() {
+        panic!(
+            "`{cmd} {}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Network namespaces
+
+/// A named network namespace (`ip netns add`). Drop kills whatever still runs in it and deletes it, which
+/// also removes its veths, bridges and TAP devices.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `vt-<tag>-<pid>-<n>` with `lo` up.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("vt-{tag}-{}", unique_suffix());
+        run_ok("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n NAME args...`, which must succeed; returns stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run_ok("ip", &full)
+    }
+
+    /// `ip netns exec NAME cmd args...` without checking the exit status.
+    pub fn exec(&self, cmd: &str, args: &[&str]) -> Output {
+        let mut full = vec!["netns", "exec", self.name.as_str(), cmd];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// `ip netns exec NAME cmd args...`, which must succeed; returns stdout.
+    pub fn exec_ok(&self, cmd: &str, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", self.name.as_str(), cmd];
+        full.extend_from_slice(args);
+        run_ok("ip", &full)
+    }
+
+    pub fn sysctl(&self, key_value: &str) {
+        self.exec_ok("sysctl", &["-q", "-w", key_value]);
+    }
+
+    /// Adds `cidr` to `dev` and sets the device up.
+    pub fn addr(&self, dev: &str, cidr: &str) {
+        self.ip(&["addr", "add", cidr, "dev", dev]);
+        self.ip(&["link", "set", dev, "up"]);
+    }
+
+    /// True if `ip -n NAME route show` has a route for exactly `prefix` (e.g. "10.244.2.0/24").
+    pub fn has_route(&self, prefix: &str) -> bool {
+        self.ip(&["route", "show"])
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(prefix))
+    }
+
+    pub fn has_link(&self, dev: &str) -> bool {
+        let mut args = vec!["-n", self.name.as_str()];
+        args.extend_from_slice(&["link", "show", "dev", dev]);
+        run("ip", &args).status.success()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Processes still inside would keep nothing alive (the name goes away with `del`), but a stray
+        // vtepd or ping must not outlive the test.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: plain kill(2) on a pid that `ip netns pids` reported for our namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Creates a veth pair with one end in each namespace (names are per namespace, so they may be equal)
+/// and sets both up.
+pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
+    a.ip(&[
+        "link",
+        "add",
+        a_dev,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_dev,
+        "netns",
+        b.name(),
+    ]);
+    a.ip(&["link", "set", a_dev, "up"]);
+    b.ip(&["link", "set", b_dev, "up"]);
+}
+
+/// The underlay device name in both host namespaces.
+pub const UNDERLAY_DEV: &str = "ul0";
+
+/// Two "hosts" on one underlay link: A = 192.0.2.1/24, B = 192.0.2.2/24 on `ul0`.
+pub struct TwoHosts {
+    pub a: Netns,
+    pub b: Netns,
+}
+
+impl TwoHosts {
+    pub fn new(tag: &str) -> TwoHosts {
+        require_root();
+        let a = Netns::new(&format!("{tag}a"));
+        let b = Netns::new(&format!("{tag}b"));
+        veth(&a, UNDERLAY_DEV, &b, UNDERLAY_DEV);
+        a.addr(UNDERLAY_DEV, "192.0.2.1/24");
+        b.addr(UNDERLAY_DEV, "192.0.2.2/24");
+        wait_until("underlay ping 192.0.2.1 -> 192.0.2.2", || {
+            a.exec("ping", &["-c", "1", "-W", "1", "192.0.2.2"])
+                .status
+                .success()
+        });
+        TwoHosts { a, b }
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds, for at most [`READY_TIMEOUT`]; panics naming `what`.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {READY_TIMEOUT:?} waiting for: {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `f` on a new thread that has joined the namespace `ns` (setns on /var/run/netns/NAME).
+/// Sockets created there belong to that namespace.
+pub fn spawn_in_netns<T, F>(ns: &str, f: F) -> JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let path = format!("/var/run/netns/{ns}");
+    thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns(2) with a valid namespace fd; CLONE_NEWNET only moves this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// Like [`spawn_in_netns`] but waits for the result; a panic in `f` is re-raised here.
+pub fn in_netns<T, F>(ns: &str, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    spawn_in_netns(ns, f)
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Ping
+
+/// Pings `dst` from `src` inside `ns`: first polls single pings until one answers (bounded), then
+/// requires `ping -c 3` to succeed.
+pub fn ping(ns: &Netns, src: &str, dst: &str) {
+    let what = format!("ping {src} -> {dst} in {}", ns.name());
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let out = ns.exec("ping", &["-c", "1", "-W", "1", "-I", src, dst]);
+        if out.status.success() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {READY_TIMEOUT:?} waiting for {what}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    ns.exec_ok("ping", &["-c", "3", "-W", "2", "-I", src, dst]);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Temporary directory and configs
+
+/// A directory under /tmp removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("vtepd-test-{tag}-{}", unique_suffix()));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `contents` to `name` inside the directory and returns the full path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.path.join(name);
+        fs::write(&p, contents).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PeerCfg {
+    pub public_ip: String,
+    pub subnet: String,
+    pub vtep_mac: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeCfg {
+    pub public_ip: String,
+    pub subnet: String,
+    pub device: String,
+    pub vni: u32,
+    pub port: u16,
+    pub mac: String,
+    pub mtu: u32,
+    pub peers: Vec<PeerCfg>,
+}
+
+/// VTEP MAC of host `n`: 02:00:00:00:00:0n.
+pub fn host_mac(n: u8) -> String {
+    format!("02:00:00:00:00:{n:02x}")
+}
+
+/// The overlay address vtepd puts on host `n`'s device (like flannel.1): 10.244.n.0.
+pub fn host_vtep_ip(n: u8) -> String {
+    format!("10.244.{n}.0")
+}
+
+pub fn host_subnet(n: u8) -> String {
+    format!("10.244.{n}.0/24")
+}
+
+pub fn host_underlay_ip(n: u8) -> String {
+    format!("192.0.2.{n}")
+}
+
+impl PeerCfg {
+    /// Host `n` as seen by its peers.
+    pub fn host(n: u8) -> PeerCfg {
+        PeerCfg {
+            public_ip: host_underlay_ip(n),
+            subnet: host_subnet(n),
+            vtep_mac: host_mac(n),
+        }
+    }
+}
+
+impl NodeCfg {
+    /// The standard config of host `me` (192.0.2.me, 10.244.me.0/24, MAC ..:0me, vtep0, vni 1, port 8472,
+    /// mtu 1450) with the given hosts as peers.
+    pub fn host(me: u8, peers: &[u8]) -> NodeCfg {
+        NodeCfg {
+            public_ip: host_underlay_ip(me),
+            subnet: host_subnet(me),
+            device: "vtep0".into(),
+            vni: 1,
+            port: 8472,
+            mac: host_mac(me),
+            mtu: 1450,
+            peers: peers.iter().map(|&p| PeerCfg::host(p)).collect(),
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        let mut s = format!(
+            "[node]\npublic_ip = \"{}\"\nsubnet = \"{}\"\nbackend = \"vxlan\"\n\n\
+             [vxlan]\ndevice = \"{}\"\nvni = {}\nport = {}\nmac = \"{}\"\nmtu = {}\n",
+            self.public_ip, self.subnet, self.device, self.vni, self.port, self.mac, self.mtu
+        );
+        for p in &self.peers {
+            s.push_str(&format!(
+                "\n[[peer]]\npublic_ip = \"{}\"\nsubnet = \"{}\"\nvtep_mac = \"{}\"\n",
+                p.public_ip, p.subnet, p.vtep_mac
+            ));
+        }
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The daemon
+
+/// Output of a child process, collected by a reader thread so the pipe never fills.
+type Captured = Arc<Mutex<String>>;
+
+fn capture(mut r: impl Read + Send + 'static) -> (Captured, JoinHandle<()>) {
+    let buf: Captured = Arc::default();
+    let sink = Arc::clone(&buf);
+    let h = thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n])),
+            }
+        }
+    });
+    (buf, h)
+}
+
+/// A running `vtepd run` inside a namespace. Drop kills it if [`Vtepd::stop`] was not called, and prints
+/// its stderr when the test is panicking so the failure shows what the daemon said.
+pub struct Vtepd {
+    ns: String,
+    child: Option<Child>,
+    stdout: Captured,
+    stderr: Captured,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Vtepd {
+    /// Starts `ip netns exec NS vtepd run --config FILE` and waits until the device exists and every
+    /// peer's route is installed. Set VTEPD_TEST_LOG_LEVEL (e.g. `debug`) to pass `--log-level`.
+    pub fn start(ns: &Netns, config: &Path, cfg: &NodeCfg) -> Vtepd {
+        let mut args: Vec<String> = vec![
+            "netns".into(),
+            "exec".into(),
+            ns.name().into(),
+            vtepd_bin().into(),
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        if let Ok(level) = std::env::var("VTEPD_TEST_LOG_LEVEL") {
+            args.push("--log-level".into());
+            args.push(level);
+        }
+        // `ip netns exec` execs the program after setns, so the child's pid is vtepd's own.
+        let mut child = Command::new("ip")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vtepd");
+        let (stdout, h1) = capture(child.stdout.take().unwrap());
+        let (stderr, h2) = capture(child.stderr.take().unwrap());
+        let mut d = Vtepd {
+            ns: ns.name().into(),
+            child: Some(child),
+            stdout,
+            stderr,
+            readers: vec![h1, h2],
+        };
+        d.wait_ready(ns, cfg);
+        d
+    }
+
+    fn wait_ready(&mut self, ns: &Netns, cfg: &NodeCfg) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                self.child = None;
+                self.join_readers();
+                panic!(
+                    "vtepd in {} exited before becoming ready ({status})\nstderr:\n{}\nstdout:\n{}",
+                    self.ns,
+                    self.stderr(),
+                    self.stdout.lock().unwrap()
+                );
+            }
+            let up = ns.has_link(&cfg.device) && cfg.peers.iter().all(|p| ns.has_route(&p.subnet));
+            if up {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "vtepd in {} not ready after {READY_TIMEOUT:?}: want device {} and routes {:?}\n\
+                     ip link:\n{}\nip route:\n{}\nstderr so far:\n{}",
+                    self.ns,
+                    cfg.device,
+                    cfg.peers.iter().map(|p| &p.subnet).collect::<Vec<_>>(),
+                    ns.ip(&["link", "show"]),
+                    ns.ip(&["route", "show"]),
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn join_readers(&mut self) {
+        for h in self.readers.drain(..) {
+            let _ = h.join();
+        }
+    }
+
+    /// Sends SIGTERM, waits (bounded) for a clean exit 0 and returns the counters it printed. Panics if it
+    /// does not exit, exits non-zero, or leaves out a counter.
+    pub fn stop(mut self) -> HashMap<String, u64> {
+        let mut child = self.child.take().expect("vtepd already stopped");
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.join_readers();
+                panic!(
+                    "vtepd in {} did not exit within {READY_TIMEOUT:?} of SIGTERM\nstderr:\n{}",
+                    self.ns,
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        self.join_readers();
+        let stdout = self.stdout.lock().unwrap().clone();
+        assert!(
+            status.success(),
+            "vtepd in {} exited with {status} after SIGTERM\nstdout:\n{stdout}\nstderr:\n{}",
+            self.ns,
+            self.stderr()
+        );
+        let counters = parse_counters(&stdout);
+        let missing: Vec<_> = ALL_COUNTERS
+            .iter()
+            .filter(|c| !counters.contains_key(**c))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "vtepd in {} did not print counters {missing:?}; stdout:\n{stdout}",
+            self.ns
+        );
+        counters
+    }
+}
+
+impl Drop for Vtepd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.join_readers();
+        if thread::panicking() {
+            eprintln!(
+                "--- vtepd stderr ({}) ---\n{}\n--- end ---",
+                self.ns,
+                self.stderr()
+            );
+        }
+    }
+}
+
+/// Parses `name value` lines; other lines (if any) are ignored.
+pub fn parse_counters(stdout: &str) -> HashMap<String, u64> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (name, value, rest) = (it.next()?, it.next()?, it.next());
+            if rest.is_some() {
+                return None;
+            }
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Formats counters sorted by name, for assertion messages.
+pub fn show_counters(c: &HashMap<String, u64>) -> String {
+    let mut v: Vec<_> = c.iter().collect();
+    v.sort();
+    v.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Asserts the traffic counters moved and no header-level receive drop happened.
+pub fn assert_clean_traffic(host: &str, c: &HashMap<String, u64>) {
+    for k in ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"] {
+        assert!(c[k] > 0, "{host}: {k} is 0\n{}", show_counters(c));
+    }
+    for k in RX_HEADER_DROPS {
+        assert_eq!(
+            c[*k],
+            0,
+            "{host}: {k} non-zero with only well-formed peer traffic\n{}",
+            show_counters(c)
+        );
+    }
+}
+
+/// Asserts the daemon removed its device and the peers' routes.
+pub fn assert_cleaned_up(ns: &Netns, cfg: &NodeCfg) {
+    assert!(
+        !ns.has_link(&cfg.device),
+        "device {} still exists in {} after vtepd exited:\n{}",
+        cfg.device,
+        ns.name(),
+        ns.ip(&["link", "show"])
+    );
+    for p in &cfg.peers {
+        assert!(
+            !ns.has_route(&p.subnet),
+            "route {} still present in {} after vtepd exited:\n{}",
+            p.subnet,
+            ns.name(),
+            ns.ip(&["route", "show"])
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Serialising the throughput tests
+
+pub const HEAVY_LOCK_PATH: &str = "/tmp/vtepd-heavy-tests.lock";
+
+/// An exclusive flock on [`HEAVY_LOCK_PATH`], held until drop. Throughput tests take it so that no two of
+/// them (in any test binary) share the two cores. flock locks belong to the open file, so threads of one
+/// process exclude each other too.
+pub struct HeavyLock {
+    _file: File,
+}
+
+pub fn heavy_lock() -> HeavyLock {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(HEAVY_LOCK_PATH)
+        .unwrap_or_else(|e| panic!("open {HEAVY_LOCK_PATH}: {e}"));
+    loop {
+        // SAFETY: flock(2) on an fd we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::Interrupted,
+            "flock {HEAVY_LOCK_PATH}: {err}"
+        );
+    }
+    HeavyLock { _file: file }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// TCP transfer
+
+/// Deterministic pseudo-random bytes (xorshift64), so both ends can be checked without storing 50 MB.
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(seed | 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+/// Per-operation socket timeout: a stalled transfer fails instead of hanging. Not a speed assertion.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends `nbytes` of xorshift data over TCP from namespace `tx_ns` (bound to `tx_src` if given) to a
+/// listener on `rx_addr:port` in namespace `rx_ns`; asserts both ends saw the same byte count and SHA-256.
+pub fn tcp_transfer(
+    tx_ns: &Netns,
+    tx_src: Option<Ipv4Addr>,
+    rx_ns: &Netns,
+    rx_addr: Ipv4Addr,
+    port: u16,
+    nbytes: usize,
+) {
+    let what = format!(
+        "TCP {} ({tx_src:?}) -> {}:{rx_addr}:{port}, {nbytes} bytes",
+        tx_ns.name(),
+        rx_ns.name()
+    );
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+
+    let receiver = spawn_in_netns(rx_ns.name(), move || -> Result<(usize, Vec<u8>), String> {
+        let listener = TcpListener::bind(SocketAddrV4::new(rx_addr, port))
+            .map_err(|e| format!("bind: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let _ = ready_tx.send(());
+        let deadline = Instant::now() + READY_TIMEOUT + READY_TIMEOUT;
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return Err("no connection arrived at the listener".into());
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(format!("accept: {e}")),
+            }
+        };
+        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut hasher = Sha256::new();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    total += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read after {total} bytes: {e}")),
+            }
+        }
+        Ok((total, hasher.finalize().to_vec()))
+    });
+
+    if ready_rx.recv_timeout(READY_TIMEOUT).is_err() {
+        let r = receiver.join();
+        panic!("{what}: receiver did not start listening: {r:?}");
+    }
+
+    let sender = spawn_in_netns(tx_ns.name(), move || -> Result<(usize, Vec<u8>), String> {
+        let dst = SocketAddr::V4(SocketAddrV4::new(rx_addr, port));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut stream = loop {
+            let attempt = (|| -> std::io::Result<TcpStream> {
+                let sock =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                if let Some(src) = tx_src {
+                    sock.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())?;
+                }
+                sock.connect_timeout(&dst.into(), Duration::from_secs(3))?;
+                Ok(sock.into())
+            })();
+            match attempt {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => return Err(format!("connect: {e}")),
+                Err(_) => thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut rng = XorShift::new(0x5eed_0000 ^ u64::from(port) ^ (nbytes as u64));
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut sent = 0usize;
+        while sent < nbytes {
+            let n = buf.len().min(nbytes - sent);
+            rng.fill(&mut buf[..n]);
+            stream
+                .write_all(&buf[..n])
+                .map_err(|e| format!("write after {sent} bytes: {e}"))?;
+            hasher.update(&buf[..n]);
+            sent += n;
+        }
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(|e| format!("shutdown: {e}"))?;
+        // Wait for the receiver to close so every byte is acknowledged before we return.
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut sink = [0u8; 64];
+        let _ = stream.read(&mut sink);
+        Ok((sent, hasher.finalize().to_vec()))
+    });
+
+    let sent = sender
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let received = receiver
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let (sent_n, sent_h) =
+        sent.unwrap_or_else(|e| panic!("{what}: sender failed: {e} (receiver: {received:?})"));
+    let (recv_n, recv_h) = received.unwrap_or_else(|e| panic!("{what}: receiver failed: {e}"));
+    assert_eq!(sent_n, nbytes, "{what}: sender wrote {sent_n} bytes");
+    assert_eq!(recv_n, nbytes, "{what}: receiver got {recv_n} bytes");
+    assert_eq!(
+        hex(&sent_h),
+        hex(&recv_h),
+        "{what}: SHA-256 differs between sender and receiver"
+    );
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

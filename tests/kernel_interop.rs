@@ -1,0 +1,113 @@
+//! vtepd on host A against the kernel's VXLAN device on host B, configured exactly as Flannel configures
+//! flannel.1. Ping and 50 MB TCP both ways; once with default offloads (over veth the kernel peer hands
+//! over inner TCP with partial checksums) and once with tx checksum offload off on the underlay, as on a
+//! real NIC.
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use common::*;
+
+/// Sets up flannel.1 on host B (192.0.2.2, VNI 1, port 8472, MAC ..:02, overlay 10.244.2.0) pointing at A.
+fn flannel_kernel_vtep(b: &Netns) {
+    b.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "8472",
+        "local",
+        "192.0.2.2",
+        "dev",
+        UNDERLAY_DEV,
+        "nolearning",
+    ]);
+    b.ip(&[
+        "link",
+        "set",
+        "flannel.1",
+        "address",
+        &host_mac(2),
+        "mtu",
+        "1450",
+        "up",
+    ]);
+    b.ip(&["addr", "add", "10.244.2.0/32", "dev", "flannel.1"]);
+    b.ip(&[
+        "route",
+        "add",
+        "10.244.1.0/24",
+        "via",
+        "10.244.1.0",
+        "dev",
+        "flannel.1",
+        "onlink",
+    ]);
+    b.ip(&[
+        "neigh",
+        "add",
+        "10.244.1.0",
+        "lladdr",
+        &host_mac(1),
+        "dev",
+        "flannel.1",
+        "nud",
+        "permanent",
+    ]);
+    b.exec_ok(
+        "bridge",
+        &[
+            "fdb",
+            "append",
+            &host_mac(1),
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.1",
+        ],
+    );
+}
+
+fn interop(tag: &str, tx_csum_off: bool) {
+    let _heavy = heavy_lock();
+    let hosts = TwoHosts::new(tag);
+    if tx_csum_off {
+        for ns in [&hosts.a, &hosts.b] {
+            ns.exec_ok("ethtool", &["-K", UNDERLAY_DEV, "tx", "off"]);
+        }
+    }
+    flannel_kernel_vtep(&hosts.b);
+
+    let dir = TempDir::new(tag);
+    let cfg_a = NodeCfg::host(1, &[2]);
+    let path_a = dir.write("a.toml", &cfg_a.to_toml());
+    let vtepd_a = Vtepd::start(&hosts.a, &path_a, &cfg_a);
+
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+
+    let ip_a = Ipv4Addr::new(10, 244, 1, 0);
+    let ip_b = Ipv4Addr::new(10, 244, 2, 0);
+    tcp_transfer(&hosts.a, Some(ip_a), &hosts.b, ip_b, 5001, BIG_TRANSFER);
+    tcp_transfer(&hosts.b, Some(ip_b), &hosts.a, ip_a, 5002, BIG_TRANSFER);
+
+    let counters = vtepd_a.stop();
+    eprintln!("A counters ({tag}):\n{}", show_counters(&counters));
+    assert_clean_traffic("A", &counters);
+    assert_cleaned_up(&hosts.a, &cfg_a);
+}
+
+#[test]
+fn kernel_interop_default_offloads() {
+    interop("kio", false);
+}
+
+#[test]
+fn kernel_interop_tx_csum_off() {
+    interop("kic", true);
+}

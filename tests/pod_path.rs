@@ -1,0 +1,69 @@
+//! The path a Kubernetes pod's packets take with Flannel: pod netns → veth → cni0 bridge on the host →
+//! routed into vtepd's device → VXLAN → peer host → its cni0 → pod. Ping and 50 MB TCP pod to pod.
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use common::*;
+
+/// A pod behind host `n`'s cni0 bridge (10.244.n.1/24); the pod gets 10.244.n.2/24 with MTU 1450 (the
+/// VXLAN MTU, as flannel's CNI config sets it) and a default route via the bridge.
+fn add_pod(host: &Netns, n: u8, tag: &str) -> Netns {
+    let pod = Netns::new(tag);
+    host.ip(&["link", "add", "cni0", "type", "bridge"]);
+    host.addr("cni0", &format!("10.244.{n}.1/24"));
+    veth(host, "veth0", &pod, "eth0");
+    host.ip(&["link", "set", "veth0", "mtu", "1450", "master", "cni0"]);
+    pod.ip(&["link", "set", "eth0", "mtu", "1450"]);
+    pod.addr("eth0", &format!("10.244.{n}.2/24"));
+    pod.ip(&["route", "add", "default", "via", &format!("10.244.{n}.1")]);
+    host.sysctl("net.ipv4.ip_forward=1");
+    pod
+}
+
+#[test]
+fn pod_to_pod_over_vtepd() {
+    let _heavy = heavy_lock();
+    let hosts = TwoHosts::new("pod");
+    let pod1 = add_pod(&hosts.a, 1, "pod1");
+    let pod2 = add_pod(&hosts.b, 2, "pod2");
+
+    let dir = TempDir::new("pod");
+    let cfg_a = NodeCfg::host(1, &[2]);
+    let cfg_b = NodeCfg::host(2, &[1]);
+    let path_a = dir.write("a.toml", &cfg_a.to_toml());
+    let path_b = dir.write("b.toml", &cfg_b.to_toml());
+    let vtepd_a = Vtepd::start(&hosts.a, &path_a, &cfg_a);
+    let vtepd_b = Vtepd::start(&hosts.b, &path_b, &cfg_b);
+
+    ping(&pod1, "10.244.1.2", "10.244.2.2");
+    ping(&pod2, "10.244.2.2", "10.244.1.2");
+
+    tcp_transfer(
+        &pod1,
+        None,
+        &pod2,
+        Ipv4Addr::new(10, 244, 2, 2),
+        5001,
+        BIG_TRANSFER,
+    );
+
+    let counters_a = vtepd_a.stop();
+    let counters_b = vtepd_b.stop();
+    eprintln!(
+        "A counters:\n{}\nB counters:\n{}",
+        show_counters(&counters_a),
+        show_counters(&counters_b)
+    );
+    assert_clean_traffic("A", &counters_a);
+    assert_clean_traffic("B", &counters_b);
+    assert!(
+        counters_a["tx_bytes"] >= BIG_TRANSFER as u64,
+        "A tx_bytes below the transfer size"
+    );
+    assert!(
+        counters_b["rx_bytes"] >= BIG_TRANSFER as u64,
+        "B rx_bytes below the transfer size"
+    );
+}

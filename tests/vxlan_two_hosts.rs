@@ -1,0 +1,142 @@
+//! Two hosts, each running vtepd, joined by one underlay veth: overlay ping and 50 MB TCP both ways,
+//! counters after a clean SIGTERM, and removal of everything vtepd installed.
+//! Also `vtepd check` on good and bad configs (no root needed for those).
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn vxlan_two_hosts_ping_and_tcp() {
+    let _heavy = heavy_lock();
+    let hosts = TwoHosts::new("2h");
+    let dir = TempDir::new("2h");
+    let cfg_a = NodeCfg::host(1, &[2]);
+    let cfg_b = NodeCfg::host(2, &[1]);
+    let path_a = dir.write("a.toml", &cfg_a.to_toml());
+    let path_b = dir.write("b.toml", &cfg_b.to_toml());
+
+    let vtepd_a = Vtepd::start(&hosts.a, &path_a, &cfg_a);
+    let vtepd_b = Vtepd::start(&hosts.b, &path_b, &cfg_b);
+
+    // The device looks like flannel.1: the subnet's .0 as a /32, and the configured MTU.
+    let addr_a = hosts.a.ip(&["addr", "show", "dev", "vtep0"]);
+    assert!(
+        addr_a.contains("10.244.1.0/32"),
+        "vtep0 in A lacks 10.244.1.0/32:\n{addr_a}"
+    );
+    assert!(
+        addr_a.contains("mtu 1450"),
+        "vtep0 in A does not have mtu 1450:\n{addr_a}"
+    );
+
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+
+    let ip_a = Ipv4Addr::new(10, 244, 1, 0);
+    let ip_b = Ipv4Addr::new(10, 244, 2, 0);
+    tcp_transfer(&hosts.a, Some(ip_a), &hosts.b, ip_b, 5001, BIG_TRANSFER);
+    tcp_transfer(&hosts.b, Some(ip_b), &hosts.a, ip_a, 5002, BIG_TRANSFER);
+
+    let counters_a = vtepd_a.stop();
+    let counters_b = vtepd_b.stop();
+    eprintln!(
+        "A counters:\n{}\nB counters:\n{}",
+        show_counters(&counters_a),
+        show_counters(&counters_b)
+    );
+    assert_clean_traffic("A", &counters_a);
+    assert_clean_traffic("B", &counters_b);
+    // 50 MB went each way, so each side moved at least that much in both directions.
+    for (host, c) in [("A", &counters_a), ("B", &counters_b)] {
+        for k in ["rx_bytes", "tx_bytes"] {
+            assert!(
+                c[k] >= BIG_TRANSFER as u64,
+                "{host}: {k} = {} < {BIG_TRANSFER}",
+                c[k]
+            );
+        }
+    }
+
+    assert_cleaned_up(&hosts.a, &cfg_a);
+    assert_cleaned_up(&hosts.b, &cfg_b);
+    let neigh_a = hosts.a.ip(&["neigh", "show"]);
+    assert!(
+        !neigh_a.contains("10.244.2.0 "),
+        "neighbour 10.244.2.0 left in A:\n{neigh_a}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// vtepd check
+
+/// Runs `vtepd check --config` on `toml`; returns (exit code, stderr).
+fn check(tag: &str, toml: &str) -> (Option<i32>, String) {
+    let dir = TempDir::new(tag);
+    let path = dir.write("vtepd.toml", toml);
+    let out = Command::new(vtepd_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run vtepd check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_rejected(tag: &str, toml: &str, key: &str) {
+    let (code, stderr) = check(tag, toml);
+    assert_eq!(
+        code,
+        Some(2),
+        "vtepd check should exit 2 for bad `{key}`; stderr:\n{stderr}\nconfig:\n{toml}"
+    );
+    assert!(
+        stderr.contains(key),
+        "vtepd check stderr does not name `{key}`:\n{stderr}\nconfig:\n{toml}"
+    );
+}
+
+#[test]
+fn check_accepts_good_config() {
+    let toml = NodeCfg::host(1, &[2, 3]).to_toml();
+    let (code, stderr) = check("ckok", &toml);
+    assert_eq!(
+        code,
+        Some(0),
+        "vtepd check rejected a good config; stderr:\n{stderr}\nconfig:\n{toml}"
+    );
+}
+
+#[test]
+fn check_rejects_vni_over_24_bits() {
+    let mut cfg = NodeCfg::host(1, &[2]);
+    cfg.vni = 16_777_216;
+    assert_rejected("ckvni", &cfg.to_toml(), "vni");
+}
+
+#[test]
+fn check_rejects_peer_with_own_public_ip() {
+    let mut cfg = NodeCfg::host(1, &[2]);
+    cfg.peers[0].public_ip = cfg.public_ip.clone();
+    assert_rejected("ckself", &cfg.to_toml(), "public_ip");
+}
+
+#[test]
+fn check_rejects_overlapping_peer_subnets() {
+    let mut cfg = NodeCfg::host(1, &[2, 3]);
+    cfg.peers[1].subnet = "10.244.2.128/25".into();
+    assert_rejected("ckovl", &cfg.to_toml(), "subnet");
+}
+
+#[test]
+fn check_rejects_unknown_key() {
+    let toml = NodeCfg::host(1, &[2])
+        .to_toml()
+        .replace("[vxlan]\n", "[vxlan]\nfrobnicate_level = 3\n");
+    assert_rejected("ckunk", &toml, "frobnicate_level");
+}
