@@ -1,0 +1,1100 @@
+#!/usr/bin/env python3
+"""vtepd benchmark: userspace VXLAN (vtepd) against the kernel's flannel.1.
+
+Builds a two-node testbed out of network namespaces for every row and every
+round, measures, tears it down, and reports medians and ratios to the kernel
+VXLAN row (B):
+
+  A   raw veth underlay        node A 192.0.2.1 -> node B 192.0.2.2, no overlay
+  B   kernel VXLAN (flannel.1) pod 10.244.1.2 -> pod 10.244.2.2 via flannel.1,
+                               set up exactly like Flannel's vxlan backend
+  C   vtepd VXLAN              same pods, vtepd instead of flannel.1
+  C0  vtepd packet-per-syscall vtepd --no-offload --batch 1
+  D   kernel host-gw           (optional) pods routed over the underlay, no
+                               encapsulation; Flannel's host-gw backend
+
+Rows run interleaved (A B C C0 A B C C0 ...) so slow drifts of the machine hit
+every row alike. Figures per row: TCP throughput with 1 and 4 streams, 64-byte
+UDP packets received per second and loss, ping RTT mean and p99, CPU seconds
+per GB moved (see NOTES below, also printed and stored in bench.json).
+
+Adding a row: write `def setup_xxx(tb, opts, **kw) -> Endpoints` (build the
+data path on the Testbed `tb`, return who talks to whom) and list it in
+ROW_REGISTRY with a key and a label; `--rows` picks rows by key.
+
+Run as root:  sudo python3 scripts/bench.py [--rounds 3] [--time 5] [--out bench-out]
+Outputs: table on stdout, progress on stderr, OUT/bench.json, OUT/bench.svg.
+Exit status: 0 all rows measured, 3 some row failed in every round, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# --------------------------------------------------------------------------- #
+# addressing plan (documentation ranges + Flannel's default pod network)
+# --------------------------------------------------------------------------- #
+
+NODES = {
+    #     underlay IP     pod subnet        VTEP MAC              bridge IP     pod IP
+    "A": ("192.0.2.1", "10.244.1.0/24", "02:00:00:00:00:01", "10.244.1.1", "10.244.1.2"),
+    "B": ("192.0.2.2", "10.244.2.0/24", "02:00:00:00:00:02", "10.244.2.1", "10.244.2.2"),
+}
+PEER = {"A": "B", "B": "A"}
+VNI, VXLAN_PORT, OVERLAY_MTU = 1, 8472, 1450
+
+NOTES = [
+    "Rows run interleaved (A B C ... A B C ...); each row/round builds and deletes its own namespaces.",
+    "Overlay rows measure pod->pod (pod netns -> veth -> cni0 bridge -> overlay -> cni0 -> pod, MTU 1450); "
+    "row A measures node->node on the bare veth underlay (MTU 1500).",
+    "TCP: iperf3 -J -t T [-P 4], figure = receiver goodput (sum_received.bits_per_second).",
+    "UDP 64 B: iperf3 -u -l 64 -b RATE (0 = unlimited), figure = packets the receiving iperf3 counted "
+    "per second ((packets - lost_packets) / seconds); loss % as reported by iperf3 (sequence gaps), "
+    "which includes drops at the receiving socket.",
+    "RTT: ping -c N -i 0.01, every reply's time= parsed; mean and p99 (nearest rank) in microseconds.",
+    "All CPU figures are taken over the 1-stream TCP test and divided by GB (1e9 bytes) of TCP payload "
+    "received by iperf3; all namespaces share one kernel, so both 'nodes' are on this machine's bill.",
+    "CPU s/GB involved: utime+stime of every process involved, summed: the iperf3 client (rusage of "
+    "the reaped child), the iperf3 server, the vtepd processes of both nodes with all their threads "
+    "(/proc/PID/stat utime+stime+cutime+cstime deltas), and the ksoftirqd/N threads. Kernel work in "
+    "their syscalls and softirq work run on their stack is included (this kernel uses tick-based "
+    "accounting without IRQ_TIME_ACCOUNTING, which charges softirq ticks to the interrupted task); "
+    "softirq ticks that hit unrelated tasks are not. Robust to other load on the machine.",
+    "CPU s/GB whole machine: busy time of all CPUs (user+nice+system+irq+softirq+steal from /proc/stat) "
+    "over the same interval: everything above plus any unrelated load. Background load is sampled "
+    "before the run (background_cpu_cores in bench.json) and NOT subtracted.",
+    "CPU s/GB vtepd only: the vtepd part of the 'involved' figure (both nodes).",
+    "Ratios: median of the row / median of row B (kernel VXLAN); for RTT, loss and CPU lower is better.",
+]
+
+
+# --------------------------------------------------------------------------- #
+# small utilities
+# --------------------------------------------------------------------------- #
+
+
+class BenchError(Exception):
+    """A failure with a one-line reason meant for the report."""
+
+
+def run(cmd: list[str], timeout: float = 30, check: bool = True, input: Optional[str] = None
+        ) -> subprocess.CompletedProcess:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"timed out after {timeout:.0f}s: {shlex.join(cmd)}")
+    except FileNotFoundError:
+        raise BenchError(f"command not found: {cmd[0]}")
+    if check and p.returncode != 0:
+        msg = (p.stderr.strip() or p.stdout.strip()).splitlines()
+        raise BenchError(f"`{shlex.join(cmd)}` exited {p.returncode}: {msg[-1] if msg else ''}")
+    return p
+
+
+def tail(path: Path, n: int = 5) -> str:
+    try:
+        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
+
+
+def cpu_times() -> dict[str, int]:
+    """Aggregate 'cpu' line of /proc/stat, in clock ticks."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
+    return {n: int(v) for n, v in zip(names, parts[1:9])}
+
+
+def busy_seconds(t0: dict, t1: dict) -> dict[str, float]:
+    d = {k: (t1[k] - t0[k]) / CLK_TCK for k in t0}
+    d["busy"] = sum(d[k] for k in ("user", "nice", "system", "irq", "softirq", "steal"))
+    return d
+
+
+def proc_cpu_seconds(pid: int) -> Optional[float]:
+    """utime+stime+cutime+cstime of a process (all threads), seconds; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    fields = s[s.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+    return sum(int(x) for x in fields[11:15]) / CLK_TCK
+
+
+def proc_comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+class Progress:
+    """One updating status line on stderr (a plain line per update when not a tty)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.width = 0
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{time.monotonic() - self.t0:5.0f}s] {msg}"
+        if self.tty:
+            cols = shutil.get_terminal_size((100, 20)).columns - 1
+            line = line[:cols]
+            sys.stderr.write("\r" + line.ljust(self.width) + "\r" + line)
+            self.width = len(line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and self.width:
+            sys.stderr.write("\r" + " " * self.width + "\r")
+            sys.stderr.flush()
+            self.width = 0
+
+
+# --------------------------------------------------------------------------- #
+# Testbed: namespaces, links and processes of one row in one round
+# --------------------------------------------------------------------------- #
+
+
+class Testbed:
+    """Two nodes (netns A and B, underlay veth0 192.0.2.1/24 <-> 192.0.2.2/24,
+    ip_forward on) plus, on request, a cni0 bridge and a pod netns per node.
+
+    Netns names are "vb<pid>-<tag>-<node>", unique to this run. close() kills
+    every process started here or found running in these namespaces (by pid)
+    and deletes the namespaces; it runs even on Ctrl-C/SIGTERM.
+    """
+
+    def __init__(self, tag: str, workdir: Path) -> None:
+        self.prefix = f"vb{os.getpid()}-{tag}"
+        self.dir = workdir / tag
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.namespaces: list[str] = []
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.closed = False
+
+    # -- namespaces ---------------------------------------------------------
+    def ns(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    def add_ns(self, node: str) -> str:
+        name = self.ns(node)
+        run(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        self.ip(node, "link", "set", "lo", "up")
+        return name
+
+    def ip(self, node: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run(["ip", "-n", self.ns(node), *args], check=check)
+
+    def exec(self, node: str, cmd: list[str], timeout: float = 30, check: bool = True
+             ) -> subprocess.CompletedProcess:
+        return run(["ip", "netns", "exec", self.ns(node), *cmd], timeout=timeout, check=check)
+
+    def spawn(self, node: str, name: str, cmd: list[str]) -> subprocess.Popen:
+        """Start a long-running process in a netns; output to DIR/name.{out,err}."""
+        out = open(self.dir / f"{name}.out", "w")
+        err = open(self.dir / f"{name}.err", "w")
+        # `ip netns exec` execs the command: the Popen pid is the command's pid.
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns(node), *cmd],
+                             stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        out.close()
+        err.close()
+        self.procs.append((name, p))
+        return p
+
+    def pids_in(self, node: str) -> list[int]:
+        p = run(["ip", "netns", "pids", self.ns(node)], check=False)
+        return [int(x) for x in p.stdout.split() if x.isdigit()]
+
+    # -- topology -------------------------------------------------------------
+    def build_nodes(self) -> None:
+        for node in NODES:
+            self.add_ns(node)
+            self.exec(node, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        # created directly inside the two namespaces: no name in the root netns
+        run(["ip", "link", "add", "veth0", "netns", self.ns("A"), "type", "veth",
+             "peer", "name", "veth0", "netns", self.ns("B")])
+        for node, (ip, *_rest) in NODES.items():
+            self.ip(node, "addr", "add", f"{ip}/24", "dev", "veth0")
+            self.ip(node, "link", "set", "veth0", "up")
+
+    def add_pods(self, mtu: int = OVERLAY_MTU) -> None:
+        """cni0 bridge (.1/24) on each node, pod netns behind a veth (.2/24)."""
+        for node, (_ip, subnet, _mac, br_ip, pod_ip) in NODES.items():
+            pod = f"{node}-pod"
+            self.add_ns(pod)
+            self.ip(node, "link", "add", "cni0", "mtu", str(mtu), "type", "bridge")
+            self.ip(node, "addr", "add", f"{br_ip}/24", "dev", "cni0")
+            self.ip(node, "link", "set", "cni0", "up")
+            run(["ip", "link", "add", "veth-pod", "netns", self.ns(node), "mtu", str(mtu),
+                 "type", "veth", "peer", "name", "eth0", "netns", self.ns(pod), "mtu", str(mtu)])
+            self.ip(node, "link", "set", "veth-pod", "master", "cni0", "up")
+            self.ip(pod, "addr", "add", f"{pod_ip}/24", "dev", "eth0")
+            self.ip(pod, "link", "set", "eth0", "up")
+            self.ip(pod, "route", "add", "default", "via", br_ip)
+
+    # -- teardown -----------------------------------------------------------
+    def stop(self, p: subprocess.Popen, timeout: float = 10) -> Optional[int]:
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        return p.returncode
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for _name, p in self.procs:
+                try:
+                    self.stop(p, timeout=5)
+                except Exception:
+                    pass
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                left = []
+                for ns in self.namespaces:
+                    node = ns[len(self.prefix) + 1:]
+                    left += self.pids_in(node)
+                for pid in left:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+                if not left:
+                    break
+                time.sleep(0.5)
+            for ns in reversed(self.namespaces):
+                run(["ip", "netns", "del", ns], check=False)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def __enter__(self) -> "Testbed":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class Endpoints:
+    """What a row setup returns: who measures against whom."""
+    client: str                 # node/netns short name of the sender (iperf3 -c, ping)
+    server: str                 # short name of the receiver (iperf3 -s)
+    server_ip: str
+    daemons: list = field(default_factory=list)   # (node, name, Popen) of data-path daemons
+    iperf3_server: Optional[subprocess.Popen] = None
+    info: dict = field(default_factory=dict)      # anything worth storing in bench.json
+
+
+# --------------------------------------------------------------------------- #
+# rows: one setup function each
+# --------------------------------------------------------------------------- #
+
+
+def wait_reachable(tb: Testbed, ep: Endpoints, seconds: float = 10,
+                   alive: Optional[Callable[[], None]] = None) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if alive:
+            alive()
+        p = tb.exec(ep.client, ["ping", "-n", "-c", "1", "-W", "1", ep.server_ip], check=False)
+        if p.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"no connectivity {ep.client} -> {ep.server_ip} after {seconds:.0f}s")
+        time.sleep(0.2)
+
+
+def setup_underlay(tb: Testbed, opts, **kw) -> Endpoints:
+    """A: bare veth, node to node."""
+    tb.build_nodes()
+    ep = Endpoints("A", "B", NODES["B"][0])
+    wait_reachable(tb, ep)
+    return ep
+
+
+def setup_kernel_vxlan(tb: Testbed, opts, **kw) -> Endpoints:
+    """B: flannel.1 exactly as Flannel's vxlan backend configures it."""
+    tb.build_nodes()
+    tb.add_pods(OVERLAY_MTU)
+    for node, (ip, subnet, mac, _br, _pod) in NODES.items():
+        tb.ip(node, "link", "add", "flannel.1", "type", "vxlan", "id", str(VNI), "dstport",
+              str(VXLAN_PORT), "local", ip, "dev", "veth0", "nolearning")
+        tb.ip(node, "link", "set", "flannel.1", "address", mac, "mtu", str(OVERLAY_MTU), "up")
+        tb.ip(node, "addr", "add", subnet.split("/")[0] + "/32", "dev", "flannel.1")
+    for node in NODES:
+        p_ip, p_subnet, p_mac, _br, _pod = NODES[PEER[node]]
+        p_net = p_subnet.split("/")[0]
+        tb.ip(node, "route", "add", p_subnet, "via", p_net, "dev", "flannel.1", "onlink")
+        tb.ip(node, "neigh", "add", p_net, "lladdr", p_mac, "dev", "flannel.1", "nud", "permanent")
+        run(["bridge", "-n", tb.ns(node), "fdb", "append", p_mac, "dev", "flannel.1", "dst", p_ip])
+    ep = Endpoints("A-pod", "B-pod", NODES["B"][4])
+    wait_reachable(tb, ep)
+    return ep
+
+
+def setup_kernel_hostgw(tb: Testbed, opts, **kw) -> Endpoints:
+    """D: Flannel host-gw: pod subnets routed via the peer's underlay IP, no encapsulation."""
+    tb.build_nodes()
+    tb.add_pods(1500)
+    for node in NODES:
+        p_ip, p_subnet, *_ = NODES[PEER[node]]
+        tb.ip(node, "route", "add", p_subnet, "via", p_ip, "dev", "veth0")
+    ep = Endpoints("A-pod", "B-pod", NODES["B"][4])
+    wait_reachable(tb, ep)
+    return ep
+
+
+def vtepd_config(node: str, backend: str = "vxlan", device: str = "vtep0") -> str:
+    ip, subnet, mac, _br, _pod = NODES[node]
+    lines = ["[node]", f'public_ip = "{ip}"', f'subnet = "{subnet}"', f'backend = "{backend}"', ""]
+    if backend == "vxlan":
+        lines += ["[vxlan]", f'device = "{device}"', f"vni = {VNI}", f"port = {VXLAN_PORT}",
+                  f'mac = "{mac}"', f"mtu = {OVERLAY_MTU}", ""]
+    for peer, (p_ip, p_subnet, p_mac, _b, _p) in NODES.items():
+        if peer != node:
+            lines += ["[[peer]]", f'public_ip = "{p_ip}"', f'subnet = "{p_subnet}"',
+                      f'vtep_mac = "{p_mac}"', ""]
+    return "\n".join(lines)
+
+
+def setup_vtepd(tb: Testbed, opts, args: tuple = (), backend: str = "vxlan",
+                device: str = "vtep0", **kw) -> Endpoints:
+    """C, C0, ...: vtepd on both nodes with extra command-line `args`."""
+    binary = Path(opts.vtepd)
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        raise BenchError(f"vtepd binary not found: {binary} (cargo build --release)")
+    tb.build_nodes()
+    tb.add_pods(OVERLAY_MTU)
+    ep = Endpoints("A-pod", "B-pod", NODES["B"][4])
+    for node in NODES:
+        cfg = tb.dir / f"vtepd-{node}.toml"
+        cfg.write_text(vtepd_config(node, backend, device))
+        cmd = [str(binary.resolve()), "run", "--config", str(cfg), *args]
+        p = tb.spawn(node, f"vtepd-{node}", cmd)
+        ep.daemons.append((node, f"vtepd-{node}", p))
+    ep.info["vtepd_cmd"] = shlex.join(cmd)
+
+    def alive() -> None:
+        for node, name, p in ep.daemons:
+            if p.poll() is not None:
+                raise BenchError(f"vtepd on node {node} exited {p.returncode}: "
+                                 f"{tail(tb.dir / (name + '.err'), 3) or tail(tb.dir / (name + '.out'), 3)}")
+
+    # ready = both routes to the peer's pod subnet are on the device
+    deadline = time.monotonic() + 10
+    while True:
+        alive()
+        ready = all(tb.ip(n, "route", "show", NODES[PEER[n]][1], check=False).stdout.strip()
+                    for n in NODES)
+        if ready:
+            break
+        if time.monotonic() > deadline:
+            raise BenchError("vtepd did not install the peer routes within 10s")
+        time.sleep(0.1)
+    wait_reachable(tb, ep, alive=alive)
+    return ep
+
+
+def teardown_vtepd(tb: Testbed, ep: Endpoints, result: dict) -> None:
+    """Stop vtepd with SIGTERM, collect its exit status and counters."""
+    counters, errors = {}, []
+    for node, name, p in ep.daemons:
+        rc = tb.stop(p, timeout=10)
+        c = {}
+        try:
+            for line in (tb.dir / f"{name}.out").read_text(errors="replace").splitlines():
+                parts = line.split()
+                if len(parts) == 2:
+                    try:
+                        c[parts[0]] = int(parts[1])
+                    except ValueError:
+                        try:
+                            c[parts[0]] = float(parts[1])
+                        except ValueError:
+                            pass
+        except OSError:
+            pass
+        counters[node] = c
+        if rc not in (0, None):
+            errors.append(f"vtepd on node {node} exited {rc} after SIGTERM: "
+                          f"{tail(tb.dir / (name + '.err'), 2)}")
+        if tb.ip(node, "link", "show", "vtep0", check=False).returncode == 0:
+            errors.append(f"vtepd on node {node} left vtep0 behind")
+    result["extra"]["vtepd_counters"] = counters
+    result["warnings"] += errors
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    setup: Callable[..., Endpoints]
+    kwargs: dict = field(default_factory=dict)
+    teardown: Optional[Callable[[Testbed, Endpoints, dict], None]] = None
+
+
+def row_registry(opts) -> list[Row]:
+    """Every known row. Add new ones here (key, label, setup function, kwargs)."""
+    rows = [
+        Row("A", "raw veth underlay", setup_underlay),
+        Row("B", "kernel VXLAN (flannel.1)", setup_kernel_vxlan),
+        Row("C", "vtepd VXLAN", setup_vtepd, {"args": ()}, teardown_vtepd),
+        Row("C0", "vtepd packet-per-syscall", setup_vtepd,
+            {"args": ("--no-offload", "--batch", "1")}, teardown_vtepd),
+        Row("D", "kernel host-gw (no encap)", setup_kernel_hostgw),
+        # Row("E", "vtepd IPIP", setup_vtepd, {"backend": "ipip", "device": "vtep0"}, teardown_vtepd),
+    ]
+    for spec in opts.variant:
+        key, _, args = spec.partition(":")
+        if not key or not args:
+            raise SystemExit(f"--variant wants KEY:ARGS, e.g. 'C2:--workers 2', got {spec!r}")
+        rows.append(Row(key, f"vtepd {args}", setup_vtepd, {"args": tuple(shlex.split(args))},
+                        teardown_vtepd))
+    return rows
+
+
+DEFAULT_ROWS = ["A", "B", "C", "C0"]
+REFERENCE_ROW = "B"
+
+
+# --------------------------------------------------------------------------- #
+# measurements: one function each, returning {figure: value} plus extras
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class Figure:
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    digits: int = 2
+
+
+FIGURES = [
+    Figure("tcp1_gbps", "TCP 1 stream", "Gbit/s", True),
+    Figure("tcp4_gbps", "TCP 4 streams", "Gbit/s", True),
+    Figure("udp64_kpps", "UDP 64 B received", "kpps", True, 1),
+    Figure("udp64_loss_pct", "UDP 64 B loss", "%", False, 1),
+    Figure("rtt_mean_us", "ping RTT mean", "us", False, 1),
+    Figure("rtt_p99_us", "ping RTT p99", "us", False, 1),
+    Figure("cpu_s_per_gb", "CPU per GB, involved (TCP x1)", "CPU-s/GB", False, 3),
+    Figure("machine_cpu_s_per_gb", "CPU per GB, whole machine (TCP x1)", "CPU-s/GB", False, 3),
+    Figure("daemon_cpu_s_per_gb", "CPU per GB, vtepd only (TCP x1)", "CPU-s/GB", False, 3),
+]
+FIG = {f.key: f for f in FIGURES}
+
+
+def iperf3_server(tb: Testbed, ep: Endpoints) -> subprocess.Popen:
+    p = tb.spawn(ep.server, "iperf3-server", ["iperf3", "-s", "-B", ep.server_ip])
+    ep.iperf3_server = p
+    deadline = time.monotonic() + 5
+    while True:
+        if p.poll() is not None:
+            raise BenchError(f"iperf3 server exited: {tail(tb.dir / 'iperf3-server.err', 2)}")
+        if tb.exec(ep.server, ["ss", "-Htln", "sport = :5201"], check=False).stdout.strip():
+            return p
+        if time.monotonic() > deadline:
+            raise BenchError("iperf3 server not listening after 5s")
+        time.sleep(0.1)
+
+
+def iperf3_client(tb: Testbed, ep: Endpoints, args: list[str], secs: float) -> dict:
+    for attempt in range(3):
+        p = tb.exec(ep.client, ["iperf3", "-c", ep.server_ip, "-J", "-t", str(secs), *args],
+                    timeout=secs + 30, check=False)
+        try:
+            data = json.loads(p.stdout)
+        except json.JSONDecodeError:
+            raise BenchError(f"iperf3 {' '.join(args)}: no JSON (exit {p.returncode}): "
+                             f"{p.stderr.strip()[-200:]}")
+        err = data.get("error")
+        if not err:
+            return data
+        if "busy" in err and attempt < 2:   # previous test still finishing on the server
+            time.sleep(1)
+            continue
+        raise BenchError(f"iperf3 {' '.join(args)}: {err}")
+    raise AssertionError("unreachable")
+
+
+def ksoftirqd_pids() -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and proc_comm(int(d.name)).startswith("ksoftirqd/"):
+            pids.append(int(d.name))
+    return pids
+
+
+def involved_cpu(tb: Testbed, ep: Endpoints, ksoftirqd: list[int]) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of the long-running processes involved in a test:
+    vtepd on the daemons' nodes, the iperf3 server, the ksoftirqd threads."""
+    snap: dict[str, dict[int, float]] = {"vtepd": {}, "iperf3_server": {}, "ksoftirqd": {}}
+    for node in {node for node, _n, _p in ep.daemons}:
+        for pid in tb.pids_in(node):
+            if proc_comm(pid).startswith("vtepd"):
+                snap["vtepd"][pid] = proc_cpu_seconds(pid) or 0.0
+    if ep.iperf3_server is not None:
+        snap["iperf3_server"][ep.iperf3_server.pid] = proc_cpu_seconds(ep.iperf3_server.pid) or 0.0
+    for pid in ksoftirqd:
+        snap["ksoftirqd"][pid] = proc_cpu_seconds(pid) or 0.0
+    return snap
+
+
+def cpu_delta(before: dict[int, float], after_pids: dict[int, float]) -> float:
+    """Sum of per-pid increases; a pid that vanished counts with its last value."""
+    return sum(max(0.0, after_pids.get(pid, v) - v) for pid, v in before.items()) + \
+        sum(v for pid, v in after_pids.items() if pid not in before)
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def measure_tcp(tb: Testbed, ep: Endpoints, opts, streams: int = 1) -> dict:
+    ksi = ksoftirqd_pids()
+    before = involved_cpu(tb, ep, ksi)
+    # From here until `after` the only child we reap is the iperf3 client
+    # (`ip netns exec` execs it), so the RUSAGE_CHILDREN delta is its CPU time.
+    ch0, c0, w0 = children_cpu(), cpu_times(), time.monotonic()
+    data = iperf3_client(tb, ep, ["-P", str(streams)] if streams > 1 else [], opts.time)
+    ch1, c1, w1 = children_cpu(), cpu_times(), time.monotonic()
+    after = involved_cpu(tb, ep, ksi)
+    end = data["end"]
+    rx, tx = end["sum_received"], end["sum_sent"]
+    gb = rx["bytes"] / 1e9
+    machine = busy_seconds(c0, c1)
+    parts = {k: cpu_delta(before[k], after[k]) for k in before}
+    parts["iperf3_client"] = ch1 - ch0
+    involved = sum(parts.values())
+    k = f"tcp{streams}"
+    res = {
+        f"{k}_gbps": rx["bits_per_second"] / 1e9,
+        "extra": {
+            f"{k}_bytes": rx["bytes"],
+            f"{k}_retransmits": tx.get("retransmits"),
+            f"{k}_wall_s": round(w1 - w0, 3),
+            f"{k}_machine_cpu_s": {n: round(v, 3) for n, v in machine.items()},
+            f"{k}_involved_cpu_s": {n: round(v, 3) for n, v in parts.items()},
+            f"{k}_iperf3_cpu_pct": end.get("cpu_utilization_percent"),
+        },
+    }
+    if gb <= 0:
+        raise BenchError(f"iperf3 -P {streams}: no bytes received")
+    per_gb = {"cpu_s_per_gb": involved / gb, "machine_cpu_s_per_gb": machine["busy"] / gb}
+    if ep.daemons:
+        per_gb["daemon_cpu_s_per_gb"] = parts["vtepd"] / gb
+    if streams == 1:
+        res.update(per_gb)
+    else:
+        res["extra"].update({f"{k}_{n}": v for n, v in per_gb.items()})
+    return res
+
+
+def measure_ping(tb: Testbed, ep: Endpoints, opts) -> dict:
+    p = tb.exec(ep.client, ["ping", "-n", "-c", str(opts.pings), "-i", "0.01", "-W", "1",
+                            ep.server_ip], timeout=opts.pings * 0.05 + 20, check=False)
+    rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", p.stdout)]
+    if not rtts:
+        raise BenchError(f"ping: no replies ({p.stdout.strip().splitlines()[-1:] or p.stderr.strip()})")
+    rtts_us = [r * 1000 for r in rtts]
+    return {
+        "rtt_mean_us": statistics.fmean(rtts_us),
+        "rtt_p99_us": percentile(rtts_us, 99),
+        "extra": {"ping_sent": opts.pings, "ping_received": len(rtts),
+                  "rtt_min_us": min(rtts_us), "rtt_max_us": max(rtts_us),
+                  "rtt_median_us": statistics.median(rtts_us)},
+    }
+
+
+def measure_udp64(tb: Testbed, ep: Endpoints, opts) -> dict:
+    data = iperf3_client(tb, ep, ["-u", "-l", "64", "-b", opts.udp_rate], opts.time)
+    end = data["end"]
+    rx = end.get("sum_received") or end["sum"]
+    tx = end.get("sum_sent") or end["sum"]
+    received = rx["packets"] - rx["lost_packets"]
+    secs = rx["seconds"] or opts.time
+    return {
+        "udp64_kpps": received / secs / 1e3,
+        "udp64_loss_pct": rx["lost_percent"],
+        "extra": {"udp64_sent_kpps": tx["packets"] / (tx["seconds"] or opts.time) / 1e3,
+                  "udp64_packets_sent": rx["packets"], "udp64_packets_lost": rx["lost_packets"],
+                  "udp64_iperf3_cpu_pct": end.get("cpu_utilization_percent")},
+    }
+
+
+MEASUREMENTS: list[tuple[str, Callable[..., dict]]] = [
+    ("ping", measure_ping),
+    ("tcp x1", lambda tb, ep, o: measure_tcp(tb, ep, o, 1)),
+    ("tcp x4", lambda tb, ep, o: measure_tcp(tb, ep, o, 4)),
+    ("udp 64B", measure_udp64),
+]
+
+
+# --------------------------------------------------------------------------- #
+# one row, one round
+# --------------------------------------------------------------------------- #
+
+
+def run_row(row: Row, rnd: int, opts, workdir: Path, progress: Progress) -> dict:
+    result = {"round": rnd, "ok": False, "error": None, "warnings": [], "figures": {},
+              "extra": {}, "setup_s": None}
+    tag = f"{row.key}{rnd}"
+    where = f"round {rnd}/{opts.rounds}  {row.key} {row.label}"
+    with Testbed(tag, workdir) as tb:
+        try:
+            progress(f"{where}: setup")
+            t0 = time.monotonic()
+            ep = row.setup(tb, opts, **row.kwargs)
+            result["setup_s"] = round(time.monotonic() - t0, 2)
+            result["extra"].update(ep.info)
+            iperf3_server(tb, ep)
+        except BenchError as e:
+            result["error"] = f"setup: {e}"
+            return result
+        except Exception as e:  # a bug in a setup function must not stop the bench
+            result["error"] = f"setup: {type(e).__name__}: {e}"
+            return result
+        failures = []
+        for name, fn in MEASUREMENTS:
+            progress(f"{where}: {name}")
+            try:
+                r = fn(tb, ep, opts)
+                result["extra"].update(r.pop("extra", {}))
+                result["figures"].update(r)
+            except (BenchError, KeyError, ValueError, TypeError) as e:
+                failures.append(f"{name}: {e}")
+            # a daemon that died mid-run invalidates the remaining figures
+            dead = [(n, p.returncode) for n, _name, p in ep.daemons if p.poll() is not None]
+            if dead:
+                failures.append(f"daemon died during {name}: " +
+                                ", ".join(f"node {n} exit {rc}" for n, rc in dead))
+                break
+            time.sleep(0.3)
+        if row.teardown:
+            progress(f"{where}: teardown")
+            try:
+                row.teardown(tb, ep, result)
+            except Exception as e:
+                result["warnings"].append(f"teardown: {e}")
+        if failures:
+            result["error"] = "; ".join(failures)
+        result["ok"] = bool(result["figures"])
+    return result
+
+
+# --------------------------------------------------------------------------- #
+# report: summary, table, JSON, SVG
+# --------------------------------------------------------------------------- #
+
+
+def summarise(rows: list[Row], raw: dict[str, list[dict]]) -> dict:
+    out = {}
+    for row in rows:
+        rounds = raw[row.key]
+        med = {}
+        for f in FIGURES:
+            vals = [r["figures"][f.key] for r in rounds if r["figures"].get(f.key) is not None]
+            if vals:
+                med[f.key] = statistics.median(vals)
+        errors = sorted({r["error"] for r in rounds if r["error"]})
+        warns = sorted({w for r in rounds for w in r["warnings"]})
+        n_ok = sum(1 for r in rounds if r["ok"])
+        status = "ok" if n_ok == len(rounds) and not errors else ("failed" if n_ok == 0 else "partial")
+        out[row.key] = {"label": row.label, "setup": row.setup.__name__,
+                        "kwargs": {k: list(v) if isinstance(v, tuple) else v
+                                   for k, v in row.kwargs.items()},
+                        "status": status, "rounds_ok": n_ok, "errors": errors, "warnings": warns,
+                        "median": med, "rounds": rounds}
+    ref = out.get(REFERENCE_ROW, {}).get("median", {})
+    for key, r in out.items():
+        r["ratio_to_" + REFERENCE_ROW] = {f: (v / ref[f]) if ref.get(f) else None
+                                          for f, v in r["median"].items()}
+    return out
+
+
+def fmt(v: Optional[float], digits: int) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def render_table(rows: list[Row], summary: dict) -> str:
+    ref = REFERENCE_ROW
+    head = ["figure"] + [f"{r.key} {r.label}" for r in rows]
+    lines = [head]
+    for f in FIGURES:
+        arrow = "^" if f.higher_is_better else "v"
+        cells = [f"{f.label} [{f.unit}] {arrow}"]
+        any_val = False
+        for r in rows:
+            s = summary[r.key]
+            v = s["median"].get(f.key)
+            if s["status"] == "failed":
+                cells.append("FAILED")
+                continue
+            if v is None:
+                cells.append("-")
+                continue
+            any_val = True
+            ratio = s[f"ratio_to_{ref}"].get(f.key)
+            rs = f" (x{ratio:.2f})" if ratio is not None and r.key != ref else ""
+            cells.append(fmt(v, f.digits) + rs)
+        if any_val:
+            lines.append(cells)
+    lines.append(["rounds ok"] + [f"{summary[r.key]['rounds_ok']}/{len(summary[r.key]['rounds'])}"
+                                  for r in rows])
+    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
+    text = []
+    for n, l in enumerate(lines):
+        text.append("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i])
+                              for i, c in enumerate(l)).rstrip())
+        if n == 0:
+            text.append("  ".join("-" * w for w in widths))
+    text.append(f"medians over rounds; (xR) = ratio to {ref} {summary.get(ref, {}).get('label', '')}; "
+                "^ higher is better, v lower is better")
+    for r in rows:
+        s = summary[r.key]
+        for e in s["errors"]:
+            text.append(f"{r.key} {'FAILED' if s['status'] == 'failed' else 'error'}: {e}")
+        for w in s["warnings"]:
+            text.append(f"{r.key} warning: {w}")
+    return "\n".join(text)
+
+
+def xml(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+PALETTE = ["#8c8c8c", "#4c72b0", "#dd8452", "#c44e52", "#55a868", "#8172b3", "#937860",
+           "#da8bc3", "#ccb974", "#64b5cd"]
+
+
+def render_svg(rows: list[Row], summary: dict, title: str, subtitle: str) -> str:
+    figs = [f for f in FIGURES if any(summary[r.key]["median"].get(f.key) is not None for r in rows)]
+    if not figs:
+        figs = FIGURES[:1]
+    cols = 3
+    pw, ph = 330, 250            # panel size
+    top = 96                     # title + legend
+    nrows = math.ceil(len(figs) / cols)
+    W, H = cols * pw + 20, top + nrows * ph + 30
+    color = {r.key: PALETTE[i % len(PALETTE)] for i, r in enumerate(rows)}
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+         'font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="11">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="12" y="24" font-size="17" font-weight="bold">{xml(title)}</text>',
+         f'<text x="12" y="42" fill="#555">{xml(subtitle)}</text>']
+    # legend
+    x = 12
+    for r in rows:
+        s = summary[r.key]
+        label = f"{r.key}  {r.label}" + ("  (FAILED)" if s["status"] == "failed" else "")
+        o.append(f'<rect x="{x}" y="56" width="12" height="12" fill="{color[r.key]}"/>')
+        o.append(f'<text x="{x + 16}" y="66">{xml(label)}</text>')
+        x += 28 + 6.5 * len(label)
+        if x > W - 200:
+            x = 12  # wrap (rare): keep it simple, overlap avoided by few rows
+    for i, f in enumerate(figs):
+        px, py = 10 + (i % cols) * pw, top + (i // cols) * ph
+        ch_x, ch_y, ch_w, ch_h = px + 44, py + 40, pw - 64, ph - 100
+        vals = {r.key: summary[r.key]["median"].get(f.key) for r in rows}
+        raws = {r.key: [rd["figures"].get(f.key) for rd in summary[r.key]["rounds"]
+                        if rd["figures"].get(f.key) is not None] for r in rows}
+        vmax = max([v for v in vals.values() if v is not None] +
+                   [v for l in raws.values() for v in l] + [1e-9])
+        step, nticks = nice_axis(vmax)
+        vmax = step * nticks
+        decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if round(step / 10 ** math.floor(math.log10(step) + 1e-9), 3) == 2.5 else 0)
+        better = "higher is better" if f.higher_is_better else "lower is better"
+        o.append(f'<g><text x="{px + 4}" y="{py + 16}" font-size="13" font-weight="bold">'
+                 f'{xml(f.label)}</text>')
+        o.append(f'<text x="{px + 4}" y="{py + 30}" fill="#666">{xml(f.unit)}, {better}</text>')
+        for t in range(nticks + 1):
+            v = step * t
+            y = ch_y + ch_h - ch_h * t / nticks
+            o.append(f'<line x1="{ch_x}" y1="{y:.1f}" x2="{ch_x + ch_w}" y2="{y:.1f}" '
+                     f'stroke="{"#999" if t == 0 else "#e5e5e5"}"/>')
+            o.append(f'<text x="{ch_x - 4}" y="{y + 4:.1f}" text-anchor="end" fill="#666" '
+                     f'font-size="10">{v:,.{decimals}f}</text>')
+        slot = ch_w / max(1, len(rows))
+        bw = min(44, slot * 0.7)
+        for j, r in enumerate(rows):
+            cx = ch_x + slot * (j + 0.5)
+            v = vals[r.key]
+            base = ch_y + ch_h
+            if v is None:
+                o.append(f'<text x="{cx:.1f}" y="{base - 6}" text-anchor="middle" fill="#c00" '
+                         f'font-size="10">{"failed" if summary[r.key]["status"] == "failed" else "n/a"}</text>')
+            else:
+                h = ch_h * v / vmax
+                o.append(f'<rect x="{cx - bw / 2:.1f}" y="{base - h:.1f}" width="{bw:.1f}" '
+                         f'height="{max(h, 0.5):.1f}" fill="{color[r.key]}">'
+                         f'<title>{xml(r.key)} {xml(r.label)}: {fmt(v, f.digits)} {xml(f.unit)}</title></rect>')
+                for rv in raws[r.key]:
+                    o.append(f'<circle cx="{cx:.1f}" cy="{base - ch_h * rv / vmax:.1f}" r="2" '
+                             f'fill="black" fill-opacity="0.55"/>')
+                top_y = base - ch_h * max([v] + raws[r.key]) / vmax
+                o.append(f'<text x="{cx:.1f}" y="{top_y - 5:.1f}" text-anchor="middle" '
+                         f'font-size="10">{fmt(v, f.digits)}</text>')
+            ratio = summary[r.key][f"ratio_to_{REFERENCE_ROW}"].get(f.key)
+            o.append(f'<text x="{cx:.1f}" y="{base + 14}" text-anchor="middle" font-weight="bold">'
+                     f'{xml(r.key)}</text>')
+            if ratio is not None and r.key != REFERENCE_ROW:
+                o.append(f'<text x="{cx:.1f}" y="{base + 27}" text-anchor="middle" fill="#555" '
+                         f'font-size="10">x{ratio:.2f}</text>')
+        o.append("</g>")
+    o.append(f'<text x="12" y="{H - 10}" fill="#777" font-size="10">bars: median over rounds; '
+             f'dots: individual rounds; xR: ratio to row {REFERENCE_ROW}</text>')
+    o.append("</svg>")
+    return "\n".join(o) + "\n"
+
+
+def nice_axis(vmax: float, target: int = 4) -> tuple[float, int]:
+    """A round tick step (1, 2, 2.5, 5 x 10^k) and the number of steps to cover vmax."""
+    raw = vmax / target
+    exp = math.floor(math.log10(raw))
+    step = next(m for m in (1, 2, 2.5, 5, 10) if m * 10 ** exp >= raw * (1 - 1e-9)) * 10 ** exp
+    return step, max(1, math.ceil(vmax / step - 1e-9))
+
+
+# --------------------------------------------------------------------------- #
+# machine / provenance
+# --------------------------------------------------------------------------- #
+
+
+def machine_info() -> dict:
+    info = {"hostname": socket.gethostname(), "kernel": platform.release(),
+            "kernel_version": platform.version(), "arch": platform.machine(),
+            "nproc": os.cpu_count(), "python": platform.python_version()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        mem = Path("/proc/meminfo").read_text().split()
+        info["mem_gb"] = round(int(mem[1]) / 1024 / 1024, 1)
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                info["os"] = line.split("=", 1)[1].strip('"')
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        info["iperf3"] = run(["iperf3", "--version"], check=False).stdout.splitlines()[0]
+    except (BenchError, IndexError):
+        info["iperf3"] = None
+    return info
+
+
+def git_info() -> dict:
+    def g(*args: str) -> Optional[str]:
+        try:
+            p = run(["git", "-C", str(REPO), *args], check=False, timeout=10)
+        except BenchError:
+            return None
+        return p.stdout.strip() if p.returncode == 0 else None
+    status = g("status", "--porcelain", "--untracked-files=no")
+    return {"commit": g("rev-parse", "HEAD"), "describe": g("describe", "--always", "--dirty"),
+            "dirty": bool(status) if status is not None else None}
+
+
+def vtepd_info(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        return {"path": str(p), "present": False}
+    st = p.stat()
+    info = {"path": str(p.resolve()), "present": True, "size": st.st_size,
+            "mtime": _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        info["version"] = run([str(p), "--version"], check=False, timeout=5).stdout.strip() or None
+    except BenchError:
+        info["version"] = None
+    return info
+
+
+def background_cpu(seconds: float = 2.0) -> float:
+    """Busy CPU cores of the machine while the bench is idle (noise indicator)."""
+    c0 = cpu_times()
+    time.sleep(seconds)
+    return busy_seconds(c0, cpu_times())["busy"] / seconds
+
+
+# --------------------------------------------------------------------------- #
+# main
+# --------------------------------------------------------------------------- #
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description="Benchmark vtepd against kernel VXLAN (flannel.1) and the raw underlay, "
+                    "in network namespaces. Needs root.",
+        epilog="rows: A raw veth underlay, B kernel VXLAN (flannel.1), C vtepd, "
+               "C0 vtepd --no-offload --batch 1, D kernel host-gw (not in the default set). "
+               "Example: sudo scripts/bench.py --rows A,B,C --variant 'C2:--workers 2' --rows A,B,C,C2")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds, >= 3 (default 3)")
+    ap.add_argument("--time", type=float, default=5, help="seconds per iperf3 test (default 5)")
+    ap.add_argument("--rows", default=",".join(DEFAULT_ROWS),
+                    help=f"comma-separated row keys, or 'all' (default {','.join(DEFAULT_ROWS)})")
+    ap.add_argument("--variant", action="append", default=[], metavar="KEY:ARGS",
+                    help="extra vtepd row with these arguments, e.g. 'C2:--workers 2' "
+                         "(also add KEY to --rows unless --rows is default)")
+    ap.add_argument("--vtepd", default=str(REPO / "target/release/vtepd"),
+                    help="vtepd binary (default target/release/vtepd)")
+    ap.add_argument("--out", default="bench-out", help="output dir for bench.json/bench.svg")
+    ap.add_argument("--pings", type=int, default=200, help="pings per RTT measurement (default 200)")
+    ap.add_argument("--udp-rate", default="0",
+                    help="iperf3 -b for the 64-byte UDP test (default 0 = as fast as possible)")
+    ap.add_argument("--keep-logs", action="store_true", help="keep per-row configs and daemon logs in OUT/logs")
+    o = ap.parse_args(argv)
+    if o.rounds < 3:
+        ap.error("--rounds must be at least 3 (medians of fewer rounds are not worth reporting)")
+    if o.time < 1:
+        ap.error("--time must be at least 1 second")
+    o.time = int(o.time) if float(o.time).is_integer() else o.time
+    return o
+
+
+def main(argv: list[str]) -> int:
+    opts = parse_args(argv)
+    if os.geteuid() != 0:
+        print("vtepd bench needs root (network namespaces): run with sudo", file=sys.stderr)
+        return 2
+    for tool in ("ip", "bridge", "iperf3", "ping", "ss"):
+        if not shutil.which(tool):
+            print(f"missing tool: {tool} (run scripts/deps.sh)", file=sys.stderr)
+            return 2
+
+    registry = {r.key: r for r in row_registry(opts)}
+    keys = list(registry) if opts.rows == "all" else [k.strip() for k in opts.rows.split(",") if k.strip()]
+    if opts.rows == ",".join(DEFAULT_ROWS):
+        keys += [v.partition(":")[0] for v in opts.variant if v.partition(":")[0] not in keys]
+    unknown = [k for k in keys if k not in registry]
+    if unknown:
+        print(f"unknown row(s) {', '.join(unknown)}; known: {', '.join(registry)}", file=sys.stderr)
+        return 2
+    rows = [registry[k] for k in keys]
+
+    # SIGTERM/SIGHUP behave like Ctrl-C: unwind, tear down, exit.
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    out_dir = Path(opts.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="vtepd-bench-"))
+    progress = Progress()
+    started = _dt.datetime.now(_dt.timezone.utc)
+    raw: dict[str, list[dict]] = {r.key: [] for r in rows}
+    interrupted = False
+    bg: Optional[float] = None
+    try:
+        progress("sampling background CPU load (2 s)")
+        bg = background_cpu(2.0)
+        for rnd in range(1, opts.rounds + 1):
+            for row in rows:
+                res = run_row(row, rnd, opts, workdir, progress)
+                raw[row.key].append(res)
+                if res["error"]:
+                    progress.done()
+                    print(f"round {rnd} {row.key}: {res['error']}", file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True
+        progress.done()
+        print("interrupted: namespaces removed, reporting what was measured", file=sys.stderr)
+    finally:
+        progress.done()
+        if opts.keep_logs:
+            dst = out_dir / "logs"
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(workdir, dst)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    summary = summarise(rows, raw)
+    minfo, ginfo = machine_info(), git_info()
+    notes = list(NOTES)
+    if bg is not None and bg > 0.05:
+        notes.append(f"WARNING: the machine was {bg:.2f} cores busy before the run: "
+                     "CPU figures and throughput are noisy.")
+    report = {
+        "schema": 1,
+        "tool": "vtepd scripts/bench.py",
+        "date": started.isoformat(timespec="seconds"),
+        "duration_s": round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 1),
+        "interrupted": interrupted,
+        "machine": minfo,
+        "git": ginfo,
+        "vtepd": vtepd_info(opts.vtepd),
+        "args": vars(opts),
+        "background_cpu_cores": round(bg, 3) if bg is not None else None,
+        "reference_row": REFERENCE_ROW,
+        "figures": {f.key: {"label": f.label, "unit": f.unit,
+                            "better": "higher" if f.higher_is_better else "lower"} for f in FIGURES},
+        "rows": summary,
+        "notes": notes,
+    }
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    title = "vtepd bench: userspace VXLAN vs kernel flannel.1"
+    subtitle = (f"{started:%Y-%m-%d %H:%M} UTC, kernel {minfo['kernel']}, {minfo['nproc']} CPU "
+                f"{minfo.get('cpu_model', '')}, commit {ginfo.get('describe') or '?'}, "
+                f"{opts.rounds} rounds x {opts.time} s")
+    (out_dir / "bench.svg").write_text(render_svg(rows, summary, title, subtitle))
+
+    print(f"vtepd bench  {subtitle}")
+    print(render_table(rows, summary))
+    print()
+    for n in notes:
+        print("note: " + n)
+    print(f"\nwrote {out_dir / 'bench.json'} and {out_dir / 'bench.svg'}")
+    if interrupted:
+        return 130
+    return 3 if any(s["status"] == "failed" for s in summary.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
