@@ -11,3 +11,15 @@ pub mod dataplane;
 pub mod io;
 pub mod table;
 pub mod wire;
+
+/// An error and all its sources on one line, `outer: inner: innermost`, for logs and exit messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}

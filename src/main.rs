@@ -1,1 +1,111 @@
-fn main(){}
+//! The `vtepd` command line. Only argument handling lives here; the work is in the library.
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use vtepd::control::config::Config;
+use vtepd::control::run::{self, RunOptions};
+
+#[derive(Parser)]
+#[command(name = "vtepd", version, about = "Userspace VXLAN overlay switch, interoperable with flannel.1")]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Forward in the foreground until SIGINT/SIGTERM, then clean up and print counters.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Worker threads, each with its own TAP queue and sockets [default: number of cores].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: Option<u16>,
+        /// Packets per syscall batch (1 = the packet-per-syscall design, for comparison).
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        batch: u16,
+        /// Disable TAP and UDP offloads (TSO/GSO/GRO).
+        #[arg(long)]
+        no_offload: bool,
+        /// UDP source ports (send sockets) per worker, chosen by inner-flow hash.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        source_ports: u16,
+    },
+    /// Validate a config file without touching the system; exit 0 if good, 2 if not.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_logging(&cli.log_level);
+    match cli.cmd {
+        Cmd::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok ({} peers, vni {}, device {})", config.display(), c.peers.len(), c.vxlan.vni, c.vxlan.device);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(2, &e),
+        },
+        Cmd::Run { config, workers, batch, no_offload, source_ports } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(2, &e),
+            };
+            let opts = RunOptions {
+                workers: workers.map_or_else(default_workers, usize::from),
+                batch: batch.into(),
+                offload: !no_offload,
+                source_ports: source_ports.into(),
+            };
+            run_daemon(&cfg, &opts)
+        }
+    }
+}
+
+fn run_daemon(cfg: &Config, opts: &RunOptions) -> ExitCode {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            return fail(1, &e);
+        }
+    }
+    match run::run(cfg, opts, stop) {
+        Ok(counters) => {
+            for (name, value) in counters {
+                println!("{name} {value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e),
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn fail(code: u8, e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("vtepd: {}", vtepd::error_chain(e));
+    ExitCode::from(code)
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

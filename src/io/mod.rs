@@ -1,1 +1,50 @@
+//! I/O drivers around the sans-IO core: TAP queues, underlay UDP sockets, and the worker loop that
+//! moves batches between them. Every `unsafe` block of the crate lives under this module.
+pub mod ifaddr;
+pub mod tap;
+pub mod udp;
+pub mod worker;
 
+use std::io;
+
+/// Retries a syscall wrapper on EINTR.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Fixed-size packet buffers in one allocation, made once per worker and reused for every batch.
+pub struct Slots {
+    data: Vec<u8>,
+    stride: usize,
+}
+
+impl Slots {
+    pub fn new(count: usize, size: usize) -> Slots {
+        // Round up to a cache line so no two slots share one.
+        let stride = size.div_ceil(64) * 64;
+        Slots { data: vec![0; count * stride], stride }
+    }
+
+    pub fn count(&self) -> usize {
+        self.data.len() / self.stride
+    }
+
+    pub fn size(&self) -> usize {
+        self.stride
+    }
+
+    #[inline]
+    pub fn get(&self, i: usize) -> &[u8] {
+        &self.data[i * self.stride..(i + 1) * self.stride]
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.data[i * self.stride..(i + 1) * self.stride]
+    }
+}

@@ -1,0 +1,162 @@
+//! `vtepd run`: build the device, tables and workers from a config, forward until told to stop,
+//! then remove everything that was installed.
+//!
+//! The order matters for the error messages users see: every check that can fail for a reason
+//! they can fix (address not on this host, port in use, no privilege) runs before anything is
+//! installed, so a failed start leaves the host as it was.
+use super::config::Config;
+use super::netlink::{Netlink, NetlinkError, Route};
+use crate::dataplane::{counters, Counters, Vtep};
+use crate::io::tap::{self, TapError, TapQueue};
+use crate::io::udp::{self, Underlay, UdpError};
+use crate::io::worker::{Worker, WorkerConfig};
+use crate::io::ifaddr;
+use crate::table::{Peer, Tables};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// VXLAN over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// Knobs that are not part of the network's configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub workers: usize,
+    pub batch: usize,
+    pub offload: bool,
+    /// Send sockets (distinct UDP source ports) per worker.
+    pub source_ports: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error(transparent)]
+    Udp(#[from] UdpError),
+    #[error("{0}")]
+    Netlink(#[source] NetlinkError),
+    #[error("configuring routes and devices needs CAP_NET_ADMIN ({0}): run vtepd as root or grant it the capability")]
+    NoPermission(#[source] NetlinkError),
+    #[error("node.public_ip {0} is not an address of this host: add it to the underlay interface (`ip addr add {0}/24 dev eth0`) or fix the config")]
+    AddrNotHere(Ipv4Addr),
+    #[error("cannot find the MTU of the underlay interface holding {0}; set vxlan.mtu in the config")]
+    NoUnderlayMtu(Ipv4Addr),
+    #[error("cannot start worker thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+impl From<NetlinkError> for RunError {
+    fn from(e: NetlinkError) -> Self {
+        if e.errno() == Some(libc::EPERM) { RunError::NoPermission(e) } else { RunError::Netlink(e) }
+    }
+}
+
+/// What we put into the kernel, so exactly that is taken out again.
+struct Installed {
+    ifindex: u32,
+    routes: Vec<Route>,
+    neighs: Vec<Ipv4Addr>,
+}
+
+/// Runs until `stop` is set, then tears down and returns the final counters.
+pub fn run(cfg: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Vec<(&'static str, u64)>, RunError> {
+    let mut nl = Netlink::open()?;
+    if !nl.host_has_addr(cfg.node.public_ip)? {
+        return Err(RunError::AddrNotHere(cfg.node.public_ip));
+    }
+    udp::probe_port(cfg.node.public_ip, cfg.vxlan.port)?;
+    let mtu = overlay_mtu(cfg)?;
+    let queues = tap::open(&cfg.vxlan.device, opts.workers)?;
+    let underlays = (0..queues.len())
+        .map(|_| Underlay::bind(cfg.node.public_ip, cfg.vxlan.port, opts.source_ports))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let tables = Tables::new();
+    let installed = install(&mut nl, cfg, mtu, &tables)?;
+    tracing::info!(device = %cfg.vxlan.device, vni = %cfg.vxlan.vni, mtu, peers = cfg.peers.len(), workers = queues.len(), "forwarding");
+
+    let vtep = Vtep { vni: cfg.vxlan.vni, mac: cfg.vxlan.mac, ip: cfg.node.vtep_ip(), mtu: mtu as u16 };
+    let (threads, all_counters) = spawn_workers(vtep, cfg.vxlan.port, opts, &tables, queues, underlays, &stop)?;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    tracing::info!("stopping");
+    // Before the workers exit: their TAP queues are the device, and it vanishes with the last one.
+    uninstall(&mut nl, &installed);
+    for t in threads {
+        if t.join().is_err() {
+            tracing::error!("a worker thread panicked");
+        }
+    }
+    Ok(counters::total(&all_counters))
+}
+
+fn overlay_mtu(cfg: &Config) -> Result<u32, RunError> {
+    if let Some(m) = cfg.vxlan.mtu {
+        return Ok(m as u32);
+    }
+    let ip = cfg.node.public_ip;
+    let underlay = ifaddr::interface_of(ip).and_then(|n| ifaddr::mtu_of(&n)).ok_or(RunError::NoUnderlayMtu(ip))?;
+    Ok(underlay.saturating_sub(VXLAN_OVERHEAD).max(68))
+}
+
+/// Configures the device as flannel configures flannel.1, and fills the tables.
+fn install(nl: &mut Netlink, cfg: &Config, mtu: u32, tables: &Tables) -> Result<Installed, RunError> {
+    let dev = &cfg.vxlan.device;
+    let ifindex = nl
+        .link_index(dev)?
+        .ok_or_else(|| RunError::Tap(TapError::BadName { device: dev.clone(), reason: "vanished right after creation" }))?;
+    nl.set_link(ifindex, true, Some(mtu), Some(cfg.vxlan.mac.0))?;
+    nl.add_addr(ifindex, cfg.node.vtep_ip(), 32)?;
+    let mut done = Installed { ifindex, routes: Vec::new(), neighs: Vec::new() };
+    for p in &cfg.peers {
+        let peer = Peer { underlay_ip: p.public_ip, vtep_mac: p.vtep_mac, vtep_ip: p.vtep_ip() };
+        tables.add_peer(&peer);
+        nl.add_neigh(ifindex, peer.vtep_ip, p.vtep_mac.0)?;
+        done.neighs.push(peer.vtep_ip);
+        let route = Route { dst: p.subnet.network(), prefix_len: p.subnet.prefix_len(), gateway: Some(peer.vtep_ip), ifindex, onlink: true };
+        nl.add_route(&route)?;
+        done.routes.push(route);
+    }
+    Ok(done)
+}
+
+/// Best effort: a failure is logged, not fatal; closing the TAP removes whatever is left on it.
+fn uninstall(nl: &mut Netlink, done: &Installed) {
+    for r in &done.routes {
+        if let Err(e) = nl.del_route(r) {
+            tracing::warn!(error = %crate::error_chain(&e), "route removal failed");
+        }
+    }
+    for ip in &done.neighs {
+        if let Err(e) = nl.del_neigh(done.ifindex, *ip) {
+            tracing::warn!(error = %crate::error_chain(&e), "neighbour removal failed");
+        }
+    }
+}
+
+type Spawned = (Vec<std::thread::JoinHandle<()>>, Vec<Arc<Counters>>);
+
+fn spawn_workers(
+    vtep: Vtep,
+    port: u16,
+    opts: &RunOptions,
+    tables: &Arc<Tables>,
+    queues: Vec<TapQueue>,
+    underlays: Vec<Underlay>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Spawned, RunError> {
+    let mut threads = Vec::new();
+    let mut all = Vec::new();
+    for (i, (tap, udp)) in queues.into_iter().zip(underlays).enumerate() {
+        let counters = Arc::new(Counters::default());
+        all.push(counters.clone());
+        let cfg = WorkerConfig { vtep, port, batch: opts.batch, tables: tables.clone(), counters, stop: stop.clone() };
+        let w = Worker::new(cfg, tap, udp);
+        let t = std::thread::Builder::new().name(format!("vtepd-w{i}")).spawn(move || w.run()).map_err(RunError::Thread)?;
+        threads.push(t);
+    }
+    Ok((threads, all))
+}
