@@ -52,19 +52,8 @@ pub struct Vxlan {
     pub mtu: Option<u16>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    pub public_ip: Ipv4Addr,
-    pub subnet: Ipv4Net,
-    pub vtep_mac: MacAddr,
-}
-
-impl Peer {
-    /// The tunnel address flannel gives a node: the network address of its subnet.
-    pub fn vtep_ip(&self) -> Ipv4Addr {
-        self.subnet.network()
-    }
-}
+/// A configured peer is exactly what the overlay installs.
+pub use super::overlay::RemoteNode as Peer;
 
 impl Node {
     pub fn vtep_ip(&self) -> Ipv4Addr {

@@ -1,3 +1,4 @@
 pub mod config;
 pub mod netlink;
+pub mod overlay;
 pub mod run;

@@ -5,13 +5,14 @@
 //! they can fix (address not on this host, port in use, no privilege) runs before anything is
 //! installed, so a failed start leaves the host as it was.
 use super::config::Config;
-use super::netlink::{Netlink, NetlinkError, Route};
+use super::netlink::{Netlink, NetlinkError};
+use super::overlay::Overlay;
 use crate::dataplane::{counters, Counters, Vtep};
 use crate::io::tap::{self, TapError, TapQueue};
 use crate::io::udp::{self, Underlay, UdpError};
 use crate::io::worker::{Worker, WorkerConfig};
 use crate::io::ifaddr;
-use crate::table::{Peer, Tables};
+use crate::table::Tables;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,13 +54,6 @@ impl From<NetlinkError> for RunError {
     }
 }
 
-/// What we put into the kernel, so exactly that is taken out again.
-struct Installed {
-    ifindex: u32,
-    routes: Vec<Route>,
-    neighs: Vec<Ipv4Addr>,
-}
-
 /// Runs until `stop` is set, then tears down and returns the final counters.
 pub fn run(cfg: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Vec<(&'static str, u64)>, RunError> {
     let mut nl = Netlink::open()?;
@@ -73,8 +67,8 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Vec
         .map(|_| Underlay::bind(cfg.node.public_ip, cfg.vxlan.port, opts.source_ports))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let tables = Tables::new();
-    let installed = install(&mut nl, cfg, mtu, &tables)?;
+    let mut overlay = configure_device(nl, cfg, mtu)?;
+    let tables = overlay.tables().clone();
     tracing::info!(device = %cfg.vxlan.device, vni = %cfg.vxlan.vni, mtu, peers = cfg.peers.len(), workers = queues.len(), "forwarding");
 
     let vtep = Vtep { vni: cfg.vxlan.vni, mac: cfg.vxlan.mac, ip: cfg.node.vtep_ip(), mtu: mtu as u16 };
@@ -84,7 +78,7 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Vec
     }
     tracing::info!("stopping");
     // Before the workers exit: their TAP queues are the device, and it vanishes with the last one.
-    uninstall(&mut nl, &installed);
+    overlay.uninstall();
     for t in threads {
         if t.join().is_err() {
             tracing::error!("a worker thread panicked");
@@ -102,39 +96,17 @@ fn overlay_mtu(cfg: &Config) -> Result<u32, RunError> {
     Ok(underlay.saturating_sub(VXLAN_OVERHEAD).max(68))
 }
 
-/// Configures the device as flannel configures flannel.1, and fills the tables.
-fn install(nl: &mut Netlink, cfg: &Config, mtu: u32, tables: &Tables) -> Result<Installed, RunError> {
+/// Configures the device as flannel configures flannel.1, and installs the configured peers.
+fn configure_device(mut nl: Netlink, cfg: &Config, mtu: u32) -> Result<Overlay, RunError> {
     let dev = &cfg.vxlan.device;
     let ifindex = nl
         .link_index(dev)?
         .ok_or_else(|| RunError::Tap(TapError::BadName { device: dev.clone(), reason: "vanished right after creation" }))?;
     nl.set_link(ifindex, true, Some(mtu), Some(cfg.vxlan.mac.0))?;
     nl.add_addr(ifindex, cfg.node.vtep_ip(), 32)?;
-    let mut done = Installed { ifindex, routes: Vec::new(), neighs: Vec::new() };
-    for p in &cfg.peers {
-        let peer = Peer { underlay_ip: p.public_ip, vtep_mac: p.vtep_mac, vtep_ip: p.vtep_ip() };
-        tables.add_peer(&peer);
-        nl.add_neigh(ifindex, peer.vtep_ip, p.vtep_mac.0)?;
-        done.neighs.push(peer.vtep_ip);
-        let route = Route { dst: p.subnet.network(), prefix_len: p.subnet.prefix_len(), gateway: Some(peer.vtep_ip), ifindex, onlink: true };
-        nl.add_route(&route)?;
-        done.routes.push(route);
-    }
-    Ok(done)
-}
-
-/// Best effort: a failure is logged, not fatal; closing the TAP removes whatever is left on it.
-fn uninstall(nl: &mut Netlink, done: &Installed) {
-    for r in &done.routes {
-        if let Err(e) = nl.del_route(r) {
-            tracing::warn!(error = %crate::error_chain(&e), "route removal failed");
-        }
-    }
-    for ip in &done.neighs {
-        if let Err(e) = nl.del_neigh(done.ifindex, *ip) {
-            tracing::warn!(error = %crate::error_chain(&e), "neighbour removal failed");
-        }
-    }
+    let mut overlay = Overlay::new(nl, ifindex, Tables::new());
+    overlay.set_peers(&cfg.peers)?;
+    Ok(overlay)
 }
 
 type Spawned = (Vec<std::thread::JoinHandle<()>>, Vec<Arc<Counters>>);
