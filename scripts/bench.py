@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -402,9 +403,9 @@ def vtepd_config(node: str, backend: str = "vxlan", device: str = "vtep0") -> st
 def setup_vtepd(tb: Testbed, opts, args: tuple = (), backend: str = "vxlan",
                 device: str = "vtep0", **kw) -> Endpoints:
     """C, C0, ...: vtepd on both nodes with extra command-line `args`."""
-    binary = Path(opts.vtepd)
+    binary = Path(getattr(opts, "vtepd_snapshot", None) or opts.vtepd)
     if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise BenchError(f"vtepd binary not found: {binary} (cargo build --release)")
+        raise BenchError(f"vtepd binary not found: {opts.vtepd} (cargo build --release)")
     tb.build_nodes()
     tb.add_pods(OVERLAY_MTU)
     ep = Endpoints("A-pod", "B-pod", NODES["B"][4])
@@ -458,7 +459,7 @@ def teardown_vtepd(tb: Testbed, ep: Endpoints, result: dict) -> None:
             pass
         counters[node] = c
         if rc not in (0, None):
-            errors.append(f"vtepd on node {node} exited {rc} after SIGTERM: "
+            errors.append(f"vtepd on node {node}: exit status {rc}: "
                           f"{tail(tb.dir / (name + '.err'), 2)}")
         if tb.ip(node, "link", "show", "vtep0", check=False).returncode == 0:
             errors.append(f"vtepd on node {node} left vtep0 behind")
@@ -619,6 +620,8 @@ def measure_tcp(tb: Testbed, ep: Endpoints, opts, streams: int = 1) -> dict:
             f"{k}_wall_s": round(w1 - w0, 3),
             f"{k}_machine_cpu_s": {n: round(v, 3) for n, v in machine.items()},
             f"{k}_involved_cpu_s": {n: round(v, 3) for n, v in parts.items()},
+            # busy CPU not explained by the processes involved: other load on the machine
+            f"{k}_unrelated_cpu_cores": round(max(0.0, machine["busy"] - involved) / (w1 - w0), 3),
             f"{k}_iperf3_cpu_pct": end.get("cpu_utilization_percent"),
         },
     }
@@ -743,7 +746,12 @@ def summarise(rows: list[Row], raw: dict[str, list[dict]]) -> dict:
         errors = sorted({r["error"] for r in rounds if r["error"]})
         warns = sorted({w for r in rounds for w in r["warnings"]})
         n_ok = sum(1 for r in rounds if r["ok"])
-        status = "ok" if n_ok == len(rounds) and not errors else ("failed" if n_ok == 0 else "partial")
+        if not rounds:
+            status = "not run"
+        elif n_ok == len(rounds) and not errors:
+            status = "ok"
+        else:
+            status = "failed" if n_ok == 0 else "partial"
         out[row.key] = {"label": row.label, "setup": row.setup.__name__,
                         "kwargs": {k: list(v) if isinstance(v, tuple) else v
                                    for k, v in row.kwargs.items()},
@@ -796,8 +804,9 @@ def render_table(rows: list[Row], summary: dict) -> str:
                               for i, c in enumerate(l)).rstrip())
         if n == 0:
             text.append("  ".join("-" * w for w in widths))
-    text.append(f"medians over rounds; (xR) = ratio to {ref} {summary.get(ref, {}).get('label', '')}; "
-                "^ higher is better, v lower is better")
+    ratio_note = (f"(xR) = ratio to {ref} {summary[ref]['label']}" if ref in summary
+                  else f"no ratios: reference row {ref} not run")
+    text.append(f"medians over rounds; {ratio_note}; ^ higher is better, v lower is better")
     for r in rows:
         s = summary[r.key]
         for e in s["errors"]:
@@ -949,7 +958,8 @@ def vtepd_info(path: str) -> dict:
         return {"path": str(p), "present": False}
     st = p.stat()
     info = {"path": str(p.resolve()), "present": True, "size": st.st_size,
-            "mtime": _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")}
+            "mtime": _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc).isoformat(timespec="seconds"),
+            "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
     try:
         info["version"] = run([str(p), "--version"], check=False, timeout=5).stdout.strip() or None
     except BenchError:
@@ -1019,17 +1029,24 @@ def main(argv: list[str]) -> int:
         return 2
     rows = [registry[k] for k in keys]
 
-    # SIGTERM/SIGHUP behave like Ctrl-C: unwind, tear down, exit.
+    # SIGINT (even if inherited as ignored), SIGTERM, SIGHUP: unwind, tear down, report, exit.
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
 
     out_dir = Path(opts.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="vtepd-bench-"))
     progress = Progress()
     started = _dt.datetime.now(_dt.timezone.utc)
+    # Snapshot the binary: a `cargo build` during the run must not change it
+    # between rounds. Named "vtepd" so its processes are found by comm.
+    vinfo = vtepd_info(opts.vtepd)
+    if vinfo["present"] and any(r.setup is setup_vtepd for r in rows):
+        (workdir / "bin").mkdir()
+        opts.vtepd_snapshot = str(workdir / "bin" / "vtepd")
+        shutil.copy2(opts.vtepd, opts.vtepd_snapshot)
     raw: dict[str, list[dict]] = {r.key: [] for r in rows}
     interrupted = False
     bg: Optional[float] = None
@@ -1060,7 +1077,14 @@ def main(argv: list[str]) -> int:
     notes = list(NOTES)
     if bg is not None and bg > 0.05:
         notes.append(f"WARNING: the machine was {bg:.2f} cores busy before the run: "
-                     "CPU figures and throughput are noisy.")
+                     "figures are noisy.")
+    noisy = [(r.key, rd["round"], rd["extra"]["tcp1_unrelated_cpu_cores"]) for r in rows
+             for rd in raw[r.key] if rd["extra"].get("tcp1_unrelated_cpu_cores", 0) > 0.15]
+    if noisy:
+        notes.append("WARNING: other load on the machine during " +
+                     ", ".join(f"{k} round {n} ({c:.2f} cores)" for k, n, c in noisy) +
+                     ": throughput, RTT and CPU figures of those rounds are disturbed "
+                     "(rows compete for the same cores); re-run on an idle machine.")
     report = {
         "schema": 1,
         "tool": "vtepd scripts/bench.py",
@@ -1069,7 +1093,7 @@ def main(argv: list[str]) -> int:
         "interrupted": interrupted,
         "machine": minfo,
         "git": ginfo,
-        "vtepd": vtepd_info(opts.vtepd),
+        "vtepd": vinfo,
         "args": vars(opts),
         "background_cpu_cores": round(bg, 3) if bg is not None else None,
         "reference_row": REFERENCE_ROW,

@@ -187,11 +187,16 @@ if [[ $MODE == vtepd ]]; then
     echo "${D}vtepd counters (stdout after SIGTERM):${N}"
     awk -v D="$D" -v N="$N" '
         FNR == 1 { f++ }
-        NF == 2 && $2 ~ /^[0-9.]+$/ { if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } v[f, $1] = $2 }
+        NF == 2 && $2 ~ /^[0-9.]+$/ { if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } v[f, $1] = $2; if ($2 + 0 != 0) nz[$1] = 1 }
         END {
             if (!n) { print "      (none printed)"; exit }
-            printf "      %-32s %16s %16s\n", "counter", "node A", "node B"
-            for (i = 1; i <= n; i++) { k = order[i]; printf "      %-32s %16s %16s\n", k, ((1, k) in v ? v[1, k] : "-"), ((2, k) in v ? v[2, k] : "-") }
+            printf "      %-28s %14s %14s\n", "counter", "node A", "node B"
+            for (i = 1; i <= n; i++) {
+                k = order[i]
+                if (!(k in nz)) { zero++; continue }
+                printf "      %-28s %14s %14s\n", k, ((1, k) in v ? v[1, k] : "-"), ((2, k) in v ? v[2, k] : "-")
+            }
+            if (zero) printf "      (%d more counters are 0 on both nodes)\n", zero
         }' "$VT_TMP/vtepd-a.out" "$VT_TMP/vtepd-b.out"
 else
     echo "${D}flannel.1 counters (ip -s link):${N}"
