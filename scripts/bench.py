@@ -1094,7 +1094,7 @@ def main(argv: list[str]) -> int:
         "machine": minfo,
         "git": ginfo,
         "vtepd": vinfo,
-        "args": vars(opts),
+        "args": {k: v for k, v in vars(opts).items() if k != "vtepd_snapshot"},
         "background_cpu_cores": round(bg, 3) if bg is not None else None,
         "reference_row": REFERENCE_ROW,
         "figures": {f.key: {"label": f.label, "unit": f.unit,

@@ -15,7 +15,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source=lib/netns.sh
+# shellcheck source-path=SCRIPTDIR source=lib/netns.sh
 source "$ROOT/scripts/lib/netns.sh"
 
 MODE=vtepd BUILD=1 SECS=5
@@ -25,7 +25,7 @@ while (( $# )); do
         --kernel) MODE=kernel ;;
         --no-build) BUILD=0 ;;
         --time) SECS=$2; shift ;;
-        --keep-tmp) VT_KEEP_TMP=1 ;;
+        --keep-tmp) VT_KEEP_TMP=1 ;;  # read by vt_cleanup
         -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -38,7 +38,7 @@ if (( EUID != 0 )); then
 fi
 
 # ---- output helpers ---------------------------------------------------------
-if [[ -t 1 ]]; then G=$'\e[32m' R=$'\e[31m' B=$'\e[1m' D=$'\e[2m' N=$'\e[0m'; else G= R= B= D= N=; fi
+if [[ -t 1 ]]; then G=$'\e[32m' R=$'\e[31m' B=$'\e[1m' D=$'\e[2m' N=$'\e[0m'; else G='' R='' B='' D='' N=''; fi
 STEP=0 NSTEPS=6 FAILED=0
 step() { STEP=$((STEP + 1)); printf '[%d/%d] %-34s ' "$STEP" "$NSTEPS" "$1"; }
 sub()  { printf '      %-34s ' "$1"; }
@@ -60,7 +60,7 @@ step "cargo build --release"
 if [[ $MODE == kernel ]]; then
     ok "skipped (--kernel)"
 elif (( ! BUILD )); then
-    [[ -x "$VTEPD" ]] && ok "skipped, using $VTEPD" || fatal "no $VTEPD (drop --no-build)"
+    if [[ -x "$VTEPD" ]]; then ok "skipped, using $VTEPD"; else fatal "no $VTEPD (drop --no-build)"; fi
 else
     CARGO=$(command -v cargo || true)
     for c in "$HOME/.cargo/bin/cargo" ${SUDO_USER:+"$(getent passwd "$SUDO_USER" | cut -d: -f6)/.cargo/bin/cargo"}; do
@@ -120,7 +120,6 @@ if [[ $MODE == kernel ]]; then
         vt_kernel_vxlan_peer B 10.244.1.0/24 $MAC_A 192.0.2.1
     } >"$VT_TMP/kernel.log" 2>&1 || fatal "" "$(cat "$VT_TMP/kernel.log")"
     ok "flannel.1 10.244.1.0/32, 10.244.2.0/32"
-    DEV=flannel.1
 else
     step "vtepd on both nodes"
     write_config 192.0.2.1 10.244.1.0/24 $MAC_A 192.0.2.2 10.244.2.0/24 $MAC_B >"$VT_TMP/a.toml"
@@ -128,6 +127,7 @@ else
     vt_bg A vtepd-a -- "$VTEPD" run --config "$VT_TMP/a.toml" --log-level info
     vt_bg B vtepd-b -- "$VTEPD" run --config "$VT_TMP/b.toml" --log-level info
     # Ready when both have put the peer route on vtep0 (or one has died).
+    # shellcheck disable=SC2317  # called through vt_wait_for
     ready() { vt_alive vtepd-a && vt_alive vtepd-b &&
               [[ -n "$(ip -n "$(vt_ns A)" route show 10.244.2.0/24 dev vtep0 2>/dev/null)" ]] &&
               [[ -n "$(ip -n "$(vt_ns B)" route show 10.244.1.0/24 dev vtep0 2>/dev/null)" ]]; }
@@ -140,7 +140,6 @@ else
         exit 1
     fi
     ok "pids ${VT_BG_PID[vtepd-a]}, ${VT_BG_PID[vtepd-b]}; vtep0 10.244.1.0/32, 10.244.2.0/32"
-    DEV=vtep0
 fi
 
 # ---- 5. ping ------------------------------------------------------------------------
@@ -159,16 +158,17 @@ if r=$(ping_pods B-pod 10.244.1.2); then ok "$r"; else bad "$r"; fi
 # ---- 6. iperf3 --------------------------------------------------------------------------
 step "iperf3 TCP ${SECS} s pod A -> pod B"
 vt_bg B-pod iperf3-s -- iperf3 -s -1 -B 10.244.2.2
+# shellcheck disable=SC2317  # called through vt_wait_for
 listening() { [[ -n "$(vt_exec B-pod ss -Htln 'sport = :5201')" ]]; }
 vt_wait_for 5 listening
 if vt_exec A-pod iperf3 -c 10.244.2.2 -t "$SECS" -J >"$VT_TMP/iperf3.json" 2>"$VT_TMP/iperf3.err"; then
-    r=$(python3 - "$VT_TMP/iperf3.json" <<'EOF'
+    if r=$(python3 - "$VT_TMP/iperf3.json" <<'EOF'
 import json, sys
 e = json.load(open(sys.argv[1]))["end"]
 rx, tx = e["sum_received"], e["sum_sent"]
 print(f"{rx['bits_per_second']/1e9:.2f} Gbit/s  ({rx['bytes']/1e9:.2f} GB received, {tx.get('retransmits', 0)} retransmits)")
 EOF
-    ) && ok "$r" || bad "cannot parse iperf3 output"
+    ); then ok "$r"; else bad "cannot parse iperf3 output"; fi
 else
     bad "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' "$VT_TMP/iperf3.json" 2>/dev/null || tail -n1 "$VT_TMP/iperf3.err")"
 fi
