@@ -1081,10 +1081,12 @@ def main(argv: list[str]) -> int:
     noisy = [(r.key, rd["round"], rd["extra"]["tcp1_unrelated_cpu_cores"]) for r in rows
              for rd in raw[r.key] if rd["extra"].get("tcp1_unrelated_cpu_cores", 0) > 0.15]
     if noisy:
-        notes.append("WARNING: other load on the machine during " +
-                     ", ".join(f"{k} round {n} ({c:.2f} cores)" for k, n, c in noisy) +
-                     ": throughput, RTT and CPU figures of those rounds are disturbed "
-                     "(rows compete for the same cores); re-run on an idle machine.")
+        total = sum(len(raw[r.key]) for r in rows)
+        cores = [c for _k, _n, c in noisy]
+        notes.append(f"WARNING: other load on the machine during {len(noisy)} of {total} row-rounds "
+                     f"({min(cores):.2f}-{max(cores):.2f} cores; per round in bench.json "
+                     "extra.tcp1_unrelated_cpu_cores): throughput, RTT and CPU figures of those "
+                     "rounds are disturbed; re-run on an idle machine.")
     report = {
         "schema": 1,
         "tool": "vtepd scripts/bench.py",
