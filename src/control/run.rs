@@ -10,7 +10,7 @@ use super::overlay::Overlay;
 use crate::dataplane::{counters, Counters, Vtep};
 use crate::io::tap::{self, TapError, TapQueue};
 use crate::io::udp::{self, Underlay, UdpError};
-use crate::io::worker::{Worker, WorkerConfig};
+use crate::io::worker::{Offloads, Worker, WorkerConfig};
 use crate::io::ifaddr;
 use crate::table::Tables;
 use std::net::Ipv4Addr;
@@ -72,18 +72,23 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Vec
     tracing::info!(device = %cfg.vxlan.device, vni = %cfg.vxlan.vni, mtu, peers = cfg.peers.len(), workers = queues.len(), "forwarding");
 
     let vtep = Vtep { vni: cfg.vxlan.vni, mac: cfg.vxlan.mac, ip: cfg.node.vtep_ip(), mtu: mtu as u16 };
-    let (threads, all_counters) = spawn_workers(vtep, cfg.vxlan.port, opts, &tables, queues, underlays, &stop)?;
+    let offloads = negotiate_offloads(opts.offload, &queues, &underlays);
+    let (threads, all_counters) = spawn_workers(vtep, cfg.vxlan.port, opts, offloads, &tables, queues, underlays, &stop)?;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     tracing::info!("stopping");
-    // Before the workers exit: their TAP queues are the device, and it vanishes with the last one.
-    overlay.uninstall();
+    // Workers hand their TAP queues back; the device (and what the kernel holds on it) lives
+    // until they are dropped, after our own entries are removed.
+    let mut queues = Vec::new();
     for t in threads {
-        if t.join().is_err() {
-            tracing::error!("a worker thread panicked");
+        match t.join() {
+            Ok(q) => queues.push(q),
+            Err(_) => tracing::error!("a worker thread panicked"),
         }
     }
+    overlay.uninstall();
+    drop(queues);
     Ok(counters::total(&all_counters))
 }
 
@@ -109,12 +114,33 @@ fn configure_device(mut nl: Netlink, cfg: &Config, mtu: u32) -> Result<Overlay, 
     Ok(overlay)
 }
 
-type Spawned = (Vec<std::thread::JoinHandle<()>>, Vec<Arc<Counters>>);
+/// Turns on what the kernel offers: TSO/checksum offload on the TAP (so it hands us 64 KB TCP
+/// super-frames), UDP GSO on the send sockets and UDP GRO on the receive sockets. Each one that
+/// is refused is logged and left off; forwarding works without any of them.
+fn negotiate_offloads(wanted: bool, queues: &[TapQueue], underlays: &[Underlay]) -> Offloads {
+    let flags = tap::TUN_F_CSUM | tap::TUN_F_TSO4 | tap::TUN_F_TSO6;
+    let mut tso = wanted;
+    for q in queues {
+        if let Err(e) = q.set_offload(if tso { flags } else { 0 }) {
+            tracing::warn!(error = %e, "TAP refuses TSO/checksum offload; reading plain frames");
+            tso = false;
+            let _ = q.set_offload(0);
+        }
+    }
+    let udp_gso = wanted && underlays.iter().all(|u| u.tx.iter().all(udp::gso_supported));
+    let tap_gro = wanted && underlays.iter().all(|u| udp::enable_gro(&u.rx));
+    tracing::info!(tap_tso = tso, udp_gso, udp_gro = tap_gro, "offloads");
+    Offloads { udp_gso, tap_gro }
+}
 
+type Spawned = (Vec<std::thread::JoinHandle<TapQueue>>, Vec<Arc<Counters>>);
+
+#[allow(clippy::too_many_arguments)]
 fn spawn_workers(
     vtep: Vtep,
     port: u16,
     opts: &RunOptions,
+    offloads: Offloads,
     tables: &Arc<Tables>,
     queues: Vec<TapQueue>,
     underlays: Vec<Underlay>,
@@ -125,7 +151,7 @@ fn spawn_workers(
     for (i, (tap, udp)) in queues.into_iter().zip(underlays).enumerate() {
         let counters = Arc::new(Counters::default());
         all.push(counters.clone());
-        let cfg = WorkerConfig { vtep, port, batch: opts.batch, tables: tables.clone(), counters, stop: stop.clone() };
+        let cfg = WorkerConfig { vtep, port, batch: opts.batch, offloads, tables: tables.clone(), counters, stop: stop.clone() };
         let w = Worker::new(cfg, tap, udp);
         let t = std::thread::Builder::new().name(format!("vtepd-w{i}")).spawn(move || w.run()).map_err(RunError::Thread)?;
         threads.push(t);

@@ -20,35 +20,38 @@ pub fn process_datagram(
     buf: &mut [u8],
     len: usize,
 ) -> RxVerdict {
-    if !peers.contains_key(&src) {
-        return RxVerdict::Drop(DropReason::RxUnknownSource);
-    }
-    if len < vxlan::HEADER_LEN || buf.len() < VXLAN_OFFSET + len {
-        return RxVerdict::Drop(DropReason::RxTruncated);
-    }
-    let Ok(hdr) = vxlan::Packet::new_checked(&buf[VXLAN_OFFSET..VXLAN_OFFSET + len]) else {
+    let Some(dgram) = buf.get(VXLAN_OFFSET..VXLAN_OFFSET + len) else {
         return RxVerdict::Drop(DropReason::RxTruncated);
     };
+    if let Err(r) = validate(vtep, peers, src, dgram) {
+        return RxVerdict::Drop(r);
+    }
+    let frame_len = len - vxlan::HEADER_LEN;
+    let vnet = checksum_hint(&buf[FRAME_OFFSET..FRAME_OFFSET + frame_len]);
+    vnet.emit(&mut buf[..FRAME_OFFSET]);
+    RxVerdict::Deliver { frame_len }
+}
+
+/// Checks one VXLAN datagram (UDP payload) from `src`; on success the inner frame is `dgram[8..]`.
+pub fn validate(vtep: &Vtep, peers: &FxHashMap<Ipv4Addr, ()>, src: Ipv4Addr, dgram: &[u8]) -> Result<(), DropReason> {
+    if !peers.contains_key(&src) {
+        return Err(DropReason::RxUnknownSource);
+    }
+    let hdr = vxlan::Packet::new_checked(dgram).map_err(|_| DropReason::RxTruncated)?;
     match hdr.fault() {
-        Some(HeaderFault::NoIFlag) => return RxVerdict::Drop(DropReason::RxNoIFlag),
-        Some(HeaderFault::ReservedBits) => return RxVerdict::Drop(DropReason::RxReservedBits),
+        Some(HeaderFault::NoIFlag) => return Err(DropReason::RxNoIFlag),
+        Some(HeaderFault::ReservedBits) => return Err(DropReason::RxReservedBits),
         None => {}
     }
     if hdr.vni() != vtep.vni.get() {
-        return RxVerdict::Drop(DropReason::RxWrongVni);
+        return Err(DropReason::RxWrongVni);
     }
-    let frame_len = len - vxlan::HEADER_LEN;
-    let frame = &buf[FRAME_OFFSET..FRAME_OFFSET + frame_len];
-    let Ok(eth) = Frame::new_checked(frame) else {
-        return RxVerdict::Drop(DropReason::RxInnerRunt);
-    };
+    let eth = Frame::new_checked(hdr.payload()).map_err(|_| DropReason::RxInnerRunt)?;
     let dst = eth.dst();
     if dst != vtep.mac && !dst.is_multicast() {
-        return RxVerdict::Drop(DropReason::RxNotForUs);
+        return Err(DropReason::RxNotForUs);
     }
-    let vnet = checksum_hint(frame);
-    vnet.emit(&mut buf[..FRAME_OFFSET]);
-    RxVerdict::Deliver { frame_len }
+    Ok(())
 }
 
 /// The virtio-net header to write with an inner frame.

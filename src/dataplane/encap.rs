@@ -39,11 +39,11 @@ pub fn dispatch_frame(vtep: &Vtep, t: &TxTables<'_>, buf: &mut [u8], frame_len: 
     let Some(&dst) = t.fdb.get(&dst_mac) else {
         return TxVerdict::Drop(DropReason::TxUnknownDstMac);
     };
-    // Segmentation happens before this function; a GSO frame here means the driver skipped it.
-    if vnet.is_gso() {
-        return TxVerdict::Drop(DropReason::TxBadVnetHdr);
-    }
     let frame = &mut buf[FRAME_OFFSET..FRAME_OFFSET + frame_len];
+    if vnet.is_gso() {
+        // Segmentation writes every checksum itself; nothing to complete here.
+        return TxVerdict::Segment { dst, flow_hash: flow::hash(frame) };
+    }
     if vnet.needs_csum() && !complete_checksum(frame, vnet.csum_start, vnet.csum_offset) {
         return TxVerdict::Drop(DropReason::TxBadVnetHdr);
     }

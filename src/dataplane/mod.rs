@@ -17,6 +17,7 @@ pub mod counters;
 pub mod decap;
 pub mod encap;
 pub mod flow;
+pub mod offload;
 pub mod verdict;
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ pub enum TxVerdict {
     /// Send `buf[VXLAN_OFFSET..FRAME_OFFSET + frame_len]` to `dst`; `flow_hash` picks the UDP
     /// source port so ECMP in the underlay keeps a flow on one path (RFC 7348 §5).
     Forward { dst: Ipv4Addr, flow_hash: u32 },
+    /// A TCP super-frame (TSO) for `dst`: segment it (see `offload::segment`) and send the pieces.
+    Segment { dst: Ipv4Addr, flow_hash: u32 },
     /// An ARP reply was built in place; write `buf[..FRAME_OFFSET + len]` back to the TAP.
     Reply { len: usize },
     Drop(DropReason),

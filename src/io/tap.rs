@@ -117,6 +117,16 @@ impl TapQueue {
     }
 }
 
+impl TapQueue {
+    /// Writes one vnet header + frame gathered from `iov` (writev), so coalesced segments go to
+    /// the kernel without first being copied together. `Ok(false)` when the queue is full.
+    pub fn send_iov(&self, iov: &[libc::iovec]) -> io::Result<bool> {
+        // SAFETY: every iovec points into a buffer the caller keeps alive and unmodified for the call.
+        let r = super::retry(|| cvt(unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) }));
+        would_block_none(r).map(|o| o.is_some())
+    }
+}
+
 impl AsFd for TapQueue {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -81,11 +81,49 @@ impl Underlay {
     }
 }
 
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+/// Room for one cmsg carrying an int, 8-byte aligned.
+type CmsgBuf = [u64; 4];
+
+/// Turns on UDP GRO (Linux 5.0+): the kernel hands over runs of same-sized datagrams from one
+/// sender as one buffer. Returns false where the kernel refuses, and vtepd receives one by one.
+pub fn enable_gro(s: &Socket) -> bool {
+    set_udp_opt(s, UDP_GRO, 1)
+}
+
+/// Whether this kernel takes UDP_SEGMENT (Linux 4.18+). The egress device may still refuse at
+/// send time (EIO), which the worker handles by falling back.
+pub fn gso_supported(s: &Socket) -> bool {
+    set_udp_opt(s, UDP_SEGMENT, 0)
+}
+
+fn set_udp_opt(s: &Socket, opt: libc::c_int, v: libc::c_int) -> bool {
+    // SAFETY: setsockopt reads one c_int from a valid pointer for the duration of the call.
+    unsafe { libc::setsockopt(s.as_raw_fd(), libc::SOL_UDP, opt, (&v as *const libc::c_int).cast(), size_of::<libc::c_int>() as u32) == 0 }
+}
+
+/// One received buffer: `len` bytes from `src`; with GRO, datagrams of `seg_size` bytes back to
+/// back (the last may be shorter), otherwise `seg_size == len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub len: usize,
+    pub src: Ipv4Addr,
+    pub seg_size: usize,
+}
+
+impl Default for Received {
+    fn default() -> Self {
+        Received { len: 0, src: Ipv4Addr::UNSPECIFIED, seg_size: 0 }
+    }
+}
+
 /// Scratch arrays for one recvmmsg/sendmmsg call, allocated once per worker.
 pub struct MmsgScratch {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_in>,
+    ctrl: Vec<CmsgBuf>,
 }
 
 // SAFETY: the raw pointers inside are rewritten before every call and only ever point into buffers
@@ -99,6 +137,7 @@ impl MmsgScratch {
             hdrs: (0..n).map(|_| unsafe { zeroed() }).collect(),
             iovs: (0..n).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
             addrs: (0..n).map(|_| sockaddr(Ipv4Addr::UNSPECIFIED, 0)).collect(),
+            ctrl: vec![[0; 4]; n],
         }
     }
 
@@ -106,17 +145,16 @@ impl MmsgScratch {
         self.hdrs.len()
     }
 
-    /// Receives up to `out.len()` datagrams into `slots[first..]`, each at byte `offset` of its slot;
-    /// `out[i]` gets the length and source of the datagram in slot `first + i`. Returns how many
-    /// arrived (0 if none were waiting).
-    pub fn recv(&mut self, s: &Socket, slots: &mut Slots, first: usize, offset: usize, out: &mut [(usize, Ipv4Addr)]) -> io::Result<usize> {
+    /// Receives up to `out.len()` buffers into `slots[first..]`, each at byte `offset` of its slot.
+    /// Returns how many arrived (0 if none were waiting).
+    pub fn recv(&mut self, s: &Socket, slots: &mut Slots, first: usize, offset: usize, out: &mut [Received]) -> io::Result<usize> {
         let n = out.len().min(self.hdrs.len()).min(slots.count().saturating_sub(first));
         for i in 0..n {
             let buf = &mut slots.get_mut(first + i)[offset..];
             self.iovs[i] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-            self.point_header(i);
+            self.point_header(i, true);
         }
-        // SAFETY: the first n headers point at live iovecs/addresses/slots borrowed for this call.
+        // SAFETY: the first n headers point at live iovecs/addresses/cmsg buffers/slots borrowed for this call.
         let r = retry(|| {
             let rc = unsafe { libc::recvmmsg(s.as_raw_fd(), self.hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
             if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc as usize) }
@@ -127,28 +165,47 @@ impl MmsgScratch {
             Err(e) => return Err(e),
         };
         for i in 0..got {
-            let a = &self.addrs[i];
-            out[i] = (self.hdrs[i].msg_len as usize, Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)));
+            let len = self.hdrs[i].msg_len as usize;
+            let seg = self.gro_size(i).filter(|g| *g > 0).unwrap_or(len);
+            out[i] = Received { len, src: Ipv4Addr::from(u32::from_be(self.addrs[i].sin_addr.s_addr)), seg_size: seg };
         }
         Ok(got)
     }
 
-    /// Sends each item's `slots[item.slot][offset..offset + item.len]` to `item.dst:port`, as few
-    /// sendmmsg calls as the kernel allows. Returns how many were accepted; the caller counts the
-    /// rest as send errors. A datagram the kernel refuses outright (EMSGSIZE, EHOSTUNREACH...) is
-    /// skipped so one bad destination cannot stall the batch.
-    pub fn send(&mut self, s: &Socket, slots: &Slots, offset: usize, items: &[TxItem], port: u16) -> usize {
-        let n = items.len().min(self.hdrs.len());
-        for (i, it) in items.iter().take(n).enumerate() {
-            let buf = &slots.get(it.slot as usize)[offset..offset + it.len as usize];
-            self.addrs[i] = sockaddr(it.dst, port);
-            self.iovs[i] = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
-            self.point_header(i);
+    /// The UDP_GRO segment size the kernel reported for message `i`, an int (OFFLOAD.md).
+    fn gro_size(&self, i: usize) -> Option<usize> {
+        let h = &self.hdrs[i].msg_hdr;
+        // SAFETY: msg_control/msg_controllen describe this message's cmsg buffer as the kernel left
+        // it; the CMSG_* walkers stay within msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
+                    return usize::try_from(v).ok();
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
+    }
+
+    /// Sends each `(datagram, destination)` to `port` in as few sendmmsg calls as the kernel
+    /// allows. Returns how many were accepted; the caller counts the rest as send errors. A
+    /// datagram the kernel refuses outright (EMSGSIZE, EHOSTUNREACH...) is skipped so one bad
+    /// destination cannot stall the batch.
+    pub fn send<'a>(&mut self, s: &Socket, items: impl IntoIterator<Item = (&'a [u8], Ipv4Addr)>, port: u16) -> usize {
+        let mut n = 0;
+        for (buf, dst) in items.into_iter().take(self.hdrs.len()) {
+            self.addrs[n] = sockaddr(dst, port);
+            self.iovs[n] = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+            self.point_header(n, false);
+            n += 1;
         }
         let mut sent = 0;
         let mut next = 0;
         while next < n {
-            // SAFETY: headers next..n point at live iovecs, addresses and slots borrowed for this call.
+            // SAFETY: headers next..n point at live iovecs, addresses and buffers borrowed for this call.
             let rc = unsafe { libc::sendmmsg(s.as_raw_fd(), self.hdrs.as_mut_ptr().add(next), (n - next) as u32, 0) };
             if rc > 0 {
                 sent += rc as usize;
@@ -166,24 +223,54 @@ impl MmsgScratch {
         sent
     }
 
-    fn point_header(&mut self, i: usize) {
+    /// Sends `buf` — datagrams of `seg_len` bytes back to back, the last possibly shorter — to
+    /// `dst:port` in one sendmsg with UDP_SEGMENT. The caller keeps `buf` within the kernel's
+    /// limits (64 segments, 65507 bytes). EIO/EINVAL mean the egress device cannot do it.
+    pub fn send_gso(&mut self, s: &Socket, buf: &[u8], seg_len: u16, dst: Ipv4Addr, port: u16) -> io::Result<()> {
+        self.addrs[0] = sockaddr(dst, port);
+        self.iovs[0] = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        self.point_header(0, true);
+        let h = &mut self.hdrs[0].msg_hdr;
+        // SAFETY: CMSG_SPACE/LEN are pure size computations; the cmsg is written inside ctrl[0]
+        // (32 bytes), which CMSG_SPACE(2) (24 bytes) fits.
+        unsafe {
+            h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+            let c = libc::CMSG_FIRSTHDR(h);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg_len);
+        }
+        loop {
+            // SAFETY: header 0 points at a live iovec, address and cmsg buffer for this call.
+            let rc = unsafe { libc::sendmsg(s.as_raw_fd(), h, 0) };
+            if rc >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => wait_writable(s),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    fn point_header(&mut self, i: usize, with_ctrl: bool) {
         let h = &mut self.hdrs[i].msg_hdr;
         h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
         h.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
         h.msg_iov = &mut self.iovs[i];
         h.msg_iovlen = 1;
-        h.msg_control = std::ptr::null_mut();
-        h.msg_controllen = 0;
+        if with_ctrl {
+            h.msg_control = self.ctrl[i].as_mut_ptr().cast();
+            h.msg_controllen = size_of::<CmsgBuf>();
+        } else {
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+        }
         h.msg_flags = 0;
     }
-}
-
-/// One datagram to send: which slot, how long, to whom.
-#[derive(Debug, Clone, Copy)]
-pub struct TxItem {
-    pub slot: u32,
-    pub len: u32,
-    pub dst: Ipv4Addr,
 }
 
 fn wait_writable(s: &Socket) {
@@ -205,36 +292,58 @@ pub(crate) fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
 mod tests {
     use super::*;
 
-    #[test]
-    fn mmsg_round_trip_on_loopback() {
+    fn pair() -> (Socket, Socket, u16) {
         let lo = Ipv4Addr::LOCALHOST;
         let rx = socket(lo, 0, true).unwrap();
         let port = rx.local_addr().unwrap().as_socket_ipv4().unwrap().port();
-        let tx = socket(lo, 0, false).unwrap();
-        let mut scratch = MmsgScratch::new(8);
-        let mut out_slots = Slots::new(8, 256);
-        let items: Vec<TxItem> = (0..5u8)
-            .map(|i| {
-                out_slots.get_mut(i as usize).fill(i);
-                TxItem { slot: i as u32, len: 100 + i as u32, dst: lo }
-            })
-            .collect();
-        assert_eq!(scratch.send(&tx, &out_slots, 4, &items, port), 5);
-        let mut slots = Slots::new(8, 256);
-        let mut out = [(0usize, Ipv4Addr::UNSPECIFIED); 8];
+        (rx, socket(lo, 0, false).unwrap(), port)
+    }
+
+    fn recv_all(rx: &Socket, scratch: &mut MmsgScratch, slots: &mut Slots, want: usize) -> Vec<Received> {
+        let mut out = vec![Received::default(); slots.count()];
         let mut got = 0;
-        for _ in 0..100 {
-            got += scratch.recv(&rx, &mut slots, got, 4, &mut out[got..]).unwrap();
-            if got == 5 {
+        for _ in 0..200 {
+            got += scratch.recv(rx, slots, got, 4, &mut out[got..]).unwrap();
+            if got >= want {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert_eq!(got, 5);
-        for i in 0..5 {
-            assert_eq!(out[i], (100 + i, lo));
-            assert!(slots.get(i)[4..4 + out[i].0].iter().all(|b| *b == i as u8));
+        out.truncate(got);
+        out
+    }
+
+    #[test]
+    fn mmsg_round_trip_on_loopback() {
+        let (rx, tx, port) = pair();
+        let mut scratch = MmsgScratch::new(8);
+        let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + i as usize]).collect();
+        assert_eq!(scratch.send(&tx, payloads.iter().map(|p| (&p[..], Ipv4Addr::LOCALHOST)), port), 5);
+        let mut slots = Slots::new(8, 256);
+        let got = recv_all(&rx, &mut scratch, &mut slots, 5);
+        assert_eq!(got.len(), 5);
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!((r.len, r.src, r.seg_size), (100 + i, Ipv4Addr::LOCALHOST, 100 + i));
+            assert!(slots.get(i)[4..4 + r.len].iter().all(|b| *b == i as u8));
         }
+    }
+
+    #[test]
+    fn gso_send_arrives_as_gro_buffer_or_datagrams() {
+        let (rx, tx, port) = pair();
+        let gro = enable_gro(&rx);
+        assert!(gso_supported(&tx));
+        let mut scratch = MmsgScratch::new(8);
+        let mut buf = vec![0u8; 1000 * 3 + 300];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i / 1000) as u8;
+        }
+        scratch.send_gso(&tx, &buf, 1000, Ipv4Addr::LOCALHOST, port).unwrap();
+        let mut slots = Slots::new(8, 70_000);
+        let got = recv_all(&rx, &mut scratch, &mut slots, if gro { 1 } else { 4 });
+        let total: usize = got.iter().map(|r| r.len).sum();
+        assert_eq!(total, buf.len());
+        assert!(got.iter().all(|r| r.seg_size == 1000 || r.len == 300));
     }
 
     #[test]

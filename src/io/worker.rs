@@ -1,15 +1,20 @@
 //! The worker loop: one TAP queue and one set of underlay sockets, moved in batches.
 //!
 //! Each iteration waits for either side to be readable, then drains up to `batch` packets from it,
-//! runs them through the core, and acts on the verdicts with as few syscalls as the kernel allows.
-//! Table snapshots are loaded once per batch; counters are flushed once per batch.
+//! runs them through the core, and acts on the verdicts with as few syscalls as the kernel allows:
+//! sendmmsg for ordinary frames, one UDP_SEGMENT sendmsg per TCP super-frame, and one TAP writev
+//! per run of coalesced TCP segments. Table snapshots are loaded and counters flushed once per batch.
 use super::tap::TapQueue;
-use super::udp::{MmsgScratch, TxItem, Underlay};
+use super::udp::{MmsgScratch, Received, Underlay};
 use super::Slots;
-use crate::dataplane::decap::process_datagram;
+use crate::dataplane::decap::{checksum_hint, validate};
 use crate::dataplane::encap::{dispatch_frame, TxTables};
-use crate::dataplane::{Counters, DropReason, LocalCounters, RxVerdict, TxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
+use crate::dataplane::offload::coalesce::{self, Run};
+use crate::dataplane::offload::segment::{segment_tcp, Segments};
+use crate::dataplane::{Counters, DropReason, LocalCounters, TxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
 use crate::table::Tables;
+use crate::wire::vnet::{self, VnetHdr};
+use crate::wire::vxlan;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,17 +22,49 @@ use std::sync::Arc;
 
 /// Largest frame a TAP can hand us, plus the vnet header: room for 64 KB super-frames.
 const SLOT_SIZE: usize = FRAME_OFFSET + 65_536;
+/// A segmented super-frame: 64 KB of payload plus a copy of the headers per segment.
+const SEGMENT_BUF: usize = 256 * 1024;
+/// The kernel's limits for one UDP_SEGMENT send (UDP_MAX_SEGMENTS on older kernels; IPv4 max).
+const GSO_MAX_SEGMENTS: usize = 64;
+const GSO_MAX_BYTES: usize = 65_507;
 /// How long a worker sleeps in poll before it looks at the stop flag again.
 const POLL_TIMEOUT_MS: i32 = 200;
+
+/// Which offloads this worker may use; decided at start-up by probing the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// Send segmented super-frames with UDP_SEGMENT.
+    pub udp_gso: bool,
+    /// Coalesce received TCP segments into GSO writes to the TAP.
+    pub tap_gro: bool,
+}
 
 /// Everything a worker needs; built by the control side, moved into the thread.
 pub struct WorkerConfig {
     pub vtep: Vtep,
     pub port: u16,
     pub batch: usize,
+    pub offloads: Offloads,
     pub tables: Arc<Tables>,
     pub counters: Arc<Counters>,
     pub stop: Arc<AtomicBool>,
+}
+
+/// A datagram waiting for sendmmsg: where it is, where it goes, which send socket.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    slot: u32,
+    len: u32,
+    dst: Ipv4Addr,
+    sock: u32,
+}
+
+/// A received frame by position: `rx_slots[slot][start..start + len]`.
+#[derive(Debug, Clone, Copy)]
+struct FrameRef {
+    slot: u32,
+    start: u32,
+    len: u32,
 }
 
 pub struct Worker {
@@ -36,14 +73,21 @@ pub struct Worker {
     udp: Underlay,
     tx_slots: Slots,
     rx_slots: Slots,
+    segments: Vec<u8>,
     scratch: MmsgScratch,
-    pending: Vec<TxItem>,
-    /// Send-socket index of each pending item, parallel to `pending`.
-    pending_sock: Vec<u32>,
-    group: Vec<TxItem>,
-    received: Vec<(usize, Ipv4Addr)>,
+    pending: Vec<Pending>,
+    received: Vec<Received>,
+    /// The current coalescing run: its state and its frames (the first is the head).
+    run: Option<Run>,
+    run_frames: Vec<FrameRef>,
+    iov: Vec<libc::iovec>,
+    vnet_buf: [u8; vnet::HEADER_LEN],
     local: LocalCounters,
 }
+
+// SAFETY: `iov` holds raw pointers only while a writev is being prepared within one method call;
+// between calls they are dangling-but-unused, and the Worker is moved to its thread before use.
+unsafe impl Send for Worker {}
 
 impl Worker {
     pub fn new(cfg: WorkerConfig, tap: TapQueue, udp: Underlay) -> Worker {
@@ -53,18 +97,23 @@ impl Worker {
             udp,
             tx_slots: Slots::new(b, SLOT_SIZE),
             rx_slots: Slots::new(b, SLOT_SIZE),
-            scratch: MmsgScratch::new(b),
+            segments: vec![0; SEGMENT_BUF],
+            scratch: MmsgScratch::new(b.max(GSO_MAX_SEGMENTS)),
             pending: Vec::with_capacity(b),
-            pending_sock: Vec::with_capacity(b),
-            group: Vec::with_capacity(b),
-            received: vec![(0, Ipv4Addr::UNSPECIFIED); b],
+            received: vec![Received::default(); b],
+            run: None,
+            run_frames: Vec::with_capacity(coalesce::MAX_SEGMENTS),
+            iov: Vec::with_capacity(coalesce::MAX_SEGMENTS + 1),
+            vnet_buf: [0; vnet::HEADER_LEN],
             local: LocalCounters::default(),
             cfg,
         }
     }
 
     /// Runs until the stop flag is set. I/O errors on one packet are counted, never fatal.
-    pub fn run(mut self) {
+    /// Returns the TAP queue rather than closing it: the device disappears with its last queue,
+    /// and the control side still has routes on it to remove.
+    pub fn run(mut self) -> TapQueue {
         let mut fds = [
             libc::pollfd { fd: self.tap.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: self.udp.rx.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -84,15 +133,15 @@ impl Worker {
             self.cfg.counters.flush(&mut self.local);
         }
         self.cfg.counters.flush(&mut self.local);
+        self.tap
     }
 
     /// TAP → underlay.
     fn dispatch_tap_batch(&mut self) {
-        let fdb = self.cfg.tables.fdb.load();
-        let neigh = self.cfg.tables.neigh.load();
+        let tables = self.cfg.tables.clone();
+        let (fdb, neigh) = (tables.fdb.load(), tables.neigh.load());
         let tables = TxTables { fdb: &fdb, neigh: &neigh };
         self.pending.clear();
-        self.pending_sock.clear();
         for slot in 0..self.tx_slots.count() {
             let buf = self.tx_slots.get_mut(slot);
             let len = match self.tap.recv(buf) {
@@ -109,8 +158,14 @@ impl Worker {
             };
             match dispatch_frame(&self.cfg.vtep, &tables, buf, len) {
                 TxVerdict::Forward { dst, flow_hash } => {
-                    self.pending.push(TxItem { slot: slot as u32, len: (len + FRAME_OFFSET - VXLAN_OFFSET) as u32, dst });
-                    self.pending_sock.push(flow_hash % self.udp.tx.len() as u32);
+                    let sock = flow_hash % self.udp.tx.len() as u32;
+                    let len = (len + FRAME_OFFSET - VXLAN_OFFSET) as u32;
+                    self.pending.push(Pending { slot: slot as u32, len, dst, sock });
+                }
+                TxVerdict::Segment { dst, flow_hash } => {
+                    // Keep the flow's order: everything read before this frame leaves first.
+                    self.send_pending();
+                    self.send_segmented(slot, len, dst, flow_hash);
                 }
                 TxVerdict::Reply { len } => match self.tap.send(&buf[..FRAME_OFFSET + len]) {
                     Ok(true) => self.local.arp_replies += 1,
@@ -126,21 +181,78 @@ impl Worker {
     fn send_pending(&mut self) {
         let mut i = 0;
         while i < self.pending.len() {
-            let sock = self.pending_sock[i];
-            self.group.clear();
-            while i < self.pending.len() && self.pending_sock[i] == sock {
-                self.group.push(self.pending[i]);
-                i += 1;
-            }
-            let s = &self.udp.tx[sock as usize];
-            let sent = self.scratch.send(s, &self.tx_slots, VXLAN_OFFSET, &self.group, self.cfg.port);
-            let bytes: u64 = self.group[..sent].iter().map(|t| t.len as u64).sum();
+            let sock = self.pending[i].sock;
+            let end = i + self.pending[i..].iter().take_while(|p| p.sock == sock).count();
+            let group = &self.pending[i..end];
+            let slots = &self.tx_slots;
+            let items = group.iter().map(|p| (&slots.get(p.slot as usize)[VXLAN_OFFSET..VXLAN_OFFSET + p.len as usize], p.dst));
+            let sent = self.scratch.send(&self.udp.tx[sock as usize], items, self.cfg.port);
             self.local.tx_packets += sent as u64;
-            self.local.tx_bytes += bytes;
-            for _ in sent..self.group.len() {
+            self.local.tx_bytes += group[..sent].iter().map(|p| p.len as u64).sum::<u64>();
+            for _ in sent..group.len() {
                 self.local.drop(DropReason::TxSendError);
             }
+            i = end;
         }
+        self.pending.clear();
+    }
+
+    /// Segments the TCP super-frame in `slot` and sends the datagrams, with UDP GSO if possible.
+    fn send_segmented(&mut self, slot: usize, len: usize, dst: Ipv4Addr, flow_hash: u32) {
+        let buf = self.tx_slots.get(slot);
+        let Ok(vnet) = VnetHdr::parse(&buf[..FRAME_OFFSET]) else { return };
+        let frame = &buf[FRAME_OFFSET..FRAME_OFFSET + len];
+        let segs = match segment_tcp(&vnet, frame, self.cfg.vtep.vni, &mut self.segments) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::trace!(error = %e, "super-frame not segmented");
+                self.local.drop(DropReason::TxBadGso);
+                return;
+            }
+        };
+        let sock = (flow_hash % self.udp.tx.len() as u32) as usize;
+        let per_send = GSO_MAX_SEGMENTS.min(GSO_MAX_BYTES / segs.seg_len).max(1);
+        let mut first = 0;
+        while first < segs.count {
+            let n = per_send.min(segs.count - first);
+            self.send_segment_chunk(&segs, first, n, sock, dst);
+            first += n;
+        }
+    }
+
+    /// Sends segments `first..first + n`: one GSO sendmsg, or sendmmsg if GSO is unavailable.
+    fn send_segment_chunk(&mut self, segs: &Segments, first: usize, n: usize, sock: usize, dst: Ipv4Addr) {
+        let seg_len = |i: usize| if i + 1 == segs.count { segs.last_len } else { segs.seg_len };
+        let start = first * segs.seg_len;
+        let end = start + (first..first + n).map(seg_len).sum::<usize>();
+        let s = &self.udp.tx[sock];
+        if self.cfg.offloads.udp_gso && n > 1 {
+            match self.scratch.send_gso(s, &self.segments[start..end], segs.seg_len as u16, dst, self.cfg.port) {
+                Ok(()) => return self.count_tx(n, end - start),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                    // The egress device cannot checksum-offload (OFFLOAD.md pitfall 1): stop
+                    // trying for this worker's life and send the same datagrams one by one.
+                    tracing::warn!(error = %e, "UDP GSO refused by the underlay device; falling back to sendmmsg");
+                    self.cfg.offloads.udp_gso = false;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP GSO send failed");
+                    (0..n).for_each(|_| self.local.drop(DropReason::TxSendError));
+                    return;
+                }
+            }
+        }
+        let data = &self.segments;
+        let items = (first..first + n).map(|i| (&data[i * segs.seg_len..i * segs.seg_len + seg_len(i)], dst));
+        let sent = self.scratch.send(s, items, self.cfg.port);
+        let bytes = (first..first + sent).map(seg_len).sum();
+        self.count_tx(sent, bytes);
+        (sent..n).for_each(|_| self.local.drop(DropReason::TxSendError));
+    }
+
+    fn count_tx(&mut self, packets: usize, bytes: usize) {
+        self.local.tx_packets += packets as u64;
+        self.local.tx_bytes += bytes as u64;
     }
 
     /// Underlay → TAP.
@@ -152,20 +264,94 @@ impl Worker {
                 return;
             }
         };
-        let peers = self.cfg.tables.peers.load();
+        let tables = self.cfg.tables.clone();
+        let peers = tables.peers.load();
         for i in 0..got {
-            let (len, src) = self.received[i];
-            let buf = self.rx_slots.get_mut(i);
-            match process_datagram(&self.cfg.vtep, &peers, src, buf, len) {
-                RxVerdict::Deliver { frame_len } => match self.tap.send(&buf[..FRAME_OFFSET + frame_len]) {
-                    Ok(true) => {
-                        self.local.rx_packets += 1;
-                        self.local.rx_bytes += frame_len as u64;
+            let r = self.received[i];
+            let seg = r.seg_size.max(1);
+            let mut off = 0;
+            while off < r.len {
+                let dlen = seg.min(r.len - off);
+                let start = VXLAN_OFFSET + off;
+                let dgram = &self.rx_slots.get(i)[start..start + dlen];
+                match validate(&self.cfg.vtep, &peers, r.src, dgram) {
+                    Ok(()) => {
+                        let f = FrameRef { slot: i as u32, start: (start + vxlan::HEADER_LEN) as u32, len: (dlen - vxlan::HEADER_LEN) as u32 };
+                        self.deliver(f);
                     }
-                    Ok(false) | Err(_) => self.local.drop(DropReason::RxTapWrite),
-                },
-                RxVerdict::Drop(r) => self.local.drop(r),
+                    Err(reason) => self.local.drop(reason),
+                }
+                off += dlen;
             }
         }
+        self.flush_run();
     }
+
+    fn frame(&self, f: FrameRef) -> &[u8] {
+        &self.rx_slots.get(f.slot as usize)[f.start as usize..(f.start + f.len) as usize]
+    }
+
+    /// Adds a decapsulated frame to the current coalescing run, or writes it on its own.
+    fn deliver(&mut self, f: FrameRef) {
+        let seg = if self.cfg.offloads.tap_gro { coalesce::candidate(self.frame(f)) } else { None };
+        let Some(seg) = seg else {
+            self.flush_run();
+            let vnet = checksum_hint(self.frame(f));
+            return self.write_frames(&vnet, f, 1);
+        };
+        // Without any Ethernet padding: a run's payloads are gathered back to back.
+        let f = FrameRef { len: (seg.layout.header_len() + seg.payload_len) as u32, ..f };
+        if let (Some(run), Some(head)) = (&mut self.run, self.run_frames.first()) {
+            let rx = &self.rx_slots;
+            let get = |r: FrameRef| &rx.get(r.slot as usize)[r.start as usize..(r.start + r.len) as usize];
+            if run.accepts(get(*head), get(f), &seg) {
+                run.push(&seg);
+                self.run_frames.push(f);
+                return;
+            }
+        }
+        self.flush_run();
+        self.run = Some(Run::start(seg));
+        self.run_frames.push(f);
+    }
+
+    /// Writes the current run as one (GSO) frame: the head in full, then the others' payloads.
+    fn flush_run(&mut self) {
+        let Some(run) = self.run.take() else { return };
+        let head = self.run_frames[0];
+        let slot = self.rx_slots.get_mut(head.slot as usize);
+        let vnet = coalesce::finish(&mut slot[head.start as usize..(head.start + head.len) as usize], &run);
+        self.write_frames(&vnet, head, run.count);
+        self.run_frames.clear();
+    }
+
+    /// One writev: vnet header, `head`, and (for a run) the payloads of `run_frames[1..count]`.
+    fn write_frames(&mut self, vnet: &VnetHdr, head: FrameRef, count: usize) {
+        vnet.emit(&mut self.vnet_buf);
+        self.iov.clear();
+        self.iov.push(iovec(&self.vnet_buf));
+        let head_bytes = &self.rx_slots.get(head.slot as usize)[head.start as usize..(head.start + head.len) as usize];
+        self.iov.push(iovec(head_bytes));
+        let mut bytes = head_bytes.len();
+        if count > 1 {
+            let hdr = vnet.hdr_len as usize;
+            for f in &self.run_frames[1..count] {
+                let payload = &self.rx_slots.get(f.slot as usize)[(f.start as usize + hdr)..(f.start + f.len) as usize];
+                bytes += payload.len();
+                self.iov.push(iovec(payload));
+            }
+        }
+        match self.tap.send_iov(&self.iov) {
+            Ok(true) => {
+                self.local.rx_packets += count as u64;
+                self.local.rx_bytes += bytes as u64;
+            }
+            Ok(false) | Err(_) => (0..count).for_each(|_| self.local.drop(DropReason::RxTapWrite)),
+        }
+        self.iov.clear();
+    }
+}
+
+fn iovec(b: &[u8]) -> libc::iovec {
+    libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() }
 }

@@ -1,0 +1,289 @@
+//! TCP coalescing (software GRO) of decapsulated frames into one TAP write.
+//!
+//! The driver walks received frames in order, asks [`candidate`] whether each could be merged,
+//! and [`Run::accepts`] whether it continues the current run; at the end of a run [`finish`]
+//! rewrites the first frame's headers so that `first frame + the payloads of the others` is a
+//! valid GSO super-frame. Rules, as the kernel's `tcp_gro_receive` and wireguard-go apply them: same
+//! Ethernet and IP addresses, ports, TOS/TTL/DF (traffic class, hop limit); same ACK number and
+//! identical TCP options; only ACK or ACK|PSH segments, PSH ending a run; contiguous sequence
+//! numbers; all segments the size of the first except a shorter last one. Every checksum is
+//! verified before merging — the merged frame goes up with the checksum marked "to be done", so a
+//! corrupt segment merged into it would otherwise be accepted.
+use super::TcpLayout;
+use crate::wire::vnet::{VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6};
+use crate::wire::{be32, checksum, put_be16};
+
+const TCP_ACK: u8 = 0x10;
+const TCP_PSH: u8 = 0x08;
+/// More segments than this per write gains nothing and risks the 64 KB IP length.
+pub const MAX_SEGMENTS: usize = 64;
+const MAX_FRAME: usize = 65_535;
+
+/// One frame that may be merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub layout: TcpLayout,
+    pub seq: u32,
+    pub payload_len: usize,
+    pub psh: bool,
+    /// The checksum field held only the pseudo-header sum (a kernel peer on a veth underlay).
+    pub partial: bool,
+}
+
+/// Returns the segment's facts if `frame` is an ACK or ACK|PSH TCP segment with data, no IPv4
+/// options, and a correct (or still partial) checksum.
+pub fn candidate(frame: &[u8]) -> Option<Segment> {
+    let l = TcpLayout::parse(frame)?;
+    let tcp_bytes = ip_payload_len(frame, &l)?;
+    if !l.v6 && l.ip_len != 20 {
+        return None;
+    }
+    let flags = frame[l.tcp_off + 13];
+    if flags & !TCP_PSH != TCP_ACK || tcp_bytes <= l.tcp_len {
+        return None;
+    }
+    let pseudo = l.pseudo_sum(frame, tcp_bytes);
+    let tcp = &frame[l.tcp_off..l.tcp_off + tcp_bytes];
+    let field = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let partial = field == checksum::fold(pseudo);
+    if !partial && checksum::fold(checksum::sum(tcp, pseudo)) != 0xffff {
+        return None;
+    }
+    Some(Segment { layout: l, seq: be32(frame, l.tcp_off + 4), payload_len: tcp_bytes - l.tcp_len, psh: flags & TCP_PSH != 0, partial })
+}
+
+/// TCP header + payload length from the IP header, which must fit the frame exactly (less any
+/// Ethernet padding, which is then ignored).
+fn ip_payload_len(frame: &[u8], l: &TcpLayout) -> Option<usize> {
+    let ip = &frame[l.ip_off..];
+    let n = if l.v6 {
+        u16::from_be_bytes([ip[4], ip[5]]) as usize
+    } else {
+        (u16::from_be_bytes([ip[2], ip[3]]) as usize).checked_sub(l.ip_len)?
+    };
+    (n >= l.tcp_len && l.tcp_off + n <= frame.len()).then_some(n)
+}
+
+/// A run of segments being merged; the first frame stays where it is and is rewritten at the end.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub first: Segment,
+    pub count: usize,
+    pub payload: usize,
+    next_seq: u32,
+    closed: bool,
+}
+
+impl Run {
+    pub fn start(first: Segment) -> Run {
+        Run {
+            first,
+            count: 1,
+            payload: first.payload_len,
+            next_seq: first.seq.wrapping_add(first.payload_len as u32),
+            closed: first.psh,
+        }
+    }
+
+    /// Whether `next` (frame `next_frame`) continues this run whose first frame is `first_frame`.
+    pub fn accepts(&self, first_frame: &[u8], next_frame: &[u8], next: &Segment) -> bool {
+        let (a, b) = (&self.first.layout, &next.layout);
+        !self.closed
+            && self.count < MAX_SEGMENTS
+            && a == b
+            && next.seq == self.next_seq
+            && next.payload_len <= self.first.payload_len
+            && a.header_len() + self.payload + next.payload_len <= MAX_FRAME
+            && same_ip_identity(first_frame, next_frame, a)
+            && same_tcp_identity(first_frame, next_frame, a)
+    }
+
+    /// Adds `next`, which `accepts` approved.
+    pub fn push(&mut self, next: &Segment) {
+        self.count += 1;
+        self.payload += next.payload_len;
+        self.next_seq = self.next_seq.wrapping_add(next.payload_len as u32);
+        // A short segment or a PSH ends the run: nothing may follow either in one GSO frame.
+        self.closed = next.psh || next.payload_len < self.first.payload_len;
+        self.first.psh |= next.psh;
+    }
+}
+
+/// MACs and every IP field but length, id and checksum (IPv4) or payload length (IPv6).
+fn same_ip_identity(x: &[u8], y: &[u8], l: &TcpLayout) -> bool {
+    let (p, q) = (&x[l.ip_off..], &y[l.ip_off..]);
+    x[..12] == y[..12]
+        && if l.v6 {
+            p[..4] == q[..4] && p[6..40] == q[6..40]
+        } else {
+            p[..2] == q[..2] && (p[6] & 0x40) == (q[6] & 0x40) && p[8..10] == q[8..10] && p[12..20] == q[12..20]
+        }
+}
+
+/// Ports, ACK number, and options (the window may differ; the first one's is kept).
+fn same_tcp_identity(x: &[u8], y: &[u8], l: &TcpLayout) -> bool {
+    let (p, q) = (&x[l.tcp_off..], &y[l.tcp_off..]);
+    p[..4] == q[..4] && p[8..12] == q[8..12] && p[20..l.tcp_len] == q[20..l.tcp_len]
+}
+
+/// Rewrites `first` (the run's first frame) to head the merged super-frame and returns the
+/// virtio-net header to write before it. A run of one is left as it is.
+pub fn finish(first: &mut [u8], run: &Run) -> VnetHdr {
+    let l = run.first.layout;
+    if run.count == 1 {
+        return single(&run.first);
+    }
+    let tcp_bytes = l.tcp_len + run.payload;
+    if l.v6 {
+        put_be16(first, l.ip_off + 4, tcp_bytes as u16);
+    } else {
+        put_be16(first, l.ip_off + 2, (l.ip_len + tcp_bytes) as u16);
+        put_be16(first, l.ip_off + 10, 0);
+        let c = checksum::finish(checksum::sum(&first[l.ip_off..l.ip_off + l.ip_len], 0));
+        put_be16(first, l.ip_off + 10, c);
+    }
+    if run.first.psh {
+        first[l.tcp_off + 13] |= TCP_PSH;
+    }
+    // NEEDS_CSUM: the field holds the pseudo-header sum; the kernel finishes it (or trusts it).
+    let pseudo = checksum::fold(l.pseudo_sum(first, tcp_bytes));
+    put_be16(first, l.tcp_off + 16, pseudo);
+    VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: if l.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+        hdr_len: l.header_len() as u16,
+        gso_size: run.first.payload_len as u16,
+        csum_start: l.tcp_off as u16,
+        csum_offset: 16,
+    }
+}
+
+/// A lone verified segment: the kernel need not check its checksum again.
+fn single(s: &Segment) -> VnetHdr {
+    if s.partial {
+        VnetHdr { flags: F_NEEDS_CSUM, csum_start: s.layout.tcp_off as u16, csum_offset: 16, ..VnetHdr::default() }
+    } else {
+        VnetHdr { flags: F_DATA_VALID, ..VnetHdr::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::vnet::GSO_NONE;
+
+    fn seg(seq: u32, payload: &[u8], psh: bool, v6: bool) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]);
+        let b = if v6 {
+            b.ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
+        } else {
+            b.ipv4([10, 244, 2, 2], [10, 244, 1, 2], 64)
+        };
+        let mut b = b.tcp(5001, 40000, seq, 500).ack(9).options(&[etherparse::TcpOptionElement::Timestamp(5, 6)]).unwrap();
+        if psh {
+            b = b.psh();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out
+    }
+
+    /// Merges `frames` as the driver would; returns the merged frame (first + later payloads) and its vnet header.
+    fn merge(frames: &[Vec<u8>]) -> (Vec<u8>, VnetHdr, usize) {
+        let s0 = candidate(&frames[0]).unwrap();
+        let mut run = Run::start(s0);
+        for f in &frames[1..] {
+            let s = candidate(f).unwrap();
+            if !run.accepts(&frames[0], f, &s) {
+                break;
+            }
+            run.push(&s);
+        }
+        let mut first = frames[0].clone();
+        let vnet = finish(&mut first, &run);
+        let hdr = s0.layout.header_len();
+        let mut merged = first[..hdr + s0.payload_len].to_vec();
+        for f in &frames[1..run.count] {
+            merged.extend_from_slice(&f[hdr..]);
+        }
+        (merged, vnet, run.count)
+    }
+
+    #[test]
+    fn merges_contiguous_segments_and_resegments_identically() {
+        for v6 in [false, true] {
+            let data: Vec<u8> = (0..1000 * 3 + 10).map(|i| (i * 13) as u8).collect();
+            let frames = vec![
+                seg(100, &data[..1000], false, v6),
+                seg(1100, &data[1000..2000], false, v6),
+                seg(2100, &data[2000..3000], false, v6),
+                seg(3100, &data[3000..], true, v6),
+            ];
+            let (merged, vnet, count) = merge(&frames);
+            assert_eq!(count, 4);
+            assert_eq!(vnet.gso_size, 1000);
+            assert_eq!(vnet.gso_type, if v6 { GSO_TCPV6 } else { GSO_TCPV4 });
+            assert!(vnet.needs_csum());
+            // The kernel would segment this back into the original frames: check by doing so.
+            let mut out = vec![0u8; 10_000];
+            let segs = super::super::segment::segment_tcp(&vnet, &merged, crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
+            assert_eq!(segs.count, 4);
+            for (i, f) in frames.iter().enumerate() {
+                let d = &out[i * segs.seg_len + 8..i * segs.seg_len + 8 + f.len()];
+                let (a, b) = (TcpLayout::parse(d).unwrap(), TcpLayout::parse(f).unwrap());
+                assert_eq!(a, b);
+                // Identical but for the IPv4 id (TSO numbers it per segment) and its checksum.
+                let skip = |j: usize| !v6 && (18..20).contains(&j) || !v6 && (24..26).contains(&j);
+                for j in 0..f.len() {
+                    assert!(skip(j) || d[j] == f[j], "segment {i} byte {j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stops_at_gaps_psh_short_and_foreign_flows() {
+        let p = [7u8; 500];
+        let a = seg(0, &p, false, false);
+        assert_eq!(merge(&[a.clone(), seg(600, &p, false, false)]).2, 1, "gap in sequence");
+        assert_eq!(merge(&[seg(0, &p, true, false), seg(500, &p, false, false)]).2, 1, "PSH ends a run");
+        assert_eq!(merge(&[seg(0, &p[..100], false, false), seg(100, &p[..100], false, false), seg(200, &p, false, false)]).2, 2, "longer after shorter");
+        let mut other = seg(500, &p, false, false);
+        other[35] ^= 1; // source port
+        let s = candidate(&a).unwrap();
+        let o = candidate(&fix_tcp_csum(other.clone())).unwrap();
+        assert!(!Run::start(s).accepts(&a, &other, &o));
+    }
+
+    fn fix_tcp_csum(mut f: Vec<u8>) -> Vec<u8> {
+        let l = TcpLayout::parse(&f).unwrap();
+        put_be16(&mut f, l.tcp_off + 16, 0);
+        let n = f.len() - l.tcp_off;
+        let c = checksum::finish(checksum::sum(&f[l.tcp_off..], l.pseudo_sum(&f, n)));
+        put_be16(&mut f, l.tcp_off + 16, c);
+        f
+    }
+
+    #[test]
+    fn bad_checksum_is_not_a_candidate_but_partial_is() {
+        let mut f = seg(0, &[1u8; 300], false, false);
+        f[60] ^= 0xff;
+        assert!(candidate(&f).is_none());
+        let mut f = seg(0, &[1u8; 300], false, false);
+        let l = TcpLayout::parse(&f).unwrap();
+        let pseudo = checksum::fold(l.pseudo_sum(&f, f.len() - l.tcp_off));
+        put_be16(&mut f, l.tcp_off + 16, pseudo);
+        let s = candidate(&f).unwrap();
+        assert!(s.partial);
+        assert_eq!(finish(&mut f, &Run::start(s)).flags, F_NEEDS_CSUM);
+    }
+
+    #[test]
+    fn lone_segment_is_marked_valid() {
+        let mut f = seg(0, &[1u8; 300], false, false);
+        let v = finish(&mut f.clone(), &Run::start(candidate(&f).unwrap()));
+        assert_eq!((v.flags, v.gso_type), (F_DATA_VALID, GSO_NONE));
+        f[47] = 0x02; // SYN: never merged
+        assert!(candidate(&f).is_none());
+    }
+}

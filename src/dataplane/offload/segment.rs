@@ -1,0 +1,218 @@
+//! TCP segmentation (software TSO) of a TAP super-frame into VXLAN datagrams.
+//!
+//! Each output datagram is `VXLAN header | Ethernet | IP | TCP | payload chunk`, written back to
+//! back so that all but the last have the same length: exactly the layout one `sendmsg` with
+//! `UDP_SEGMENT` needs. Per segment, as a NIC's TSO engine would: IPv4 total length, identification
+//! (+1 per segment) and header checksum; IPv6 payload length; TCP sequence number advanced by the
+//! bytes before it; FIN and PSH only on the last segment, CWR only on the first; a complete TCP
+//! checksum, because the underlay carries no offload state to the peer.
+use super::TcpLayout;
+use crate::wire::vnet::{VnetHdr, GSO_ECN, GSO_TCPV4, GSO_TCPV6};
+use crate::wire::vxlan::{self, Vni};
+use crate::wire::{be16, be32, checksum, put_be16, put_be32};
+
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+/// The kernel's smallest MSS is 88 bytes less headers; anything smaller is a malformed header
+/// and would make one frame explode into thousands of datagrams.
+const MIN_GSO_SIZE: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SegmentError {
+    #[error("GSO type is not TCP over IPv4/IPv6")]
+    UnsupportedType,
+    #[error("headers do not parse or disagree with the GSO type")]
+    BadHeaders,
+    #[error("segment size out of range")]
+    BadSize,
+    #[error("output buffer too small")]
+    NoRoom,
+}
+
+/// The datagrams written: `count` of them, each `seg_len` bytes but the last (`last_len`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segments {
+    pub count: usize,
+    pub seg_len: usize,
+    pub last_len: usize,
+}
+
+impl Segments {
+    pub fn total_len(&self) -> usize {
+        (self.count - 1) * self.seg_len + self.last_len
+    }
+}
+
+/// Cuts the super-frame `frame` (described by `vnet`) into VXLAN datagrams in `out`.
+pub fn segment_tcp(vnet: &VnetHdr, frame: &[u8], vni: Vni, out: &mut [u8]) -> Result<Segments, SegmentError> {
+    let want_v6 = match vnet.gso_type & !GSO_ECN {
+        GSO_TCPV4 => false,
+        GSO_TCPV6 => true,
+        _ => return Err(SegmentError::UnsupportedType),
+    };
+    // Rebuild the header length ourselves: the kernel's hdr_len is only a hint (OFFLOAD.md).
+    let l = TcpLayout::parse(frame).filter(|l| l.v6 == want_v6).ok_or(SegmentError::BadHeaders)?;
+    let mss = vnet.gso_size as usize;
+    let hdr = l.header_len();
+    let payload = frame.len() - hdr;
+    if mss < MIN_GSO_SIZE || payload == 0 {
+        return Err(SegmentError::BadSize);
+    }
+    let count = payload.div_ceil(mss);
+    let seg_len = vxlan::HEADER_LEN + hdr + mss;
+    let last_len = vxlan::HEADER_LEN + hdr + (payload - (count - 1) * mss);
+    let segs = Segments { count, seg_len, last_len };
+    if out.len() < segs.total_len() {
+        return Err(SegmentError::NoRoom);
+    }
+    let seq0 = be32(frame, l.tcp_off + 4);
+    let id0 = if l.v6 { 0 } else { be16(frame, l.ip_off + 4) };
+    let flags0 = frame[l.tcp_off + 13];
+    for i in 0..count {
+        let chunk = &frame[hdr + i * mss..hdr + (payload.min((i + 1) * mss))];
+        let dgram = &mut out[i * seg_len..i * seg_len + vxlan::HEADER_LEN + hdr + chunk.len()];
+        vxlan::emit(dgram, vni);
+        let f = &mut dgram[vxlan::HEADER_LEN..];
+        f[..hdr].copy_from_slice(&frame[..hdr]);
+        f[hdr..].copy_from_slice(chunk);
+        let last = i + 1 == count;
+        let mut flags = flags0;
+        if !last {
+            flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            flags &= !TCP_CWR;
+        }
+        fix_headers(f, &l, seq0.wrapping_add((i * mss) as u32), id0.wrapping_add(i as u16), flags);
+    }
+    Ok(segs)
+}
+
+/// Rewrites lengths, ids, sequence number, flags and checksums of one segment `f` (a whole frame).
+fn fix_headers(f: &mut [u8], l: &TcpLayout, seq: u32, id: u16, flags: u8) {
+    let tcp_bytes = f.len() - l.tcp_off;
+    if l.v6 {
+        put_be16(f, l.ip_off + 4, tcp_bytes as u16);
+    } else {
+        put_be16(f, l.ip_off + 2, (l.ip_len + tcp_bytes) as u16);
+        put_be16(f, l.ip_off + 4, id);
+        put_be16(f, l.ip_off + 10, 0);
+        let c = checksum::finish(checksum::sum(&f[l.ip_off..l.ip_off + l.ip_len], 0));
+        put_be16(f, l.ip_off + 10, c);
+    }
+    put_be32(f, l.tcp_off + 4, seq);
+    f[l.tcp_off + 13] = flags;
+    put_be16(f, l.tcp_off + 16, 0);
+    let c = checksum::finish(checksum::sum(&f[l.tcp_off..], l.pseudo_sum(f, tcp_bytes)));
+    put_be16(f, l.tcp_off + 16, c);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    fn vni() -> Vni {
+        Vni::new(7).unwrap()
+    }
+
+    /// A super-frame as the TAP hands it: one IP/TCP header over the whole payload.
+    fn super_frame(v6: bool, payload: &[u8], flags: (bool, bool), with_options: bool) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let b = if v6 {
+            b.ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
+        } else {
+            b.ipv4([10, 244, 1, 2], [10, 244, 2, 2], 64)
+        };
+        let mut b = b.tcp(40000, 5001, 0xffff_fff0, 500).ack(77);
+        if flags.0 {
+            b = b.psh();
+        }
+        if flags.1 {
+            b = b.fin();
+        }
+        if with_options {
+            b = b.options(&[etherparse::TcpOptionElement::Timestamp(1, 2)]).unwrap();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        if !v6 {
+            out[18..20].copy_from_slice(&0x1234u16.to_be_bytes()); // a known IP id
+        }
+        out
+    }
+
+    fn vnet(v6: bool, mss: u16) -> VnetHdr {
+        VnetHdr { flags: 1, gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 }, gso_size: mss, hdr_len: 66, csum_start: 34, csum_offset: 16 }
+    }
+
+    /// Splits the output, checks every segment with etherparse (an independent parser and checksum).
+    fn check(v6: bool, payload_len: usize, mss: u16, flags: (bool, bool), options: bool) {
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i * 31 + 7) as u8).collect();
+        let frame = super_frame(v6, &payload, flags, options);
+        let mut out = vec![0u8; 200_000];
+        let s = segment_tcp(&vnet(v6, mss), &frame, vni(), &mut out).unwrap();
+        assert_eq!(s.count, payload_len.div_ceil(mss as usize));
+        let mut rebuilt = Vec::new();
+        for i in 0..s.count {
+            let len = if i + 1 == s.count { s.last_len } else { s.seg_len };
+            let d = &out[i * s.seg_len..i * s.seg_len + len];
+            assert_eq!(&d[..8], &[0x08, 0, 0, 0, 0, 0, 7, 0]);
+            let p = SlicedPacket::from_ethernet(&d[8..]).unwrap();
+            let Some(TransportSlice::Tcp(tcp)) = p.transport else { panic!("no tcp") };
+            let ipsum = match p.net.as_ref().unwrap() {
+                NetSlice::Ipv4(ip) => {
+                    let h = ip.header().to_header();
+                    assert_eq!(h.identification, 0x1234u16.wrapping_add(i as u16));
+                    assert_eq!(h.header_checksum, h.calc_header_checksum(), "ip checksum of segment {i}");
+                    tcp.calc_checksum_ipv4(h.source, h.destination).unwrap()
+                }
+                NetSlice::Ipv6(ip) => {
+                    let h = ip.header().to_header();
+                    tcp.calc_checksum_ipv6(h.source, h.destination).unwrap()
+                }
+                _ => panic!(),
+            };
+            assert_eq!(tcp.checksum(), ipsum, "tcp checksum of segment {i}");
+            assert_eq!(tcp.sequence_number(), 0xffff_fff0u32.wrapping_add(i as u32 * mss as u32));
+            let last = i + 1 == s.count;
+            assert_eq!(tcp.psh(), flags.0 && last);
+            assert_eq!(tcp.fin(), flags.1 && last);
+            assert!(tcp.ack());
+            assert_eq!(tcp.options().len(), if options { 12 } else { 0 });
+            rebuilt.extend_from_slice(tcp.payload());
+        }
+        assert_eq!(rebuilt, payload);
+    }
+
+    #[test]
+    fn ipv4_even_and_short_last_segment() {
+        check(false, 1398 * 4, 1398, (true, false), true);
+        check(false, 1398 * 4 + 100, 1398, (true, false), true);
+        check(false, 65_000, 1448, (false, true), false);
+    }
+
+    #[test]
+    fn ipv6_segments() {
+        check(true, 1378 * 3 + 1, 1378, (true, true), true);
+    }
+
+    #[test]
+    fn single_segment_keeps_flags() {
+        check(false, 500, 1398, (true, true), false);
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        let frame = super_frame(false, &[1; 3000], (false, false), false);
+        let mut out = vec![0u8; 10_000];
+        let mut v = vnet(false, 1000);
+        v.gso_type = 5;
+        assert_eq!(segment_tcp(&v, &frame, vni(), &mut out), Err(SegmentError::UnsupportedType));
+        assert_eq!(segment_tcp(&vnet(true, 1000), &frame, vni(), &mut out), Err(SegmentError::BadHeaders));
+        assert_eq!(segment_tcp(&vnet(false, 0), &frame, vni(), &mut out), Err(SegmentError::BadSize));
+        assert_eq!(segment_tcp(&vnet(false, 1000), &frame, vni(), &mut out[..100]), Err(SegmentError::NoRoom));
+        assert_eq!(segment_tcp(&vnet(false, 1000), &frame[..40], vni(), &mut out), Err(SegmentError::BadHeaders));
+    }
+}
