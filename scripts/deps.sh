@@ -25,6 +25,8 @@ PACKAGES=(
     build-essential # cc/ld for cargo build
     pkg-config
     git             # bench.json records the commit
+    etcd-server     # the cluster datastore the etcd tests start (etcd 3.4)
+    protobuf-compiler # protoc, for the etcd-client crate's build
 )
 
 verbose=0

@@ -293,6 +293,13 @@ vtep_mac = "02:00:00:00:00:02"
     }
 
     #[test]
+    fn shipped_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/vxlan.toml");
+        let c = Config::load(Path::new(path)).unwrap();
+        assert_eq!((c.vxlan.port, c.peers.len()), (8472, 1));
+    }
+
+    #[test]
     fn overlapping_peers_are_refused() {
         let text = format!("{GOOD}[[peer]]\npublic_ip = \"192.0.2.3\"\nsubnet = \"10.244.2.128/25\"\nvtep_mac = \"02:00:00:00:00:03\"\n");
         assert!(err_of(&text).contains("peer[1].subnet: 10.244.2.128/25 overlaps peer[0].subnet"));
