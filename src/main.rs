@@ -71,19 +71,26 @@ fn main() -> ExitCode {
                 offload: !no_offload,
                 source_ports: source_ports.into(),
             };
-            run_daemon(&cfg, &opts)
+            run_daemon(&cfg, &opts, &config)
         }
     }
 }
 
-fn run_daemon(cfg: &Config, opts: &RunOptions) -> ExitCode {
+fn run_daemon(cfg: &Config, opts: &RunOptions, path: &std::path::Path) -> ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+    let reload = Arc::new(AtomicBool::new(false));
+    let flags = [
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGHUP, &reload),
+    ];
+    for (sig, flag) in flags {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
             return fail(1, &e);
         }
     }
-    match run::run(cfg, opts, stop) {
+    let reload_config = Box::new(|| Config::load(path));
+    match run::run(cfg, opts, stop, reload, reload_config) {
         Ok(counters) => {
             for (name, value) in counters {
                 println!("{name} {value}");

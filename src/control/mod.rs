@@ -2,3 +2,4 @@ pub mod config;
 pub mod netlink;
 pub mod overlay;
 pub mod run;
+pub mod supervise;

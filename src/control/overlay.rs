@@ -54,6 +54,17 @@ impl Overlay {
         Overlay { nl, ifindex, tables, installed: BTreeMap::new() }
     }
 
+    pub fn netlink(&mut self) -> &mut Netlink {
+        &mut self.nl
+    }
+
+    /// Puts every installed peer's kernel entries back on a recreated device.
+    pub fn reinstall(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
+        self.ifindex = ifindex;
+        let peers: Vec<RemoteNode> = std::mem::take(&mut self.installed).into_values().collect();
+        self.set_peers(&peers)
+    }
+
     pub fn tables(&self) -> &Arc<Tables> {
         &self.tables
     }

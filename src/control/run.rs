@@ -4,7 +4,8 @@
 //! The order matters for the error messages users see: every check that can fail for a reason
 //! they can fix (address not on this host, port in use, no privilege) runs before anything is
 //! installed, so a failed start leaves the host as it was.
-use super::config::Config;
+use super::config::{Config, ConfigError};
+use super::supervise::{DeviceSpec, Supervisor};
 use super::netlink::{Netlink, NetlinkError};
 use super::overlay::Overlay;
 use crate::dataplane::{counters, Counters, Vtep};
@@ -14,7 +15,7 @@ use crate::io::worker::{Offloads, Worker, WorkerConfig};
 use crate::io::ifaddr;
 use crate::table::Tables;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// VXLAN over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
@@ -55,7 +56,14 @@ impl From<NetlinkError> for RunError {
 }
 
 /// Runs until `stop` is set, then tears down and returns the final counters.
-pub fn run(cfg: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Vec<(&'static str, u64)>, RunError> {
+/// On `reload`, re-reads the config with `reload_config` and applies its peer list.
+pub fn run(
+    cfg: &Config,
+    opts: &RunOptions,
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    reload_config: Box<dyn Fn() -> Result<Config, ConfigError> + '_>,
+) -> Result<Vec<(&'static str, u64)>, RunError> {
     let mut nl = Netlink::open()?;
     if !nl.host_has_addr(cfg.node.public_ip)? {
         return Err(RunError::AddrNotHere(cfg.node.public_ip));
@@ -72,11 +80,10 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<Vec
     tracing::info!(device = %cfg.vxlan.device, vni = %cfg.vxlan.vni, mtu, peers = cfg.peers.len(), workers = queues.len(), "forwarding");
 
     let vtep = Vtep { vni: cfg.vxlan.vni, mac: cfg.vxlan.mac, ip: cfg.node.vtep_ip(), mtu: mtu as u16 };
-    let offloads = negotiate_offloads(opts.offload, &queues, &underlays);
-    let (threads, all_counters) = spawn_workers(vtep, cfg.vxlan.port, opts, offloads, &tables, queues, underlays, &stop)?;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let (offloads, tap_offload) = negotiate_offloads(opts.offload, &queues, &underlays);
+    let device = DeviceSpec { mtu, offload: tap_offload, queues: queues.len() };
+    let (threads, all_counters, tap_tx) = spawn_workers(vtep, cfg.vxlan.port, opts, offloads, &tables, queues, underlays, &stop)?;
+    Supervisor { cfg: cfg.clone(), overlay: &mut overlay, device, tap_tx, reload: reload_config }.watch(&stop, &reload);
     tracing::info!("stopping");
     // Workers hand their TAP queues back; the device (and what the kernel holds on it) lives
     // until they are dropped, after our own entries are removed.
@@ -101,14 +108,20 @@ fn overlay_mtu(cfg: &Config) -> Result<u32, RunError> {
     Ok(underlay.saturating_sub(VXLAN_OVERHEAD).max(68))
 }
 
-/// Configures the device as flannel configures flannel.1, and installs the configured peers.
-fn configure_device(mut nl: Netlink, cfg: &Config, mtu: u32) -> Result<Overlay, RunError> {
+/// Brings the device up with its MTU, MAC and /32 VTEP address, as flannel.1 is; returns its index.
+pub fn configure_link(nl: &mut Netlink, cfg: &Config, mtu: u32) -> Result<u32, RunError> {
     let dev = &cfg.vxlan.device;
     let ifindex = nl
         .link_index(dev)?
         .ok_or_else(|| RunError::Tap(TapError::BadName { device: dev.clone(), reason: "vanished right after creation" }))?;
     nl.set_link(ifindex, true, Some(mtu), Some(cfg.vxlan.mac.0))?;
     nl.add_addr(ifindex, cfg.node.vtep_ip(), 32)?;
+    Ok(ifindex)
+}
+
+/// Configures the device and installs the configured peers.
+fn configure_device(mut nl: Netlink, cfg: &Config, mtu: u32) -> Result<Overlay, RunError> {
+    let ifindex = configure_link(&mut nl, cfg, mtu)?;
     let mut overlay = Overlay::new(nl, ifindex, Tables::new());
     overlay.set_peers(&cfg.peers)?;
     Ok(overlay)
@@ -117,7 +130,7 @@ fn configure_device(mut nl: Netlink, cfg: &Config, mtu: u32) -> Result<Overlay, 
 /// Turns on what the kernel offers: TSO/checksum offload on the TAP (so it hands us 64 KB TCP
 /// super-frames), UDP GSO on the send sockets and UDP GRO on the receive sockets. Each one that
 /// is refused is logged and left off; forwarding works without any of them.
-fn negotiate_offloads(wanted: bool, queues: &[TapQueue], underlays: &[Underlay]) -> Offloads {
+fn negotiate_offloads(wanted: bool, queues: &[TapQueue], underlays: &[Underlay]) -> (Offloads, u32) {
     let flags = tap::TUN_F_CSUM | tap::TUN_F_TSO4 | tap::TUN_F_TSO6;
     let mut tso = wanted;
     for q in queues {
@@ -130,10 +143,10 @@ fn negotiate_offloads(wanted: bool, queues: &[TapQueue], underlays: &[Underlay])
     let udp_gso = wanted && underlays.iter().all(|u| u.tx.iter().all(udp::gso_supported));
     let tap_gro = wanted && underlays.iter().all(|u| udp::enable_gro(&u.rx));
     tracing::info!(tap_tso = tso, udp_gso, udp_gro = tap_gro, "offloads");
-    Offloads { udp_gso, tap_gro }
+    (Offloads { udp_gso, tap_gro }, if tso { flags } else { 0 })
 }
 
-type Spawned = (Vec<std::thread::JoinHandle<TapQueue>>, Vec<Arc<Counters>>);
+type Spawned = (Vec<std::thread::JoinHandle<TapQueue>>, Vec<Arc<Counters>>, Vec<crossbeam_channel::Sender<TapQueue>>);
 
 #[allow(clippy::too_many_arguments)]
 fn spawn_workers(
@@ -148,13 +161,16 @@ fn spawn_workers(
 ) -> Result<Spawned, RunError> {
     let mut threads = Vec::new();
     let mut all = Vec::new();
+    let mut tap_tx = Vec::new();
     for (i, (tap, udp)) in queues.into_iter().zip(underlays).enumerate() {
         let counters = Arc::new(Counters::default());
         all.push(counters.clone());
-        let cfg = WorkerConfig { vtep, port, batch: opts.batch, offloads, tables: tables.clone(), counters, stop: stop.clone() };
+        let (tx, new_tap) = crossbeam_channel::bounded(1);
+        tap_tx.push(tx);
+        let cfg = WorkerConfig { vtep, port, batch: opts.batch, offloads, tables: tables.clone(), counters, stop: stop.clone(), new_tap };
         let w = Worker::new(cfg, tap, udp);
         let t = std::thread::Builder::new().name(format!("vtepd-w{i}")).spawn(move || w.run()).map_err(RunError::Thread)?;
         threads.push(t);
     }
-    Ok((threads, all))
+    Ok((threads, all, tap_tx))
 }

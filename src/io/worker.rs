@@ -48,6 +48,8 @@ pub struct WorkerConfig {
     pub tables: Arc<Tables>,
     pub counters: Arc<Counters>,
     pub stop: Arc<AtomicBool>,
+    /// A replacement queue after the device was deleted and recreated under us.
+    pub new_tap: crossbeam_channel::Receiver<TapQueue>,
 }
 
 /// A datagram waiting for sendmmsg: where it is, where it goes, which send socket.
@@ -119,12 +121,20 @@ impl Worker {
             libc::pollfd { fd: self.udp.rx.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
         while !self.cfg.stop.load(Ordering::Relaxed) {
+            if let Ok(q) = self.cfg.new_tap.try_recv() {
+                self.tap = q;
+                fds[0].fd = self.tap.as_fd().as_raw_fd();
+            }
             // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, POLL_TIMEOUT_MS) };
             if n <= 0 {
                 continue;
             }
-            if fds[0].revents != 0 {
+            if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                // The device was deleted: stop polling the dead queue (it would wake us forever)
+                // until the supervisor hands over a new one.
+                fds[0].fd = -1;
+            } else if fds[0].revents != 0 {
                 self.dispatch_tap_batch();
             }
             if fds[1].revents != 0 {

@@ -1,0 +1,124 @@
+//! Keeps a running vtepd in line with the system and the operator while workers forward.
+//!
+//! Every second it checks that the TAP device still exists and the underlay address is still
+//! there; on SIGHUP it re-reads the config. Each change of state is logged once, and recovery
+//! happens without a restart: a deleted device is recreated and its queues handed to the workers,
+//! a returned underlay address simply works again (the sockets stay bound to it), and a reloaded
+//! peer list is applied as a diff so flows to unchanged peers never notice.
+use super::config::{Config, ConfigError};
+use super::overlay::Overlay;
+use crate::io::tap::{self, TapQueue};
+use crossbeam_channel::Sender;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const TICK: Duration = Duration::from_millis(100);
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+
+/// How to rebuild the device exactly as it was first built.
+pub struct DeviceSpec {
+    pub mtu: u32,
+    /// TUN_F_* mask the queues were opened with.
+    pub offload: u32,
+    pub queues: usize,
+}
+
+pub struct Supervisor<'a> {
+    pub cfg: Config,
+    pub overlay: &'a mut Overlay,
+    pub device: DeviceSpec,
+    /// One per worker: a replacement TAP queue after the device was recreated.
+    pub tap_tx: Vec<Sender<TapQueue>>,
+    pub reload: Box<dyn Fn() -> Result<Config, ConfigError> + 'a>,
+}
+
+impl Supervisor<'_> {
+    /// Returns when `stop` is set.
+    pub fn watch(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
+        let mut underlay_ok = true;
+        let mut device_ok = true;
+        let mut last = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(TICK);
+            if reload.swap(false, Ordering::Relaxed) {
+                self.reload_config();
+            }
+            if last.elapsed() >= HEALTH_EVERY {
+                last = Instant::now();
+                underlay_ok = self.check_underlay(underlay_ok);
+                device_ok = self.check_device(device_ok);
+            }
+        }
+    }
+
+    fn reload_config(&mut self) {
+        let new = match (self.reload)() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), "config reload rejected; the running config stays");
+                return;
+            }
+        };
+        if new.node != self.cfg.node || new.vxlan != self.cfg.vxlan {
+            tracing::warn!("config reload: changes to [node] or [vxlan] need a restart; applying [[peer]] changes only");
+        }
+        match self.overlay.set_peers(&new.peers) {
+            Ok(()) => tracing::info!(peers = new.peers.len(), "config reloaded"),
+            Err(e) => tracing::error!(error = %crate::error_chain(&e), "config reload only partly applied"),
+        }
+        self.cfg.peers = new.peers;
+    }
+
+    /// The sockets stay bound to the address while it is gone; sends fail (and are counted) until
+    /// it returns, so there is nothing to redo, only to say.
+    fn check_underlay(&mut self, was_ok: bool) -> bool {
+        let ip = self.cfg.node.public_ip;
+        let ok = self.overlay.netlink().host_has_addr(ip).unwrap_or(was_ok);
+        if ok != was_ok {
+            if ok {
+                tracing::info!(%ip, "underlay address is back; forwarding resumes");
+            } else {
+                tracing::warn!(%ip, "underlay address is gone; tunnelled traffic is dropped until it returns");
+            }
+        }
+        ok
+    }
+
+    fn check_device(&mut self, was_ok: bool) -> bool {
+        let dev = self.cfg.vxlan.device.clone();
+        let present = self.overlay.netlink().link_index(&dev).ok().flatten().is_some();
+        if present && was_ok {
+            return true;
+        }
+        if was_ok {
+            tracing::warn!(device = %dev, "device deleted under vtepd; recreating it");
+        }
+        match self.recreate_device() {
+            Ok(()) => {
+                tracing::info!(device = %dev, "device recreated; forwarding resumes");
+                true
+            }
+            Err(e) => {
+                if was_ok {
+                    tracing::error!(device = %dev, error = %e, "cannot recreate device; retrying every second");
+                }
+                false
+            }
+        }
+    }
+
+    fn recreate_device(&mut self) -> Result<(), String> {
+        let dev = &self.cfg.vxlan.device;
+        let queues = tap::open(dev, self.device.queues).map_err(|e| crate::error_chain(&e))?;
+        for q in &queues {
+            q.set_offload(self.device.offload).map_err(|e| e.to_string())?;
+        }
+        let ifindex = super::run::configure_link(self.overlay.netlink(), &self.cfg, self.device.mtu).map_err(|e| crate::error_chain(&e))?;
+        self.overlay.reinstall(ifindex).map_err(|e| crate::error_chain(&e))?;
+        for (tx, q) in self.tap_tx.iter().zip(queues) {
+            // A worker that has exited has dropped its receiver; nothing to hand over then.
+            let _ = tx.send(q);
+        }
+        Ok(())
+    }
+}
