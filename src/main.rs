@@ -35,6 +35,9 @@ enum Cmd {
         /// UDP source ports (send sockets) per worker, chosen by inner-flow hash.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         source_ports: u16,
+        /// After set-up, run as this user, keeping only CAP_NET_ADMIN and CAP_NET_RAW.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Validate a config file without touching the system; exit 0 if good, 2 if not.
     Check {
@@ -60,7 +63,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(2, &e),
         },
-        Cmd::Run { config, workers, batch, no_offload, source_ports } => {
+        Cmd::Run { config, workers, batch, no_offload, source_ports, user } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
                 batch: batch.into(),
                 offload: !no_offload,
                 source_ports: source_ports.into(),
+                user,
             };
             run_daemon(&cfg, &opts, &config)
         }

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub offload: bool,
     /// Send sockets (distinct UDP source ports) per worker.
     pub source_ports: usize,
+    /// Switch to this user once devices and sockets exist.
+    pub user: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub enum RunError {
     AddrNotHere(Ipv4Addr),
     #[error("cannot find the MTU of the underlay interface holding {0}; set vxlan.mtu in the config")]
     NoUnderlayMtu(Ipv4Addr),
+    #[error(transparent)]
+    Privilege(#[from] crate::io::privilege::PrivilegeError),
     #[error("cannot start worker thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -82,6 +86,11 @@ pub fn run(
     let vtep = Vtep { vni: cfg.vxlan.vni, mac: cfg.vxlan.mac, ip: cfg.node.vtep_ip(), mtu: mtu as u16 };
     let (offloads, tap_offload) = negotiate_offloads(opts.offload, &queues, &underlays);
     let device = DeviceSpec { mtu, offload: tap_offload, queues: queues.len() };
+    if let Some(user) = &opts.user {
+        // Before the workers exist: capabilities are per thread and new threads inherit ours.
+        crate::io::privilege::drop_to(user)?;
+        tracing::info!(%user, "running unprivileged with CAP_NET_ADMIN and CAP_NET_RAW");
+    }
     let (threads, all_counters, tap_tx) = spawn_workers(vtep, cfg.vxlan.port, opts, offloads, &tables, queues, underlays, &stop)?;
     Supervisor { cfg: cfg.clone(), overlay: &mut overlay, device, tap_tx, reload: reload_config }.watch(&stop, &reload);
     tracing::info!("stopping");

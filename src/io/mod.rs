@@ -1,6 +1,7 @@
 //! I/O drivers around the sans-IO core: TAP queues, underlay UDP sockets, and the worker loop that
 //! moves batches between them. Every `unsafe` block of the crate lives under this module.
 pub mod ifaddr;
+pub mod privilege;
 pub mod tap;
 pub mod udp;
 pub mod worker;

@@ -25,6 +25,8 @@ pub const TUN_F_TSO_ECN: u32 = 0x08;
 pub enum TapError {
     #[error("/dev/net/tun is missing: load the tun module (`modprobe tun`) or create the node (`mknod /dev/net/tun c 10 200`)")]
     NoTunDevice,
+    #[error("cannot open /dev/net/tun for {device}: permission denied (an unprivileged vtepd needs it mode 0666, the udev default: `chmod 0666 /dev/net/tun`)")]
+    TunAccess { device: String },
     #[error("creating TAP device {device} needs CAP_NET_ADMIN: run vtepd as root or grant it the capability (setcap cap_net_admin+ep)")]
     NoPermission { device: String },
     #[error("TAP device name '{device}' is not usable: {reason}")]
@@ -62,6 +64,7 @@ fn open_queue(device: &str, queue: usize) -> Result<TapQueue, TapError> {
         .open("/dev/net/tun")
         .map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => TapError::NoTunDevice,
+            io::ErrorKind::PermissionDenied if e.raw_os_error() == Some(libc::EACCES) => TapError::TunAccess { device: device.into() },
             io::ErrorKind::PermissionDenied => TapError::NoPermission { device: device.into() },
             _ => TapError::Attach { device: device.into(), queue, source: e },
         })?;
