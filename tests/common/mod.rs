@@ -463,6 +463,11 @@ impl Vtepd {
     /// Starts `ip netns exec NS vtepd run --config FILE` and waits until the device exists and every
     /// peer's route is installed. Set VTEPD_TEST_LOG_LEVEL (e.g. `debug`) to pass `--log-level`.
     pub fn start(ns: &Netns, config: &Path, cfg: &NodeCfg) -> Vtepd {
+        Vtepd::start_with(ns, config, cfg, &[])
+    }
+
+    /// As `start`, with extra `vtepd run` arguments.
+    pub fn start_with(ns: &Netns, config: &Path, cfg: &NodeCfg, extra: &[&str]) -> Vtepd {
         let mut args: Vec<String> = vec![
             "netns".into(),
             "exec".into(),
@@ -476,6 +481,7 @@ impl Vtepd {
             args.push("--log-level".into());
             args.push(level);
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         // `ip netns exec` execs the program after setns, so the child's pid is vtepd's own.
         let mut child = Command::new("ip")
             .args(&args)
