@@ -17,6 +17,9 @@ const TCP_CWR: u8 = 0x80;
 /// The kernel's smallest MSS is 88 bytes less headers; anything smaller is a malformed header
 /// and would make one frame explode into thousands of datagrams.
 const MIN_GSO_SIZE: usize = 8;
+/// The largest UDP payload over IPv4 (65535 - 20 - 8). A segment that does not fit would also
+/// overflow its own IPv4 total length / IPv6 payload length field.
+const MAX_DATAGRAM: usize = 65_507;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SegmentError {
@@ -56,7 +59,7 @@ pub fn segment_tcp(vnet: &VnetHdr, frame: &[u8], vni: Vni, out: &mut [u8]) -> Re
     let mss = vnet.gso_size as usize;
     let hdr = l.header_len();
     let payload = frame.len() - hdr;
-    if mss < MIN_GSO_SIZE || payload == 0 {
+    if mss < MIN_GSO_SIZE || payload == 0 || vxlan::HEADER_LEN + hdr + mss.min(payload) > MAX_DATAGRAM {
         return Err(SegmentError::BadSize);
     }
     let count = payload.div_ceil(mss);
@@ -201,6 +204,22 @@ mod tests {
     #[test]
     fn single_segment_keeps_flags() {
         check(false, 500, 1398, (true, true), false);
+    }
+
+    #[test]
+    fn refuses_a_segment_too_big_for_one_datagram() {
+        // gso_size 65535 on a 64 KB super-frame: the segment would not fit a UDP datagram and its
+        // IPv4 total length would wrap to a small number (found by the tso_segment fuzz target).
+        let mut frame = super_frame(false, &[1; 100], (false, false), true);
+        let hdr = frame.len() - 100;
+        frame.resize(hdr + 65_500, 1);
+        let mut out = vec![0u8; 200_000];
+        assert_eq!(segment_tcp(&vnet(false, 65_535), &frame, vni(), &mut out), Err(SegmentError::BadSize));
+        let largest = MAX_DATAGRAM - vxlan::HEADER_LEN - hdr;
+        let s = segment_tcp(&vnet(false, largest as u16), &frame, vni(), &mut out).unwrap();
+        assert_eq!((s.count, s.seg_len), (2, MAX_DATAGRAM));
+        let ip = &out[vxlan::HEADER_LEN + 14..];
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, hdr - 14 + largest);
     }
 
     #[test]
