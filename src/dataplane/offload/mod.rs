@@ -86,6 +86,22 @@ fn addr16(b: &[u8]) -> Ipv6Addr {
 /// Sum of the IPv6 pseudo-header (RFC 8200 §8.1).
 pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32) -> u64 {
     let s = checksum::sum(&src.octets(), 0);
-    let s = checksum::sum(&dst.octets(), s);
+    // Folded first: the unfolded sum may sit just below u64::MAX (all-ones addresses), where a
+    // plain `+` would drop the end-around carry.
+    let s = checksum::fold(checksum::sum(&dst.octets(), s)) as u64;
     s + (len >> 16) as u64 + (len & 0xffff) as u64 + next_header as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudo_header_v6_keeps_the_carry_of_all_ones_addresses() {
+        // 16 words of 0xffff fold to 0xffff, the one's-complement zero: what is left is the length
+        // and next header. The unfolded sum sat at u64::MAX, and adding to it overflowed (found by
+        // the tso_segment fuzz target).
+        let ones = Ipv6Addr::from([0xff; 16]);
+        assert_eq!(checksum::fold(pseudo_header_v6(ones, ones, 6, 1000)), 1006);
+    }
 }
