@@ -31,11 +31,12 @@ pub struct Segment {
 }
 
 /// Returns the segment's facts if `frame` is an ACK or ACK|PSH TCP segment with data, no IPv4
-/// options, and a correct (or still partial) checksum.
+/// options, a correct IPv4 header checksum, and a correct (or still partial) TCP checksum.
 pub fn candidate(frame: &[u8]) -> Option<Segment> {
     let l = TcpLayout::parse(frame)?;
     let tcp_bytes = ip_payload_len(frame, &l)?;
-    if !l.v6 && l.ip_len != 20 {
+    // The merged frame gets one fresh IPv4 header checksum, which would make a corrupt header valid.
+    if !l.v6 && (l.ip_len != 20 || checksum::fold(checksum::sum(&frame[l.ip_off..l.ip_off + 20], 0)) != 0xffff) {
         return None;
     }
     let flags = frame[l.tcp_off + 13];
@@ -276,6 +277,15 @@ mod tests {
         let s = candidate(&f).unwrap();
         assert!(s.partial);
         assert_eq!(finish(&mut f, &Run::start(s)).flags, F_NEEDS_CSUM);
+    }
+
+    #[test]
+    fn bad_ipv4_header_checksum_is_not_a_candidate() {
+        // A corrupt TTL leaves the TCP checksum valid; merged, the frame would get a fresh, valid IPv4
+        // header checksum (found by the gro_coalesce fuzz target).
+        let mut f = seg(0, &[1u8; 300], false, false);
+        f[22] ^= 0x01;
+        assert!(candidate(&f).is_none());
     }
 
     #[test]
