@@ -62,7 +62,9 @@ pub fn complete_checksum(frame: &mut [u8], csum_start: u16, csum_offset: u16) ->
         return false;
     }
     let c = checksum::finish(checksum::sum(&frame[start..], 0));
-    put_be16(frame, field, c);
+    // As the kernel's skb_checksum_help: a computed 0 goes out as 0xffff, its one's-complement
+    // equal, because a UDP checksum of 0 means "none" (RFC 768) and the receiver would skip it.
+    put_be16(frame, field, if c == 0 { 0xffff } else { c });
     true
 }
 
@@ -131,6 +133,21 @@ mod tests {
         let other = testvec::arp_request(Ipv4Addr::new(10, 244, 9, 0));
         let mut buf = testvec::tap_buffer(&other);
         assert_eq!(run(&mut buf, other.len()), TxVerdict::Drop(DropReason::TxArpUnknown));
+    }
+
+    #[test]
+    fn completed_checksum_of_zero_is_sent_as_ffff() {
+        // A UDP checksum that computes to 0 must go out as 0xffff: 0 means "no checksum" (RFC 768).
+        let mut f = testvec::udp_frame(testvec::PEER_MAC, testvec::OUR_MAC, b"hello vxlan!");
+        let pseudo = testvec::udp_pseudo_fold(&f);
+        f[40..42].copy_from_slice(&pseudo.to_be_bytes());
+        f[42..44].copy_from_slice(&[0, 0]);
+        let rest = checksum::fold(checksum::sum(&f[34..], 0));
+        f[42..44].copy_from_slice(&(0xffff - rest).to_be_bytes()); // now everything sums to 0xffff
+        let mut buf = testvec::tap_buffer(&f);
+        VnetHdr { flags: 1, csum_start: 34, csum_offset: 6, ..Default::default() }.emit(&mut buf[..12]);
+        assert!(matches!(run(&mut buf, f.len()), TxVerdict::Forward { .. }));
+        assert_eq!(&buf[FRAME_OFFSET + 40..FRAME_OFFSET + 42], &[0xff, 0xff]);
     }
 
     #[test]
