@@ -1,0 +1,351 @@
+//! Bulk transfers with every offload on (TAP TSO/checksum, UDP GSO, UDP GRO + TCP coalescing), in
+//! both directions at once, SHA-256 checked at each end:
+//! - vtepd ↔ vtepd, 1 GiB each way (2 GiB through each daemon);
+//! - vtepd ↔ the kernel's VXLAN device set up as Flannel sets up flannel.1, 200 MiB each way, where
+//!   the kernel must accept every frame vtepd writes to its TAP and every datagram it sends;
+//! - (ignored until fixed) the kernel peer → vtepd → a pod behind a bridge, a path that breaks today.
+//!
+//! Simultaneous directions matter: each worker then interleaves segmenting super-frames from the TAP
+//! with coalescing received segments into TAP writes, sharing one batch loop, which one-way
+//! transfers never exercise.
+//!
+//! Beyond the checksums of the data, "accepted" is checked where a rejection would be recorded: vtepd's
+//! own drop counters for TAP writes, segmentation and sends; the TAP device's receive errors (the
+//! kernel refusing a virtio-net header); and the TCP/UDP checksum-error counters of both hosts' stacks
+//! (a frame with a wrong checksum, which the transfer alone would survive by retransmitting).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::thread;
+
+use common::*;
+
+/// Each direction of the vtepd ↔ vtepd test.
+const BULK_EACH_WAY: usize = 1024 * 1024 * 1024;
+/// Each direction of the kernel-peer test.
+const KERNEL_EACH_WAY: usize = 200 * 1024 * 1024;
+
+/// Drops that mean vtepd produced something the kernel refused, or could not handle what the kernel
+/// handed it; none may happen on a clean link.
+const OFFLOAD_DROPS: &[&str] = &[
+    "drop_rx_tap_write",
+    "drop_tx_bad_gso",
+    "drop_tx_bad_vnet_hdr",
+    "drop_tx_send_error",
+];
+
+/// Sets up flannel.1 on host B (192.0.2.2, VNI 1, port 8472, MAC ..:02, overlay 10.244.2.0) pointing at
+/// A, exactly as tests/kernel_interop.rs does (kept identical so the two tests face the same peer).
+fn flannel_kernel_vtep(b: &Netns) {
+    b.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "8472",
+        "local",
+        "192.0.2.2",
+        "dev",
+        UNDERLAY_DEV,
+        "nolearning",
+    ]);
+    b.ip(&[
+        "link",
+        "set",
+        "flannel.1",
+        "address",
+        &host_mac(2),
+        "mtu",
+        "1450",
+        "up",
+    ]);
+    b.ip(&["addr", "add", "10.244.2.0/32", "dev", "flannel.1"]);
+    b.ip(&[
+        "route",
+        "add",
+        "10.244.1.0/24",
+        "via",
+        "10.244.1.0",
+        "dev",
+        "flannel.1",
+        "onlink",
+    ]);
+    b.ip(&[
+        "neigh",
+        "add",
+        "10.244.1.0",
+        "lladdr",
+        &host_mac(1),
+        "dev",
+        "flannel.1",
+        "nud",
+        "permanent",
+    ]);
+    b.exec_ok(
+        "bridge",
+        &[
+            "fdb",
+            "append",
+            &host_mac(1),
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.1",
+        ],
+    );
+}
+
+/// Runs A→B and B→A transfers concurrently; both finish (or fail) before any failure is raised,
+/// so the message names the direction that broke.
+fn transfer_both_ways(a: &Netns, b: &Netns, nbytes: usize) {
+    let ip_a = Ipv4Addr::new(10, 244, 1, 0);
+    let ip_b = Ipv4Addr::new(10, 244, 2, 0);
+    thread::scope(|s| {
+        let ab = s.spawn(|| tcp_transfer(a, Some(ip_a), b, ip_b, 5001, nbytes));
+        let ba = s.spawn(|| tcp_transfer(b, Some(ip_b), a, ip_a, 5002, nbytes));
+        let (ab, ba) = (ab.join(), ba.join());
+        for r in [ab, ba] {
+            if let Err(e) = r {
+                std::panic::resume_unwind(e);
+            }
+        }
+    });
+}
+
+/// `Proto.Field` → value from the namespace's /proc/net/snmp (read by a process inside it).
+fn snmp(ns: &Netns) -> HashMap<String, u64> {
+    let text = ns.exec_ok("cat", &["/proc/net/snmp"]);
+    let mut out = HashMap::new();
+    // Pairs of lines with the same prefix: "Tcp: Name1 Name2 ..." then "Tcp: v1 v2 ...".
+    let mut lines = text.lines().filter_map(|l| l.split_once(':')).peekable();
+    while let Some((proto, names)) = lines.next() {
+        let Some((_, values)) = lines.next_if(|(p, _)| *p == proto) else {
+            continue;
+        };
+        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            if let Ok(v) = v.parse() {
+                out.insert(format!("{proto}.{n}"), v);
+            }
+        }
+    }
+    out
+}
+
+/// Checksum errors counted by the stack in `ns` since `before`: zero unless some frame or datagram
+/// reached it with a wrong checksum.
+fn assert_no_csum_errors(host: &str, ns: &Netns, before: &HashMap<String, u64>) {
+    let after = snmp(ns);
+    for k in ["Tcp.InCsumErrors", "Udp.InCsumErrors", "Ip.InHdrErrors"] {
+        let (b, a) = (before.get(k).copied(), after.get(k).copied());
+        assert!(a.is_some(), "{host}: /proc/net/snmp has no {k}");
+        assert_eq!(
+            a, b,
+            "{host}: {k} rose from {b:?} to {a:?} during the transfers"
+        );
+    }
+}
+
+/// The device's receive statistics (`ip -s -s -j link`): for a TAP, frames vtepd wrote.
+fn rx_stats(ns: &Netns, dev: &str) -> serde_json::Value {
+    let json = ns.ip(&["-j", "-s", "-s", "link", "show", "dev", dev]);
+    let v: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("ip -j link: {e}: {json}"));
+    v[0]["stats64"]["rx"].clone()
+}
+
+fn assert_no_rx_errors(host: &str, dev: &str, stats: &serde_json::Value) {
+    eprintln!("{host}: {dev} rx stats: {stats}");
+    for k in ["errors", "frame_errors", "length_errors"] {
+        if let Some(n) = stats.get(k) {
+            assert_eq!(
+                n.as_u64(),
+                Some(0),
+                "{host}: {dev} rx {k} = {n}: the kernel refused frames\n{stats}"
+            );
+        }
+    }
+}
+
+/// The "offloads" line vtepd logs at start-up must show all three on: otherwise this test would pass
+/// while exercising only the plain path.
+fn assert_offloads_on(host: &str, d: &Vtepd) {
+    let log = strip_ansi(&d.stderr());
+    let line = log
+        .lines()
+        .find(|l| l.contains("offloads"))
+        .unwrap_or_else(|| panic!("{host}: no offloads line:\n{log}"));
+    for want in ["tap_tso=true", "udp_gso=true", "udp_gro=true"] {
+        assert!(
+            line.contains(want),
+            "{host}: offloads not all on ({want} missing): {line}"
+        );
+    }
+}
+
+/// tracing's formatter colours its output even into a pipe.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn assert_no_offload_drops(host: &str, c: &HashMap<String, u64>) {
+    for k in OFFLOAD_DROPS {
+        let n = c
+            .get(*k)
+            .unwrap_or_else(|| panic!("{host}: vtepd printed no {k}\n{}", show_counters(c)));
+        assert_eq!(*n, 0, "{host}: {k} = {n}\n{}", show_counters(c));
+    }
+}
+
+fn assert_moved(host: &str, c: &HashMap<String, u64>, nbytes: usize) {
+    for k in ["rx_bytes", "tx_bytes"] {
+        assert!(
+            c[k] >= nbytes as u64,
+            "{host}: {k} = {} < {nbytes}\n{}",
+            c[k],
+            show_counters(c)
+        );
+    }
+}
+
+#[test]
+fn bulk_both_ways_vtepd_to_vtepd() {
+    let _heavy = heavy_lock();
+    let hosts = TwoHosts::new("ob");
+    let dir = TempDir::new("ob");
+    let cfg_a = NodeCfg::host(1, &[2]);
+    let cfg_b = NodeCfg::host(2, &[1]);
+    let vtepd_a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
+    let vtepd_b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
+    assert_offloads_on("A", &vtepd_a);
+    assert_offloads_on("B", &vtepd_b);
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+
+    let (snmp_a, snmp_b) = (snmp(&hosts.a), snmp(&hosts.b));
+    transfer_both_ways(&hosts.a, &hosts.b, BULK_EACH_WAY);
+    assert_no_csum_errors("A", &hosts.a, &snmp_a);
+    assert_no_csum_errors("B", &hosts.b, &snmp_b);
+    // Read while the TAPs still exist: they go away when vtepd stops.
+    let (tap_a, tap_b) = (rx_stats(&hosts.a, "vtep0"), rx_stats(&hosts.b, "vtep0"));
+
+    let counters_a = vtepd_a.stop();
+    let counters_b = vtepd_b.stop();
+    eprintln!(
+        "A counters:\n{}\nB counters:\n{}",
+        show_counters(&counters_a),
+        show_counters(&counters_b)
+    );
+    for (host, c, tap) in [("A", &counters_a, &tap_a), ("B", &counters_b, &tap_b)] {
+        assert_clean_traffic(host, c);
+        assert_no_offload_drops(host, c);
+        assert_moved(host, c, BULK_EACH_WAY);
+        assert_no_rx_errors(host, "vtep0", tap);
+    }
+    assert_cleaned_up(&hosts.a, &cfg_a);
+    assert_cleaned_up(&hosts.b, &cfg_b);
+}
+
+#[test]
+fn bulk_both_ways_against_kernel_vxlan() {
+    let _heavy = heavy_lock();
+    let hosts = TwoHosts::new("ok");
+    flannel_kernel_vtep(&hosts.b);
+    let dir = TempDir::new("ok");
+    let cfg_a = NodeCfg::host(1, &[2]);
+    let vtepd_a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
+    assert_offloads_on("A", &vtepd_a);
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+
+    let (snmp_a, snmp_b) = (snmp(&hosts.a), snmp(&hosts.b));
+    transfer_both_ways(&hosts.a, &hosts.b, KERNEL_EACH_WAY);
+    assert_no_csum_errors("A", &hosts.a, &snmp_a);
+    // B's stack sees vtepd's segments after the kernel decapsulates them: a wrong inner checksum
+    // from the software TSO, or a wrong outer UDP checksum from UDP GSO, is counted here.
+    assert_no_csum_errors("B", &hosts.b, &snmp_b);
+    let tap_a = rx_stats(&hosts.a, "vtep0");
+    let flannel_b = rx_stats(&hosts.b, "flannel.1");
+
+    let counters = vtepd_a.stop();
+    eprintln!("A counters:\n{}", show_counters(&counters));
+    assert_clean_traffic("A", &counters);
+    assert_no_offload_drops("A", &counters);
+    assert_moved("A", &counters, KERNEL_EACH_WAY);
+    assert_no_rx_errors("A", "vtep0", &tap_a);
+    assert_no_rx_errors("B", "flannel.1", &flannel_b);
+    assert_cleaned_up(&hosts.a, &cfg_a);
+}
+
+/// A pod behind host A's cni0 bridge, as tests/pod_path.rs builds it: 10.244.1.2/24, MTU 1450.
+fn add_pod(host: &Netns, tag: &str) -> Netns {
+    let pod = Netns::new(tag);
+    host.ip(&["link", "add", "cni0", "type", "bridge"]);
+    host.addr("cni0", "10.244.1.1/24");
+    veth(host, "veth0", &pod, "eth0");
+    host.ip(&["link", "set", "veth0", "mtu", "1450", "master", "cni0"]);
+    pod.ip(&["link", "set", "eth0", "mtu", "1450"]);
+    pod.addr("eth0", "10.244.1.2/24");
+    pod.ip(&["route", "add", "default", "via", "10.244.1.1"]);
+    host.sysctl("net.ipv4.ip_forward=1");
+    pod
+}
+
+/// Kernel flannel.1 on B → vtepd on A → a pod behind A's cni0 (MTU 1450).
+///
+/// Over a veth underlay (kind, Docker bridges: any underlay without a real NIC between the hosts) the
+/// kernel peer's VXLAN GSO packets cross unsegmented, so vtepd's socket receives single UDP datagrams
+/// of up to 64 KB holding one inner TCP super-frame (no UDP_GRO cmsg: the skb is a UDP-tunnel GSO
+/// skb, not UDP_L4). vtepd writes that frame to the TAP as one plain frame larger than the MTU;
+/// local delivery accepts it (the two tests above pass), but forwarding it to the pod's 1450-byte
+/// link fails with "fragmentation needed", B's TCP keeps retransmitting, and the flow crawls
+/// (361 kbit/s, 117 retransmissions in 3 s by hand; 1.87 Gbit/s once B's ul0 has
+/// tx-udp_tnl-segmentation off). Same with --no-offload. Un-ignore once oversized inner TCP frames
+/// reach the TAP as GSO frames with an MTU-sized gso_size.
+#[test]
+#[ignore = "known bug: oversized inner frames from a kernel VXLAN peer on a veth underlay cannot be forwarded to a pod"]
+fn kernel_peer_to_pod_through_vtepd() {
+    let _heavy = heavy_lock();
+    let hosts = TwoHosts::new("okp");
+    flannel_kernel_vtep(&hosts.b);
+    let pod = add_pod(&hosts.a, "okpod");
+    let dir = TempDir::new("okp");
+    let cfg_a = NodeCfg::host(1, &[2]);
+    let vtepd_a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
+    ping(&hosts.b, "10.244.2.0", "10.244.1.2");
+
+    let before = snmp(&hosts.a);
+    let ip_b = Ipv4Addr::new(10, 244, 2, 0);
+    let ip_pod = Ipv4Addr::new(10, 244, 1, 2);
+    // A small transfer first: with the bug it still completes (slowly), and the counter below then
+    // names the cause instead of leaving a 50 MB transfer to crawl.
+    tcp_transfer(&hosts.b, Some(ip_b), &pod, ip_pod, 5003, 1024 * 1024);
+    let frag_fails = |m: &HashMap<String, u64>| m.get("Ip.FragFails").copied();
+    assert_eq!(
+        frag_fails(&snmp(&hosts.a)),
+        frag_fails(&before),
+        "A could not forward frames vtepd wrote to its TAP on to the pod's 1450-byte link"
+    );
+    tcp_transfer(&hosts.b, Some(ip_b), &pod, ip_pod, 5004, BIG_TRANSFER);
+    tcp_transfer(&pod, None, &hosts.b, ip_b, 5005, BIG_TRANSFER);
+
+    let counters = vtepd_a.stop();
+    assert_clean_traffic("A", &counters);
+    assert_no_offload_drops("A", &counters);
+}
