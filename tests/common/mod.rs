@@ -862,3 +862,650 @@ pub fn tcp_transfer(
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Faults and hostile traffic (tests/faults.rs, tests/hostile.rs): signals, logs, memory, kernel state,
+// and a transfer that can be held open across a fault.
+
+/// The longest a fault test waits for vtepd to recover from something done to it.
+pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Like [`wait_until`] with an explicit bound.
+pub fn wait_until_for(what: &str, bound: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {bound:?} waiting for: {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Vtepd {
+    /// True while the process has not exited (reaps it if it has).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Sends `sig` (libc::SIGHUP, ...) to vtepd.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.pid().expect("vtepd already stopped") as i32;
+        // SAFETY: kill(2) on our own child, which has not been reaped (we hold its Child).
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// How many times `needle` occurs in what vtepd has logged so far.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.stderr().matches(needle).count()
+    }
+
+    /// Waits (bounded by [`RECOVERY_TIMEOUT`]) until vtepd has logged `needle` more than `before`
+    /// times; returns the log. Panics with the log otherwise.
+    pub fn wait_for_log(&self, needle: &str, before: usize) -> String {
+        let deadline = Instant::now() + RECOVERY_TIMEOUT;
+        loop {
+            let log = self.stderr();
+            if log.matches(needle).count() > before {
+                return log;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "vtepd in {} did not log {needle:?} within {RECOVERY_TIMEOUT:?}; its log:\n{log}",
+                    self.ns
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, reaped; returns everything it logged. Nothing of vtepd's own teardown runs.
+    pub fn kill_hard(mut self) -> String {
+        let mut child = self.child.take().expect("vtepd already stopped");
+        child.kill().expect("SIGKILL vtepd");
+        let status = child.wait().expect("wait for vtepd");
+        assert!(!status.success(), "vtepd exited 0 after SIGKILL?");
+        self.join_readers();
+        self.stderr()
+    }
+
+    /// VmRSS of the process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        vm_rss_kib(self.pid().expect("vtepd already stopped"))
+    }
+}
+
+/// VmRSS of `pid` in KiB, from /proc/PID/status.
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {path}:\n{status}"))
+}
+
+/// `ip -n NS neigh show dev DEV nud permanent`, one entry per line, sorted.
+pub fn permanent_neighbours(ns: &Netns, dev: &str) -> Vec<String> {
+    sorted_lines(&ns.ip(&["neigh", "show", "dev", dev, "nud", "permanent"]))
+}
+
+/// `ip -n NS route show dev DEV`, sorted.
+pub fn routes_via(ns: &Netns, dev: &str) -> Vec<String> {
+    sorted_lines(&ns.ip(&["route", "show", "dev", dev]))
+}
+
+fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    v.sort();
+    v
+}
+
+/// True if `ns` has a PERMANENT neighbour `ip` with `lladdr` on `dev`.
+pub fn has_permanent_neigh(ns: &Netns, dev: &str, ip: &str, lladdr: &str) -> bool {
+    permanent_neighbours(ns, dev)
+        .iter()
+        .any(|l| l.split_whitespace().next() == Some(ip) && l.contains(&format!("lladdr {lladdr}")))
+}
+
+/// The namespace's protocol counters: /proc/net/snmp and /proc/net/netstat as `"Udp.InErrors"` etc.
+pub fn kernel_mibs(ns: &Netns) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for file in ["/proc/net/snmp", "/proc/net/netstat"] {
+        let text = ns.exec_ok("cat", &[file]);
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let (Some((proto, names)), Some((_, values))) =
+                (names.split_once(':'), values.split_once(':'))
+            else {
+                continue;
+            };
+            for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+                if let Ok(v) = v.parse::<u64>() {
+                    out.insert(format!("{proto}.{n}"), v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One of `dev`'s statistics (`rx_dropped`, `tx_dropped`, ...) from sysfs inside `ns`.
+pub fn link_stat(ns: &Netns, dev: &str, stat: &str) -> u64 {
+    let path = format!("/sys/class/net/{dev}/statistics/{stat}");
+    ns.exec_ok("cat", &[&path])
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{path} in {}: {e}", ns.name()))
+}
+
+/// The MAC address of `dev` in `ns`.
+pub fn link_mac(ns: &Netns, dev: &str) -> [u8; 6] {
+    let path = format!("/sys/class/net/{dev}/address");
+    parse_mac(ns.exec_ok("cat", &[&path]).trim())
+}
+
+pub fn parse_mac(s: &str) -> [u8; 6] {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16).unwrap_or_else(|e| panic!("MAC {s}: {e}")))
+        .collect();
+    v.try_into()
+        .unwrap_or_else(|_| panic!("MAC {s}: not 6 bytes"))
+}
+
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Asks, from the TAP side of `dev` in `ns`, who has `target` (an ARP request transmitted on the
+/// device, as the kernel would send it), and returns the sender MAC of the first reply that comes
+/// back in, or None within about 3 s. The request comes from a MAC nobody uses, so the kernel
+/// ignores the answer (PACKET_OTHERHOST) and its own neighbour table is not touched.
+pub fn arp_ask_tap(
+    ns: &Netns,
+    dev: &str,
+    sender_ip: Ipv4Addr,
+    target: Ipv4Addr,
+) -> Option<[u8; 6]> {
+    let dev = dev.to_string();
+    in_netns(ns.name(), move || {
+        const ETH_P_ARP: u16 = 0x0806;
+        let asker = [0x02, 0xaa, 0xaa, 0xaa, 0xaa, 0x01];
+        let sock = PacketSocket::open(&dev, ETH_P_ARP);
+        sock.set_recv_timeout(Duration::from_millis(200));
+        let mut req = vec![0xff; 6];
+        req.extend_from_slice(&asker);
+        req.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+        req.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+        req.extend_from_slice(&asker);
+        req.extend_from_slice(&sender_ip.octets());
+        req.extend_from_slice(&[0; 6]);
+        req.extend_from_slice(&target.octets());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            sock.send(&req, [0xff; 6]);
+            let until = Instant::now() + Duration::from_millis(500);
+            let mut buf = [0u8; 2048];
+            while Instant::now() < until {
+                let Some((n, pkttype)) = sock.recv(&mut buf) else {
+                    continue;
+                };
+                let f = &buf[..n];
+                // Incoming (not our own request looping back), an ARP reply about `target` to us.
+                if pkttype != libc::PACKET_OUTGOING
+                    && n >= 42
+                    && f[12..14] == ETH_P_ARP.to_be_bytes()
+                    && f[20..22] == [0, 2]
+                    && f[28..32] == target.octets()
+                    && f[32..38] == asker
+                {
+                    return Some(f[22..28].try_into().unwrap());
+                }
+            }
+        }
+        None
+    })
+}
+
+/// An AF_PACKET socket bound to one device of the calling thread's namespace: whole Ethernet
+/// frames in and out, nothing of the kernel's IP stack in between.
+pub struct PacketSocket {
+    fd: std::os::fd::OwnedFd,
+    ifindex: i32,
+}
+
+impl PacketSocket {
+    /// `protocol` is the ethertype to receive (host order), 0 for a send-only socket.
+    pub fn open(dev: &str, protocol: u16) -> PacketSocket {
+        use std::os::fd::FromRawFd;
+        let cname = std::ffi::CString::new(dev).unwrap();
+        // SAFETY: if_nametoindex reads a NUL-terminated string that lives for the call.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) } as i32;
+        assert!(ifindex > 0, "no device {dev} in this namespace");
+        // SAFETY: plain socket(2); the fd is owned right below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(protocol.to_be()),
+            )
+        };
+        assert!(
+            raw >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `raw` is a fresh fd that nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let s = PacketSocket { fd, ifindex };
+        let addr = s.sockaddr(protocol, [0; 6]);
+        // SAFETY: bind(2) with a sockaddr_ll that lives for the call and its true size.
+        let rc = unsafe {
+            libc::bind(
+                s.fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "bind AF_PACKET to {dev}: {}",
+            std::io::Error::last_os_error()
+        );
+        s
+    }
+
+    fn sockaddr(&self, protocol: u16, dst: [u8; 6]) -> libc::sockaddr_ll {
+        let mut addr = [0u8; 8];
+        addr[..6].copy_from_slice(&dst);
+        libc::sockaddr_ll {
+            sll_family: libc::AF_PACKET as u16,
+            sll_protocol: protocol.to_be(),
+            sll_ifindex: self.ifindex,
+            sll_hatype: 0,
+            sll_pkttype: 0,
+            sll_halen: 6,
+            sll_addr: addr,
+        }
+    }
+
+    pub fn set_recv_timeout(&self, t: Duration) {
+        let tv = libc::timeval {
+            tv_sec: t.as_secs() as libc::time_t,
+            tv_usec: t.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: setsockopt reads one timeval from a pointer valid for the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+    }
+
+    /// Transmits one whole Ethernet frame (`frame` starts with its destination MAC). A full device
+    /// queue is waited out, so no frame is silently skipped; any other error panics.
+    pub fn send(&self, frame: &[u8], dst: [u8; 6]) {
+        let addr = self.sockaddr(0, dst);
+        loop {
+            // SAFETY: sendto(2) reads `frame` and `addr`, both valid for the call.
+            let rc = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if rc >= 0 {
+                assert_eq!(rc as usize, frame.len(), "short AF_PACKET send");
+                return;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::ENOBUFS) | Some(libc::EAGAIN) => thread::sleep(Duration::from_millis(1)),
+                _ => panic!("AF_PACKET send of {} bytes: {e}", frame.len()),
+            }
+        }
+    }
+
+    /// One frame and its packet type (PACKET_HOST, PACKET_OUTGOING, ...), or None on timeout.
+    pub fn recv(&self, buf: &mut [u8]) -> Option<(usize, u8)> {
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        // SAFETY: recvfrom(2) writes at most buf.len() bytes and at most `len` address bytes.
+        let rc = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&mut from as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
+        };
+        (rc >= 0).then_some((rc as usize, from.sll_pkttype))
+    }
+}
+
+/// How a [`Transfer`] sends.
+#[derive(Clone, Copy, Debug)]
+pub struct TransferPlan {
+    pub nbytes: usize,
+    /// Upper bound on the send rate in bytes per second (None: as fast as TCP goes). Pacing only
+    /// ever slows the sender, so a loaded machine cannot make a transfer end sooner than planned.
+    pub rate: Option<u64>,
+    /// The last `hold` bytes are sent only after [`Transfer::release`]: the transfer is
+    /// guaranteed to be open across whatever the test does in between.
+    pub hold: usize,
+}
+
+/// What one end of a [`Transfer`] ends with: bytes and their SHA-256, or what went wrong.
+type EndResult = Result<(usize, Vec<u8>), String>;
+
+/// A checksummed TCP transfer (like [`tcp_transfer`]) running in the background, with progress,
+/// so a test can do something to the path while it is in flight.
+pub struct Transfer {
+    what: String,
+    sent: Arc<AtomicUsize>,
+    gate: Arc<std::sync::atomic::AtomicBool>,
+    sender: Option<JoinHandle<EndResult>>,
+    receiver: Option<JoinHandle<EndResult>>,
+}
+
+use std::sync::atomic::AtomicUsize;
+
+/// Read/write timeout of a [`Transfer`]: longer than any fault plus recovery, so a connection that
+/// rides out an outage is not declared dead. Not a speed assertion.
+const HELD_IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Transfer {
+    pub fn start(
+        tx_ns: &Netns,
+        tx_src: Ipv4Addr,
+        rx_ns: &Netns,
+        rx_addr: Ipv4Addr,
+        port: u16,
+        plan: TransferPlan,
+    ) -> Transfer {
+        let what = format!(
+            "TCP {} ({tx_src}) -> {}:{rx_addr}:{port}, {} bytes",
+            tx_ns.name(),
+            rx_ns.name(),
+            plan.nbytes
+        );
+        let (ready_tx, ready_rx) = mpsc::channel::<()>();
+        let receiver = spawn_in_netns(rx_ns.name(), move || -> Result<(usize, Vec<u8>), String> {
+            let listener = TcpListener::bind(SocketAddrV4::new(rx_addr, port))
+                .map_err(|e| format!("bind: {e}"))?;
+            listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let _ = ready_tx.send(());
+            let deadline = Instant::now() + READY_TIMEOUT + READY_TIMEOUT;
+            let mut stream = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            && Instant::now() < deadline =>
+                    {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => return Err(format!("accept: {e}")),
+                }
+            };
+            stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+            stream
+                .set_read_timeout(Some(HELD_IO_TIMEOUT))
+                .map_err(|e| e.to_string())?;
+            let mut hasher = Sha256::new();
+            let mut total = 0usize;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        hasher.update(&buf[..n]);
+                        total += n;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("read after {total} bytes: {e}")),
+                }
+            }
+            Ok((total, hasher.finalize().to_vec()))
+        });
+        if ready_rx.recv_timeout(READY_TIMEOUT).is_err() {
+            let r = receiver.join();
+            panic!("{what}: receiver did not start listening: {r:?}");
+        }
+        let sent = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (progress, open) = (Arc::clone(&sent), Arc::clone(&gate));
+        let sender = spawn_in_netns(tx_ns.name(), move || -> Result<(usize, Vec<u8>), String> {
+            let dst = SocketAddr::V4(SocketAddrV4::new(rx_addr, port));
+            let deadline = Instant::now() + READY_TIMEOUT;
+            let mut stream = loop {
+                let attempt = (|| -> std::io::Result<TcpStream> {
+                    let sock =
+                        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                    sock.bind(&SocketAddr::V4(SocketAddrV4::new(tx_src, 0)).into())?;
+                    sock.connect_timeout(&dst.into(), Duration::from_secs(3))?;
+                    Ok(sock.into())
+                })();
+                match attempt {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() >= deadline => return Err(format!("connect: {e}")),
+                    Err(_) => thread::sleep(Duration::from_millis(100)),
+                }
+            };
+            stream
+                .set_write_timeout(Some(HELD_IO_TIMEOUT))
+                .map_err(|e| e.to_string())?;
+            let mut rng = XorShift::new(0x5eed_0000 ^ u64::from(port) ^ (plan.nbytes as u64));
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut n_sent = 0usize;
+            let start = Instant::now();
+            let held_from = plan.nbytes.saturating_sub(plan.hold);
+            while n_sent < plan.nbytes {
+                if n_sent >= held_from && !open.load(Ordering::Relaxed) {
+                    let until = Instant::now() + HELD_IO_TIMEOUT;
+                    while !open.load(Ordering::Relaxed) {
+                        if Instant::now() >= until {
+                            return Err(format!("never released after {n_sent} bytes"));
+                        }
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                let limit = if n_sent < held_from {
+                    held_from
+                } else {
+                    plan.nbytes
+                };
+                let n = buf.len().min(limit - n_sent);
+                rng.fill(&mut buf[..n]);
+                stream
+                    .write_all(&buf[..n])
+                    .map_err(|e| format!("write after {n_sent} bytes: {e}"))?;
+                hasher.update(&buf[..n]);
+                n_sent += n;
+                progress.store(n_sent, Ordering::Relaxed);
+                if let Some(rate) = plan.rate {
+                    let due = Duration::from_secs_f64(n_sent as f64 / rate as f64);
+                    if let Some(ahead) = due.checked_sub(start.elapsed()) {
+                        thread::sleep(ahead);
+                    }
+                }
+            }
+            stream
+                .shutdown(std::net::Shutdown::Write)
+                .map_err(|e| format!("shutdown: {e}"))?;
+            stream
+                .set_read_timeout(Some(HELD_IO_TIMEOUT))
+                .map_err(|e| e.to_string())?;
+            let mut sink = [0u8; 64];
+            let _ = stream.read(&mut sink);
+            Ok((n_sent, hasher.finalize().to_vec()))
+        });
+        Transfer {
+            what,
+            sent,
+            gate,
+            sender: Some(sender),
+            receiver: Some(receiver),
+        }
+    }
+
+    /// Bytes the sender has handed to TCP so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Waits (bounded) until the sender has written at least `bytes`.
+    pub fn wait_sent(&self, bytes: usize) {
+        let deadline = Instant::now() + RECOVERY_TIMEOUT;
+        while self.sent() < bytes {
+            if self.sender.as_ref().is_some_and(|s| s.is_finished()) {
+                panic!(
+                    "{}: sender ended after {} bytes, before {bytes}",
+                    self.what,
+                    self.sent()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{}: only {} of {bytes} bytes sent after {RECOVERY_TIMEOUT:?}",
+                    self.what,
+                    self.sent()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Lets the held last bytes go.
+    pub fn release(&self) {
+        self.gate.store(true, Ordering::Relaxed);
+    }
+
+    /// Releases, waits for both ends and asserts byte count and SHA-256 match.
+    pub fn finish(mut self, nbytes: usize) {
+        self.release();
+        let sent = self
+            .sender
+            .take()
+            .unwrap()
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let received = self
+            .receiver
+            .take()
+            .unwrap()
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let what = &self.what;
+        let (sent_n, sent_h) =
+            sent.unwrap_or_else(|e| panic!("{what}: sender failed: {e} (receiver: {received:?})"));
+        let (recv_n, recv_h) = received.unwrap_or_else(|e| panic!("{what}: receiver failed: {e}"));
+        assert_eq!(sent_n, nbytes, "{what}: sender wrote {sent_n} bytes");
+        assert_eq!(recv_n, nbytes, "{what}: receiver got {recv_n} bytes");
+        assert_eq!(
+            hex(&sent_h),
+            hex(&recv_h),
+            "{what}: SHA-256 differs between sender and receiver"
+        );
+    }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        // A failed test must not leave the sender waiting on the gate for a minute.
+        self.release();
+    }
+}
+
+/// Pings `dst` from `src` in `ns` once every 200 ms on a background thread until dropped or
+/// [`PingLoop::stop`]ped; counts answers. Used to keep traffic flowing across a fault.
+pub struct PingLoop {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<JoinHandle<(u32, u32)>>,
+}
+
+impl PingLoop {
+    pub fn start(ns: &Netns, src: &str, dst: &str) -> PingLoop {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let (ns, src, dst) = (ns.name().to_string(), src.to_string(), dst.to_string());
+        let handle = thread::spawn(move || {
+            let (mut ok, mut lost) = (0, 0);
+            while !flag.load(Ordering::Relaxed) {
+                let out = run(
+                    "ip",
+                    &[
+                        "netns", "exec", &ns, "ping", "-c", "1", "-W", "1", "-I", &src, &dst,
+                    ],
+                );
+                if out.status.success() {
+                    ok += 1;
+                } else {
+                    lost += 1;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+            (ok, lost)
+        });
+        PingLoop {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops and returns (answered, unanswered).
+    pub fn stop(mut self) -> (u32, u32) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .unwrap()
+            .join()
+            .expect("ping loop thread")
+    }
+}
+
+impl Drop for PingLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! Faults a running vtepd must ride out without a restart: its TAP device deleted, the underlay link
+//! set down and up, the underlay address removed and re-added, config reloads (good and bad) by SIGHUP;
+//! and the two ways it ends: SIGTERM (everything it installed is removed) and SIGKILL (the device goes
+//! with the process; a restart with the same config comes back).
+//!
+//! Each test builds its own two hosts and keeps traffic flowing across the fault: a TCP transfer whose
+//! last megabyte is held back until the test has seen recovery (so the connection is open for the whole
+//! fault, however fast or slow the machine is), checked by SHA-256 at the end, plus a ping loop in the
+//! other direction. Every wait is bounded (at most 15 s, [`RECOVERY_TIMEOUT`]); nothing asserts on speed.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+const MB: usize = 1024 * 1024;
+const IP_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 0);
+const IP_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
+const DEV: &str = "vtep0";
+
+/// Two hosts with vtepd running on both (A peers with B, B with A), overlay ping checked.
+/// Fields drop in order: the daemons go before their namespaces.
+struct Pair {
+    a: Vtepd,
+    b: Vtepd,
+    cfg_a: NodeCfg,
+    cfg_b: NodeCfg,
+    dir: TempDir,
+    hosts: TwoHosts,
+}
+
+impl Pair {
+    fn start(tag: &str) -> Pair {
+        let hosts = TwoHosts::new(tag);
+        let dir = TempDir::new(tag);
+        let cfg_a = NodeCfg::host(1, &[2]);
+        let cfg_b = NodeCfg::host(2, &[1]);
+        let a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
+        let b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
+        ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+        ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+        Pair {
+            a,
+            b,
+            cfg_a,
+            cfg_b,
+            dir,
+            hosts,
+        }
+    }
+
+    /// A → B transfer of `nbytes`, paced to at most 6 MB/s, its last 1 MB held until released.
+    fn transfer(&self, port: u16, nbytes: usize) -> Transfer {
+        let plan = TransferPlan {
+            nbytes,
+            rate: Some(6 * MB as u64),
+            hold: MB,
+        };
+        Transfer::start(&self.hosts.a, IP_A, &self.hosts.b, IP_B, port, plan)
+    }
+
+    /// A's device, routes and permanent neighbours, as `ip` shows them.
+    fn overlay_state(&self) -> (Vec<String>, Vec<String>) {
+        (
+            routes_via(&self.hosts.a, DEV),
+            permanent_neighbours(&self.hosts.a, DEV),
+        )
+    }
+
+    fn assert_same_process(&mut self, pid: Option<u32>, what: &str) {
+        assert!(
+            self.a.is_running(),
+            "vtepd A exited after {what}; log:\n{}",
+            self.a.stderr()
+        );
+        assert_eq!(self.a.pid(), pid, "vtepd A was restarted after {what}");
+    }
+
+    /// Stops both daemons (SIGTERM, exit 0, counters) and checks they removed what they installed.
+    fn stop(
+        self,
+    ) -> (
+        std::collections::HashMap<String, u64>,
+        std::collections::HashMap<String, u64>,
+    ) {
+        let Pair {
+            a,
+            b,
+            cfg_a,
+            cfg_b,
+            hosts,
+            dir: _dir,
+        } = self;
+        let (ca, cb) = (a.stop(), b.stop());
+        eprintln!(
+            "A counters:\n{}\nB counters:\n{}",
+            show_counters(&ca),
+            show_counters(&cb)
+        );
+        assert_cleaned_up(&hosts.a, &cfg_a);
+        assert_cleaned_up(&hosts.b, &cfg_b);
+        (ca, cb)
+    }
+}
+
+/// Log lines written after byte `from` that are warnings or errors about the underlay, other than
+/// the UDP GSO fallback (which is about offloads, not about the link).
+fn underlay_warnings(log: &str, from: usize) -> Vec<String> {
+    log[from..]
+        .lines()
+        .filter(|l| {
+            (l.contains("WARN") || l.contains("ERROR"))
+                && l.contains("underlay")
+                && !l.contains("GSO")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// vtepd switches a worker from UDP GSO to sendmmsg for good when a GSO send fails with EIO/EINVAL.
+/// That is meant for an egress device without checksum offload; after a fault it would be a silent,
+/// permanent loss of the offload. Reported, not failed on: forwarding itself is still correct.
+fn note_gso_fallback(log: &str, fault: &str) {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("UDP GSO refused"))
+        .collect();
+    if !lines.is_empty() {
+        eprintln!(
+            "NOTE: after {fault}, vtepd turned UDP GSO off for the rest of its life:\n{}",
+            lines.join("\n")
+        );
+    }
+}
+
+#[test]
+fn device_deleted_is_recreated_without_restart() {
+    let _heavy = heavy_lock();
+    let mut p = Pair::start("fdel");
+    let pid = p.a.pid();
+    let before = p.overlay_state();
+    let pings = PingLoop::start(&p.hosts.b, "10.244.2.0", "10.244.1.0");
+    let nbytes = 30 * MB;
+    let t = p.transfer(5101, nbytes);
+    t.wait_sent(4 * MB);
+
+    // Twice: the recreated device must itself survive being deleted.
+    for round in 1..=2 {
+        let what = format!("`ip link del {DEV}` (round {round})");
+        let deleted = p.a.log_count("device deleted under vtepd");
+        let recreated = p.a.log_count("device recreated");
+        p.hosts.a.ip(&["link", "del", DEV]);
+        p.a.wait_for_log("device deleted under vtepd", deleted);
+        p.a.wait_for_log("device recreated", recreated);
+        wait_until_for(
+            &format!("{DEV} back with the same routes and permanent neighbours after {what}"),
+            RECOVERY_TIMEOUT,
+            || p.hosts.a.has_link(DEV) && p.overlay_state() == before,
+        );
+        ping(&p.hosts.a, "10.244.1.0", "10.244.2.0");
+        p.assert_same_process(pid, &what);
+    }
+    let addr = p.hosts.a.ip(&["addr", "show", "dev", DEV]);
+    assert!(
+        addr.contains("10.244.1.0/32") && addr.contains("mtu 1450"),
+        "recreated {DEV} is not configured as before:\n{addr}"
+    );
+    assert!(
+        arp_ask_tap(&p.hosts.a, DEV, IP_A, IP_B) == Some(parse_mac(&host_mac(2))),
+        "vtepd does not answer ARP for 10.244.2.0 on the recreated device with B's MAC"
+    );
+
+    t.finish(nbytes);
+    let (answered, lost) = pings.stop();
+    eprintln!("B -> A ping loop across the deletions: {answered} answered, {lost} lost");
+    ping(&p.hosts.b, "10.244.2.0", "10.244.1.0");
+    let log = p.a.stderr();
+    p.stop();
+    note_gso_fallback(&log, "the device deletions");
+}
+
+/// What a link flap left: A's whole log, where the fault begins in it, A's final counters.
+struct Flap {
+    log: String,
+    fault_from: usize,
+    counters_a: std::collections::HashMap<String, u64>,
+}
+
+/// Sets A's underlay link down for 2.5 s and up again while a transfer and a ping loop run;
+/// asserts that forwarding resumes in the same process and the transfer completes intact.
+fn flap_underlay_link(tag: &str, port: u16) -> Flap {
+    let _heavy = heavy_lock();
+    let mut p = Pair::start(tag);
+    let pid = p.a.pid();
+    let pings = PingLoop::start(&p.hosts.b, "10.244.2.0", "10.244.1.0");
+    let nbytes = 30 * MB;
+    let t = p.transfer(port, nbytes);
+    t.wait_sent(4 * MB);
+
+    let fault_from = p.a.stderr().len();
+    p.hosts.a.ip(&["link", "set", UNDERLAY_DEV, "down"]);
+    let probe = p.hosts.a.exec("ping", &["-c", "1", "-W", "1", "192.0.2.2"]);
+    assert!(
+        !probe.status.success(),
+        "the underlay still works with {UNDERLAY_DEV} down; the test does not test anything"
+    );
+    // Long enough for the supervisor's once-a-second check to run twice, and for the transfer's
+    // retransmissions and the ping loop to hit the dead link.
+    thread::sleep(Duration::from_millis(2500));
+    p.hosts.a.ip(&["link", "set", UNDERLAY_DEV, "up"]);
+    wait_until_for(
+        "underlay ping A -> B after link up",
+        RECOVERY_TIMEOUT,
+        || {
+            p.hosts
+                .a
+                .exec("ping", &["-c", "1", "-W", "1", "192.0.2.2"])
+                .status
+                .success()
+        },
+    );
+    ping(&p.hosts.a, "10.244.1.0", "10.244.2.0");
+    p.assert_same_process(pid, "underlay link down/up");
+
+    t.finish(nbytes);
+    let (answered, lost) = pings.stop();
+    eprintln!("B -> A ping loop across the link flap: {answered} answered, {lost} lost");
+    ping(&p.hosts.b, "10.244.2.0", "10.244.1.0");
+    let log = p.a.stderr();
+    let (counters_a, _) = p.stop();
+    note_gso_fallback(&log, "the underlay link flap");
+    Flap {
+        log,
+        fault_from,
+        counters_a,
+    }
+}
+
+#[test]
+fn underlay_link_down_up_traffic_resumes() {
+    let flap = flap_underlay_link("flnk", 5102);
+    // README: "sends are counted as drop_tx_send_error until it returns".
+    assert!(
+        flap.counters_a["drop_tx_send_error"] > 0,
+        "no drop_tx_send_error counted for sends while the underlay link was down\n{}",
+        show_counters(&flap.counters_a)
+    );
+}
+
+/// README: "Underlay address removed / link down: logged once". The supervisor watches only the
+/// address (which stays while the link is down), so a link going down is not noticed: nothing at
+/// all is logged from the fault to the end. Forwarding does recover (the test above).
+#[test]
+#[ignore = "known bug (issue 6): an underlay link going down is not logged, contrary to the README"]
+fn underlay_link_down_is_logged() {
+    let flap = flap_underlay_link("flog", 5105);
+    let warned = underlay_warnings(&flap.log, flap.fault_from);
+    assert!(
+        !warned.is_empty(),
+        "vtepd forwarded again after the link came back, but logged nothing about the underlay link being down \
+         (README: \"Underlay address removed / link down: logged once\"); its log from the fault on:\n{}",
+        &flap.log[flap.fault_from..]
+    );
+}
+
+#[test]
+fn underlay_address_removed_and_readded_traffic_resumes() {
+    let _heavy = heavy_lock();
+    let mut p = Pair::start("fadr");
+    let pid = p.a.pid();
+    let pings = PingLoop::start(&p.hosts.b, "10.244.2.0", "10.244.1.0");
+    let nbytes = 30 * MB;
+    let t = p.transfer(5103, nbytes);
+    t.wait_sent(4 * MB);
+
+    let gone = p.a.log_count("underlay address is gone");
+    p.hosts
+        .a
+        .ip(&["addr", "del", "192.0.2.1/24", "dev", UNDERLAY_DEV]);
+    p.a.wait_for_log("underlay address is gone", gone);
+    // Traffic keeps arriving at the device meanwhile (retransmissions, the ping loop's replies).
+    thread::sleep(Duration::from_millis(1500));
+    let back = p.a.log_count("underlay address is back");
+    p.hosts
+        .a
+        .ip(&["addr", "add", "192.0.2.1/24", "dev", UNDERLAY_DEV]);
+    p.a.wait_for_log("underlay address is back", back);
+    wait_until_for(
+        "underlay ping A -> B after the address returned",
+        RECOVERY_TIMEOUT,
+        || {
+            p.hosts
+                .a
+                .exec("ping", &["-c", "1", "-W", "1", "192.0.2.2"])
+                .status
+                .success()
+        },
+    );
+    ping(&p.hosts.a, "10.244.1.0", "10.244.2.0");
+    p.assert_same_process(pid, "underlay address removal");
+
+    t.finish(nbytes);
+    let (answered, lost) = pings.stop();
+    eprintln!("B -> A ping loop across the address removal: {answered} answered, {lost} lost");
+    ping(&p.hosts.b, "10.244.2.0", "10.244.1.0");
+    let log = p.a.stderr();
+    let (ca, _) = p.stop();
+    note_gso_fallback(&log, "the underlay address removal");
+    assert!(
+        ca["drop_tx_send_error"] > 0,
+        "no drop_tx_send_error counted for sends while the underlay address was gone\n{}",
+        show_counters(&ca)
+    );
+}
+
+#[test]
+fn sighup_applies_peer_changes_and_rejects_invalid_config() {
+    let _heavy = heavy_lock();
+    let mut p = Pair::start("fhup");
+    let pid = p.a.pid();
+    let nbytes = BIG_TRANSFER;
+    let t = p.transfer(5104, nbytes);
+    t.wait_sent(2 * MB);
+    let (routes_2, neigh_2) = p.overlay_state();
+
+    // Add host 3 (which does not exist: only the kernel entries and the tables matter here).
+    let with_3 = NodeCfg::host(1, &[2, 3]);
+    let reloaded = p.a.log_count("config reloaded");
+    p.dir.write("a.toml", &with_3.to_toml());
+    p.a.signal(libc::SIGHUP);
+    p.a.wait_for_log("config reloaded", reloaded);
+    wait_until_for(
+        "route and neighbour for the added peer 10.244.3.0/24",
+        RECOVERY_TIMEOUT,
+        || {
+            p.hosts.a.has_route("10.244.3.0/24")
+                && has_permanent_neigh(&p.hosts.a, DEV, "10.244.3.0", &host_mac(3))
+        },
+    );
+    let (routes_23, neigh_23) = p.overlay_state();
+    for r in &routes_2 {
+        assert!(
+            routes_23.contains(r),
+            "adding a peer disturbed route {r:?}:\n{routes_23:#?}"
+        );
+    }
+    for n in &neigh_2 {
+        assert!(
+            neigh_23.contains(n),
+            "adding a peer disturbed neighbour {n:?}:\n{neigh_23:#?}"
+        );
+    }
+    assert_eq!(
+        arp_ask_tap(&p.hosts.a, DEV, IP_A, Ipv4Addr::new(10, 244, 3, 0)),
+        Some(parse_mac(&host_mac(3))),
+        "no ARP answer for the added peer"
+    );
+
+    // And remove it again.
+    let reloaded = p.a.log_count("config reloaded");
+    p.dir.write("a.toml", &p.cfg_a.to_toml());
+    p.a.signal(libc::SIGHUP);
+    p.a.wait_for_log("config reloaded", reloaded);
+    wait_until_for(
+        "route and neighbour of the removed peer 10.244.3.0 gone",
+        RECOVERY_TIMEOUT,
+        || {
+            !p.hosts.a.has_route("10.244.3.0/24")
+                && p.overlay_state() == (routes_2.clone(), neigh_2.clone())
+        },
+    );
+    assert_eq!(
+        arp_ask_tap(&p.hosts.a, DEV, IP_A, Ipv4Addr::new(10, 244, 3, 0)),
+        None,
+        "vtepd still answers ARP for the removed peer"
+    );
+
+    // Invalid configs are rejected whole: not even the valid peer 3 they contain is applied.
+    let mut overlapping = NodeCfg::host(1, &[2, 3]);
+    overlapping.peers.push(PeerCfg {
+        public_ip: "192.0.2.4".into(),
+        subnet: "10.244.1.128/25".into(),
+        vtep_mac: host_mac(4),
+    });
+    let invalid = [
+        (
+            "a TOML syntax error",
+            "[node]\npublic_ip = \"192.0.2.1\"\nsubnet = [[[\n".to_string(),
+        ),
+        (
+            "a peer subnet overlapping node.subnet",
+            overlapping.to_toml(),
+        ),
+    ];
+    for (what, toml) in &invalid {
+        let rejected = p.a.log_count("config reload rejected");
+        p.dir.write("a.toml", toml);
+        p.a.signal(libc::SIGHUP);
+        let log = p.a.wait_for_log("config reload rejected", rejected);
+        let line = log
+            .lines()
+            .rfind(|l| l.contains("config reload rejected"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            line.contains("ERROR"),
+            "a config with {what} was rejected, but not at ERROR level: {line}"
+        );
+        // Give a wrongly half-applied reload the time to show.
+        thread::sleep(Duration::from_millis(500));
+        p.assert_same_process(pid, &format!("SIGHUP with {what}"));
+        assert_eq!(
+            p.overlay_state(),
+            (routes_2.clone(), neigh_2.clone()),
+            "SIGHUP with {what} changed routes or neighbours"
+        );
+        ping(&p.hosts.a, "10.244.1.0", "10.244.2.0");
+    }
+
+    // A good config after the bad ones is still applied.
+    let reloaded = p.a.log_count("config reloaded");
+    p.dir.write("a.toml", &with_3.to_toml());
+    p.a.signal(libc::SIGHUP);
+    p.a.wait_for_log("config reloaded", reloaded);
+    wait_until_for(
+        "peer 10.244.3.0/24 back after the rejected reloads",
+        RECOVERY_TIMEOUT,
+        || p.hosts.a.has_route("10.244.3.0/24"),
+    );
+
+    t.finish(nbytes);
+    p.assert_same_process(pid, "the reloads");
+    // Teardown must remove the peer that was added by reload too.
+    p.cfg_a = with_3;
+    let (ca, cb) = p.stop();
+    assert_clean_traffic("A", &ca);
+    assert_clean_traffic("B", &cb);
+}
+
+#[test]
+fn sigterm_cleans_up_and_sigkill_restart_comes_back() {
+    let p = Pair::start("fsig");
+    let Pair {
+        a,
+        b,
+        cfg_a,
+        cfg_b,
+        dir,
+        hosts,
+    } = p;
+    let path_a = dir.path().join("a.toml");
+
+    // SIGTERM: exit 0 with counters (checked by stop), device, routes and neighbours gone.
+    let ca = a.stop();
+    assert_clean_traffic("A", &ca);
+    assert_nothing_left(&hosts.a, &cfg_a, "SIGTERM");
+
+    // SIGKILL: no teardown code runs; the TAP device goes with the process's last queue fd, and
+    // the kernel removes the routes, neighbours and address that were on it.
+    let a = Vtepd::start(&hosts.a, &path_a, &cfg_a);
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    let pings = PingLoop::start(&hosts.b, "10.244.2.0", "10.244.1.0");
+    let killed_log = a.kill_hard();
+    wait_until_for("vtep0 gone after SIGKILL", RECOVERY_TIMEOUT, || {
+        !hosts.a.has_link(DEV)
+    });
+    assert_nothing_left(&hosts.a, &cfg_a, "SIGKILL");
+
+    // Restart with the same config: up, clean log, forwarding both ways.
+    let a = Vtepd::start(&hosts.a, &path_a, &cfg_a);
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    let (answered, lost) = pings.stop();
+    eprintln!("B -> A ping loop across SIGKILL and restart: {answered} answered, {lost} lost");
+    let log = a.stderr();
+    let complaints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "vtepd restarted after SIGKILL complains:\n{}\nlog of the killed run:\n{killed_log}",
+        complaints.join("\n")
+    );
+    let (ca, cb) = (a.stop(), b.stop());
+    assert_clean_traffic("A", &ca);
+    assert_clean_traffic("B", &cb);
+    assert_nothing_left(&hosts.a, &cfg_a, "SIGTERM after the restart");
+    assert_cleaned_up(&hosts.b, &cfg_b);
+}
+
+/// No device, no route vtepd installs (protocol 118), no neighbour for a peer's VTEP IP.
+fn assert_nothing_left(ns: &Netns, cfg: &NodeCfg, after: &str) {
+    assert_cleaned_up(ns, cfg);
+    let proto = ns.ip(&["route", "show", "proto", "118"]);
+    assert!(
+        proto.trim().is_empty(),
+        "routes with vtepd's protocol 118 left after {after}:\n{proto}"
+    );
+    for p in &cfg.peers {
+        let vtep_ip = p.subnet.split('/').next().unwrap();
+        let neigh = ns.ip(&["neigh", "show", "to", vtep_ip]);
+        assert!(
+            neigh.trim().is_empty(),
+            "neighbour {vtep_ip} left after {after}:\n{neigh}"
+        );
+    }
+}
