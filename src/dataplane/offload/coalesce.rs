@@ -110,21 +110,25 @@ impl Run {
     }
 }
 
-/// MACs and every IP field but length, id and checksum (IPv4) or payload length (IPv6).
+/// MACs and every IP field but length, id and checksum (IPv4) or payload length (IPv6); the IPv4
+/// flags are compared whole (DF and the reserved bit: the kernel does not merge a segment with
+/// the reserved bit set).
 fn same_ip_identity(x: &[u8], y: &[u8], l: &TcpLayout) -> bool {
     let (p, q) = (&x[l.ip_off..], &y[l.ip_off..]);
     x[..12] == y[..12]
         && if l.v6 {
             p[..4] == q[..4] && p[6..40] == q[6..40]
         } else {
-            p[..2] == q[..2] && (p[6] & 0x40) == (q[6] & 0x40) && p[8..10] == q[8..10] && p[12..20] == q[12..20]
+            p[..2] == q[..2] && (p[6] & 0xc0) == (q[6] & 0xc0) && p[8..10] == q[8..10] && p[12..20] == q[12..20]
         }
 }
 
-/// Ports, ACK number, and options (the window may differ; the first one's is kept).
+/// Ports, ACK number, the data-offset byte (its reserved bits include AccECN's AE flag, which the
+/// merged frame would otherwise take from the first segment only), and options (the window may
+/// differ; the first one's is kept).
 fn same_tcp_identity(x: &[u8], y: &[u8], l: &TcpLayout) -> bool {
     let (p, q) = (&x[l.tcp_off..], &y[l.tcp_off..]);
-    p[..4] == q[..4] && p[8..12] == q[8..12] && p[20..l.tcp_len] == q[20..l.tcp_len]
+    p[..4] == q[..4] && p[8..13] == q[8..13] && p[20..l.tcp_len] == q[20..l.tcp_len]
 }
 
 /// Rewrites `first` (the run's first frame) to head the merged super-frame and returns the
@@ -277,6 +281,27 @@ mod tests {
         let s = candidate(&f).unwrap();
         assert!(s.partial);
         assert_eq!(finish(&mut f, &Run::start(s)).flags, F_NEEDS_CSUM);
+    }
+
+    #[test]
+    fn header_bits_of_later_segments_must_match_to_merge() {
+        // Merged, a later segment's TCP reserved bits (AE) or IPv4 reserved flag would be replaced
+        // by the first segment's (found by the gro_coalesce fuzz target).
+        let p = [7u8; 500];
+        let a = seg(0, &p, false, false);
+        let s = candidate(&a).unwrap();
+        let mut ae = seg(500, &p, false, false);
+        ae[46] |= 0x01;
+        let ae = fix_tcp_csum(ae);
+        assert!(!Run::start(s).accepts(&a, &ae, &candidate(&ae).unwrap()));
+        let mut evil = seg(500, &p, false, false);
+        evil[20] |= 0x80;
+        put_be16(&mut evil, 24, 0);
+        let c = checksum::finish(checksum::sum(&evil[14..34], 0));
+        put_be16(&mut evil, 24, c);
+        assert!(!Run::start(s).accepts(&a, &evil, &candidate(&evil).unwrap()));
+        let same = seg(500, &p, false, false);
+        assert!(Run::start(s).accepts(&a, &same, &candidate(&same).unwrap()));
     }
 
     #[test]
