@@ -296,6 +296,13 @@ pub fn nasty() -> Vec<Seed> {
     let mut lies = seg(0, &[3; 100]);
     put16(&mut lies, 16, 1400); // total length beyond the frame
     add("gro_coalesce", "total-len-beyond-frame", [gro::record(0, &lies), gro::record(0, &seg(100, &[3; 100]))].concat());
+    // A later segment with a header bit the first lacks must not be merged into it.
+    let mut evil = seg(100, &[4; 100]);
+    evil[20] |= 0x80; // IPv4 reserved flag
+    add("gro_coalesce", "ipv4-reserved-flag-on-second", [gro::record(0, &seg(0, &[4; 100])), gro::record(8, &evil)].concat());
+    let mut ae = seg(100, &[4; 100]);
+    ae[46] |= 0x01; // TCP AE (AccECN)
+    add("gro_coalesce", "tcp-ae-flag-on-second", [gro::record(0, &seg(0, &[4; 100])), gro::record(16, &ae)].concat());
     add("gro_coalesce", "one-byte-segments", gro_run(false, 5, 1, false));
     add("gro_coalesce", "max-segments", gro_run(false, 70, 8, false));
 
