@@ -262,7 +262,7 @@ fn coalesce(c: &mut Criterion) {
             assert!(run.accepts(&gro[frame_at(0)], &gro[frame_at(i)], &s), "segment {i} continues the run");
             run.push(&s);
         }
-        let vnet = coalesce::finish(&mut gro[frame_at(0)], &run);
+        let vnet = coalesce::finish(&mut gro[frame_at(0)], &run, 1450);
         // finish rewrote the head's IP length, checksums and flags; restore them for the next round.
         gro[frame_at(0)][..hdr_len].copy_from_slice(&pristine_head);
         (run, vnet)

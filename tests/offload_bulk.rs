@@ -5,7 +5,8 @@
 //!   the kernel must accept every frame vtepd writes to its TAP and every datagram it sends; once as
 //!   the veth underlay comes (the kernel's GSO packets cross it whole) and once with the underlay
 //!   segmenting them as a real NIC would (vtepd then coalesces the kernel's segments);
-//! - (ignored until fixed) the kernel peer → vtepd → a pod behind a bridge, a path that breaks today.
+//! - the kernel peer → vtepd → a pod behind a bridge, where whole TSO super-frames arrive in single
+//!   datagrams and must reach the TAP as GSO frames to be forwarded on.
 //!
 //! Simultaneous directions matter: each worker then interleaves segmenting super-frames from the TAP
 //! with coalescing received segments into TAP writes, sharing one batch loop, which one-way
@@ -372,17 +373,13 @@ fn add_pod(host: &Netns, tag: &str) -> Netns {
 
 /// Kernel flannel.1 on B → vtepd on A → a pod behind A's cni0 (MTU 1450).
 ///
-/// Over a veth underlay (kind, Docker bridges: any underlay without a real NIC between the hosts) the
-/// kernel peer's VXLAN GSO packets cross unsegmented, so vtepd's socket receives single UDP datagrams
-/// of up to 64 KB holding one inner TCP super-frame (no UDP_GRO cmsg: the skb is a UDP-tunnel GSO
-/// skb, not UDP_L4). vtepd writes that frame to the TAP as one plain frame larger than the MTU;
-/// local delivery accepts it (the two tests above pass), but forwarding it to the pod's 1450-byte
-/// link fails with "fragmentation needed", B's TCP keeps retransmitting, and the flow crawls
-/// (361 kbit/s, 117 retransmissions in 3 s by hand; 1.87 Gbit/s once B's ul0 has
-/// tx-udp_tnl-segmentation off). Same with --no-offload. Un-ignore once oversized inner TCP frames
-/// reach the TAP as GSO frames with an MTU-sized gso_size.
+/// Over a veth underlay the kernel peer's VXLAN GSO packets cross unsegmented, so vtepd's socket
+/// receives single UDP datagrams of up to 64 KB holding one inner TCP super-frame (no UDP_GRO cmsg:
+/// the skb is a UDP-tunnel GSO skb, not UDP_L4). Written as one plain frame larger than the MTU, it
+/// was delivered locally but could not be forwarded to the pod ("fragmentation needed", the flow
+/// crawled at 361 kbit/s). vtepd now writes it as GSO with an MTU-sized gso_size; Ip.FragFails on A
+/// must not move.
 #[test]
-#[ignore = "known bug: oversized inner frames from a kernel VXLAN peer on a veth underlay cannot be forwarded to a pod"]
 fn kernel_peer_to_pod_through_vtepd() {
     let _heavy = heavy_lock();
     let hosts = TwoHosts::new("okp");

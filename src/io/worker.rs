@@ -14,7 +14,7 @@ use crate::dataplane::offload::segment::{segment_tcp, Segments};
 use crate::dataplane::{Counters, DropReason, LocalCounters, TxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
 use crate::table::Tables;
 use crate::wire::vnet::{self, VnetHdr};
-use crate::wire::vxlan;
+use crate::wire::{ethernet, vxlan};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -306,7 +306,11 @@ impl Worker {
         let seg = if self.cfg.offloads.tap_gro { coalesce::candidate(self.frame(f)) } else { None };
         let Some(seg) = seg else {
             self.flush_run();
-            let vnet = checksum_hint(self.frame(f));
+            let mtu = self.cfg.vtep.mtu as usize;
+            let slot = self.rx_slots.get_mut(f.slot as usize);
+            let frame = &mut slot[f.start as usize..(f.start + f.len) as usize];
+            let vnet = if frame.len() > ethernet::HEADER_LEN + mtu { coalesce::oversized(frame, mtu) } else { None };
+            let vnet = vnet.unwrap_or_else(|| checksum_hint(frame));
             return self.write_frames(&vnet, f, 1);
         };
         // Without any Ethernet padding: a run's payloads are gathered back to back.
@@ -330,7 +334,7 @@ impl Worker {
         let Some(run) = self.run.take() else { return };
         let head = self.run_frames[0];
         let slot = self.rx_slots.get_mut(head.slot as usize);
-        let vnet = coalesce::finish(&mut slot[head.start as usize..(head.start + head.len) as usize], &run);
+        let vnet = coalesce::finish(&mut slot[head.start as usize..(head.start + head.len) as usize], &run, self.cfg.vtep.mtu as usize);
         self.write_frames(&vnet, head, run.count);
         self.run_frames.clear();
     }

@@ -10,11 +10,12 @@
 //! verified before merging — the merged frame goes up with the checksum marked "to be done", so a
 //! corrupt segment merged into it would otherwise be accepted.
 use super::TcpLayout;
-use crate::wire::vnet::{VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6};
+use crate::wire::vnet::{VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, GSO_TCPV6};
 use crate::wire::{be32, checksum, put_be16};
 
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
 /// More segments than this per write gains nothing and risks the 64 KB IP length.
 pub const MAX_SEGMENTS: usize = 64;
 const MAX_FRAME: usize = 65_535;
@@ -132,10 +133,16 @@ fn same_tcp_identity(x: &[u8], y: &[u8], l: &TcpLayout) -> bool {
 }
 
 /// Rewrites `first` (the run's first frame) to head the merged super-frame and returns the
-/// virtio-net header to write before it. A run of one is left as it is.
-pub fn finish(first: &mut [u8], run: &Run) -> VnetHdr {
+/// virtio-net header to write before it. A run of one that fits the MTU is left as it is.
+///
+/// A run — even of one — carrying more than one MTU's worth of payload goes up as GSO with an
+/// MTU-sized segment size: a kernel VXLAN peer on a veth underlay sends whole TSO super-frames
+/// inside single datagrams, and written as a plain frame such a thing cannot be forwarded on to a
+/// pod's 1450-byte link.
+pub fn finish(first: &mut [u8], run: &Run, mtu: usize) -> VnetHdr {
     let l = run.first.layout;
-    if run.count == 1 {
+    let mss = mss_for(&l, mtu);
+    if run.count == 1 && run.payload <= mss {
         return single(&run.first);
     }
     let tcp_bytes = l.tcp_len + run.payload;
@@ -150,17 +157,48 @@ pub fn finish(first: &mut [u8], run: &Run) -> VnetHdr {
     if run.first.psh {
         first[l.tcp_off + 13] |= TCP_PSH;
     }
-    // NEEDS_CSUM: the field holds the pseudo-header sum; the kernel finishes it (or trusts it).
-    let pseudo = checksum::fold(l.pseudo_sum(first, tcp_bytes));
-    put_be16(first, l.tcp_off + 16, pseudo);
+    gso_header(first, &l, tcp_bytes, run.first.payload_len.min(mss))
+}
+
+/// Marks the TCP segment `frame` (header + `tcp_bytes` of TCP) for the kernel to segment at
+/// `gso_size`: the checksum field gets the pseudo-header sum (NEEDS_CSUM), and ECN's CWR, if set,
+/// is declared as the kernel requires.
+fn gso_header(frame: &mut [u8], l: &TcpLayout, tcp_bytes: usize, gso_size: usize) -> VnetHdr {
+    let pseudo = checksum::fold(l.pseudo_sum(frame, tcp_bytes));
+    put_be16(frame, l.tcp_off + 16, pseudo);
+    let ecn = if frame[l.tcp_off + 13] & TCP_CWR != 0 { GSO_ECN } else { 0 };
     VnetHdr {
         flags: F_NEEDS_CSUM,
-        gso_type: if l.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+        gso_type: if l.v6 { GSO_TCPV6 } else { GSO_TCPV4 } | ecn,
         hdr_len: l.header_len() as u16,
-        gso_size: run.first.payload_len as u16,
+        gso_size: gso_size as u16,
         csum_start: l.tcp_off as u16,
         csum_offset: 16,
     }
+}
+
+/// The TCP payload one `mtu`-sized IP packet of this flow carries.
+fn mss_for(l: &TcpLayout, mtu: usize) -> usize {
+    mtu.saturating_sub(l.ip_len + l.tcp_len).max(1)
+}
+
+/// For a TCP frame that is not a coalescing candidate (FIN, SYN, URG...) but carries more than one
+/// MTU of payload: the GSO header that lets the kernel forward it, if its checksum is correct or
+/// still partial. `None` leaves the frame to the caller's plain path.
+pub fn oversized(frame: &mut [u8], mtu: usize) -> Option<VnetHdr> {
+    let l = TcpLayout::parse(frame)?;
+    let tcp_bytes = ip_payload_len(frame, &l)?;
+    let mss = mss_for(&l, mtu);
+    if tcp_bytes - l.tcp_len <= mss {
+        return None;
+    }
+    let pseudo = l.pseudo_sum(frame, tcp_bytes);
+    let tcp = &frame[l.tcp_off..l.tcp_off + tcp_bytes];
+    let partial = u16::from_be_bytes([tcp[16], tcp[17]]) == checksum::fold(pseudo);
+    if !partial && checksum::fold(checksum::sum(tcp, pseudo)) != 0xffff {
+        return None;
+    }
+    Some(gso_header(frame, &l, tcp_bytes, mss))
 }
 
 /// A lone verified segment: the kernel need not check its checksum again.
@@ -205,7 +243,7 @@ mod tests {
             run.push(&s);
         }
         let mut first = frames[0].clone();
-        let vnet = finish(&mut first, &run);
+        let vnet = finish(&mut first, &run, 9000);
         let hdr = s0.layout.header_len();
         let mut merged = first[..hdr + s0.payload_len].to_vec();
         for f in &frames[1..run.count] {
@@ -280,7 +318,7 @@ mod tests {
         put_be16(&mut f, l.tcp_off + 16, pseudo);
         let s = candidate(&f).unwrap();
         assert!(s.partial);
-        assert_eq!(finish(&mut f, &Run::start(s)).flags, F_NEEDS_CSUM);
+        assert_eq!(finish(&mut f, &Run::start(s), 1500).flags, F_NEEDS_CSUM);
     }
 
     #[test]
@@ -314,9 +352,45 @@ mod tests {
     }
 
     #[test]
+    fn oversized_lone_segment_goes_up_as_gso_at_the_mtu() {
+        // A whole TSO super-frame in one datagram, as a kernel VXLAN peer on veth sends it.
+        let data: Vec<u8> = (0..20_000).map(|i| (i * 7) as u8).collect();
+        let mut f = seg(1, &data, true, false);
+        let l = TcpLayout::parse(&f).unwrap();
+        let pseudo = checksum::fold(l.pseudo_sum(&f, f.len() - l.tcp_off));
+        put_be16(&mut f, l.tcp_off + 16, pseudo); // partial, as it arrives
+        let run = Run::start(candidate(&f).unwrap());
+        let v = finish(&mut f, &run, 1450);
+        assert_eq!((v.gso_type, v.gso_size, v.flags), (GSO_TCPV4, 1450 - 20 - 32, F_NEEDS_CSUM));
+        // The kernel segments it into valid MTU-sized packets: check by doing the same.
+        let mut out = vec![0u8; 40_000];
+        let segs = super::super::segment::segment_tcp(&v, &f, crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
+        assert_eq!(segs.count, 20_000usize.div_ceil(1398));
+        assert!(segs.seg_len - 8 <= 14 + 1450);
+    }
+
+    #[test]
+    fn oversized_fin_segment_is_marked_but_a_corrupt_one_is_not() {
+        let data = vec![3u8; 5000];
+        let fin = |mut f: Vec<u8>| {
+            let l = TcpLayout::parse(&f).unwrap();
+            f[l.tcp_off + 13] |= 0x01;
+            fix_tcp_csum(f)
+        };
+        let mut f = fin(seg(1, &data, false, false));
+        let v = oversized(&mut f, 1450).unwrap();
+        assert_eq!(v.gso_type, GSO_TCPV4);
+        let mut small = fin(seg(1, &data[..1000], false, false));
+        assert_eq!(oversized(&mut small, 1450), None, "fits the MTU");
+        let mut bad = fin(seg(1, &data, false, false));
+        bad[100] ^= 0xff;
+        assert_eq!(oversized(&mut bad, 1450), None, "a wrong checksum is never laundered");
+    }
+
+    #[test]
     fn lone_segment_is_marked_valid() {
         let mut f = seg(0, &[1u8; 300], false, false);
-        let v = finish(&mut f.clone(), &Run::start(candidate(&f).unwrap()));
+        let v = finish(&mut f.clone(), &Run::start(candidate(&f).unwrap()), 1500);
         assert_eq!((v.flags, v.gso_type), (F_DATA_VALID, GSO_NONE));
         f[47] = 0x02; // SYN: never merged
         assert!(candidate(&f).is_none());
