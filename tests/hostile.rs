@@ -981,7 +981,7 @@ fn hostile_flood_during_transfer() {
 /// `while off < r.len`, which for a 0-byte datagram never runs: the datagram is read and silently
 /// forgotten (found by the flood above, where exactly the empty ones were missing).
 #[test]
-#[ignore = "known bug (issue 6): empty datagrams to the VXLAN port are not counted (src/io/worker.rs process_udp_batch)"]
+
 fn empty_datagrams_are_counted_as_truncated() {
     let hosts = TwoHosts::new("hemp");
     let dir = TempDir::new("hemp");

@@ -29,7 +29,7 @@ macro_rules! drop_reasons {
 }
 
 drop_reasons! {
-    RxTruncated => "rx_truncated", "UDP payload shorter than a VXLAN header plus an Ethernet header.";
+    RxTruncated => "rx_truncated", "UDP payload shorter than a VXLAN header (8 bytes), or empty.";
     RxNoIFlag => "rx_no_i_flag", "VXLAN flags without the I (valid VNI) bit.";
     RxReservedBits => "rx_reserved_bits", "VXLAN reserved bits set (an extension we do not speak).";
     RxWrongVni => "rx_wrong_vni", "VNI other than ours.";

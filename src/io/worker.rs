@@ -278,6 +278,11 @@ impl Worker {
         let peers = tables.peers.load();
         for i in 0..got {
             let r = self.received[i];
+            if r.len == 0 {
+                // An empty datagram has no header to split on; it is still a truncated one.
+                self.local.drop(DropReason::RxTruncated);
+                continue;
+            }
             let seg = r.seg_size.max(1);
             let mut off = 0;
             while off < r.len {
