@@ -92,6 +92,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
         f & FLAG_MF != 0 || f & FRAG_OFFSET_MASK != 0
     }
 
+    /// Fragment offset in 8-byte units; non-zero only for a non-initial fragment.
+    pub fn frag_offset(&self) -> u16 {
+        be16(self.buf.as_ref(), field::FLAGS_FRAG) & FRAG_OFFSET_MASK
+    }
+
     pub fn ttl(&self) -> u8 {
         self.buf.as_ref()[field::TTL]
     }
