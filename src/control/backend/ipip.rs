@@ -86,7 +86,7 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     let queues = device.open()?;
     let ifindex = device.configure(&mut nl)?;
     let tables = Tables::new();
-    let direct = cfg.ipip.direct_routing.then(|| DirectRoutes { underlay });
+    let direct = cfg.ipip.direct_routing.then_some(DirectRoutes { underlay });
     let installer = IpipInstaller { ifindex, tables: tables.clone(), direct };
     // Before anything is installed, so a failure leaves nothing behind; CAP_NET_ADMIN stays for
     // the peers, reloads and the teardown.
