@@ -1,5 +1,5 @@
-//! Cross-subnet mode (Calico's CrossSubnet, Flannel's DirectRouting) with the IPIP backend: hosts A
-//! and B share 192.0.2.0/24, host C sits on 198.51.100.0/24 behind a router. With
+//! Cross-subnet mode (Calico's CrossSubnet, Flannel's DirectRouting) with the IPIP and the VXLAN
+//! backend: hosts A and B share 192.0.2.0/24, host C sits on 198.51.100.0/24 behind a router. With
 //! `direct_routing = true`, A and B route each other's pods plainly over the shared link and
 //! encapsulate only towards C; a capture on A's underlay shows both.
 //!
@@ -12,8 +12,6 @@
 mod common;
 
 use common::*;
-
-const DEV: &str = "ipip0";
 
 struct ThreeHosts {
     a: Netns,
@@ -53,27 +51,64 @@ fn build() -> ThreeHosts {
 const HOSTS: [(&str, &str); 3] =
     [("192.0.2.1", "10.244.1.0/24"), ("192.0.2.2", "10.244.2.0/24"), ("198.51.100.3", "10.244.3.0/24")];
 
-fn start(ns: &Netns, dir: &TempDir, me: usize) -> Vtepd {
+/// What differs between the backends: the config, the device and how tshark shows a tunnelled
+/// packet's outer protocol (IPIP: "4", VXLAN: UDP "17").
+struct Mode {
+    backend: &'static str,
+    dev: &'static str,
+    outer_proto: &'static str,
+}
+
+const IPIP: Mode = Mode { backend: "ipip", dev: "ipip0", outer_proto: "4" };
+const VXLAN: Mode = Mode { backend: "vxlan", dev: "vtep0", outer_proto: "17" };
+
+/// vtepd's default VTEP MAC for an underlay address (02:76 + the address).
+fn default_mac(ip: &str) -> String {
+    let o: Vec<u8> = ip.split('.').map(|x| x.parse().unwrap()).collect();
+    format!("02:76:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+fn start(m: &Mode, ns: &Netns, dir: &TempDir, me: usize) -> Vtepd {
     let peers: Vec<(&str, &str)> = HOSTS.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, p)| *p).collect();
-    let text = routed_toml("ipip", HOSTS[me].0, HOSTS[me].1, "[ipip]\ndirect_routing = true\n", &peers);
+    let (ip, subnet) = HOSTS[me];
+    let mut text = format!(
+        "[node]\npublic_ip = \"{ip}\"\nsubnet = \"{subnet}\"\nbackend = \"{}\"\n\n[{}]\ndirect_routing = true\n",
+        m.backend, m.backend
+    );
+    for (ip, net) in &peers {
+        text.push_str(&format!("\n[[peer]]\npublic_ip = \"{ip}\"\nsubnet = \"{net}\"\n"));
+        if m.backend == "vxlan" {
+            text.push_str(&format!("vtep_mac = \"{}\"\n", default_mac(ip)));
+        }
+    }
     let path = dir.write(&format!("{me}.toml"), &text);
-    Vtepd::start_until(ns, &path, "ipip0 and every peer route", || {
-        ns.has_link(DEV) && peers.iter().all(|(_, net)| ns.has_route(net))
+    Vtepd::start_until(ns, &path, "device and every peer route", || {
+        ns.has_link(m.dev) && peers.iter().all(|(_, net)| ns.has_route(net))
     })
 }
 
 #[test]
-fn cross_subnet_routes_near_peers_and_encapsulates_far_ones() {
+fn ipip_cross_subnet_routes_near_peers_and_encapsulates_far_ones() {
+    cross_subnet(&IPIP);
+}
+
+#[test]
+fn vxlan_cross_subnet_routes_near_peers_and_encapsulates_far_ones() {
+    cross_subnet(&VXLAN);
+}
+
+fn cross_subnet(m: &Mode) {
     let t = build();
     let dir = TempDir::new("xs");
-    let vtepd = [start(&t.a, &dir, 0), start(&t.b, &dir, 1), start(&t.c, &dir, 2)];
+    let vtepd = [start(m, &t.a, &dir, 0), start(m, &t.b, &dir, 1), start(m, &t.c, &dir, 2)];
 
+    let dev = m.dev;
     let routes_a = t.a.ip(&["route", "show", "proto", "118"]);
     assert!(routes_a.contains("10.244.2.0/24 via 192.0.2.2 dev ul0"), "A → B is not a plain route:\n{routes_a}");
-    assert!(routes_a.contains("10.244.3.0/24 dev ipip0"), "A → C is not through the tunnel:\n{routes_a}");
+    assert!(routes_a.lines().any(|l| l.starts_with("10.244.3.0/24 ") && l.contains(&format!("dev {dev}"))), "A → C is not through the tunnel:\n{routes_a}");
     let routes_c = t.c.ip(&["route", "show", "proto", "118"]);
     assert!(
-        routes_c.contains("10.244.1.0/24 dev ipip0") && routes_c.contains("10.244.2.0/24 dev ipip0"),
+        routes_c.lines().filter(|l| l.contains(&format!("dev {dev}"))).count() == 2,
         "C must tunnel to both:\n{routes_c}"
     );
 
@@ -87,18 +122,19 @@ fn cross_subnet_routes_near_peers_and_encapsulates_far_ones() {
     let show = || lines.join("\n");
     assert!(count("1\t10.244.1.0\t10.244.2.0\t8") >= 4, "A → B not plain ICMP on the wire:\n{}", show());
     assert!(count("1\t10.244.2.0\t10.244.1.0\t0") >= 4, "B → A replies not plain:\n{}", show());
+    let p = m.outer_proto;
     assert!(
-        count("4,1\t192.0.2.1,10.244.1.0\t198.51.100.3,10.244.3.0\t8") >= 4,
-        "A → C not IPIP-encapsulated:\n{}",
+        count(&format!("{p},1\t192.0.2.1,10.244.1.0\t198.51.100.3,10.244.3.0\t8")) >= 4,
+        "A → C not encapsulated:\n{}",
         show()
     );
     assert!(
-        count("4,1\t198.51.100.3,10.244.3.0\t192.0.2.1,10.244.1.0\t8") >= 4,
-        "C → A not IPIP-encapsulated:\n{}",
+        count(&format!("{p},1\t198.51.100.3,10.244.3.0\t192.0.2.1,10.244.1.0\t8")) >= 4,
+        "C → A not encapsulated:\n{}",
         show()
     );
     assert!(
-        !lines.iter().any(|l| l.starts_with("4,") && l.contains("192.0.2.1,") && l.contains("192.0.2.2,")),
+        !lines.iter().any(|l| l.contains(',') && l.contains("192.0.2.1,") && l.contains("192.0.2.2,")),
         "A and B encapsulated to each other:\n{}",
         show()
     );
@@ -106,7 +142,7 @@ fn cross_subnet_routes_near_peers_and_encapsulates_far_ones() {
     let [a, b, c] = vtepd;
     let counters = [a.stop(), b.stop(), c.stop()];
     for (host, ctr) in ["A", "B", "C"].iter().zip(&counters) {
-        for k in IPIP_RX_DROPS {
+        for k in IPIP_RX_DROPS.iter().chain(RX_HEADER_DROPS) {
             assert_eq!(ctr[*k], 0, "{host}: {k}\n{}", show_counters(ctr));
         }
     }
