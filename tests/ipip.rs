@@ -96,3 +96,22 @@ fn ipip_two_hosts_ping_capture_tcp() {
         assert!(!ns.has_route(peer_route), "route {peer_route} left in {}", ns.name());
     }
 }
+
+#[test]
+fn ipip_device_deleted_under_vtepd_is_recreated() {
+    let hosts = TwoHosts::new("iprc");
+    let dir = TempDir::new("iprc");
+    let vtepd_a = start(&hosts.a, &dir, 1, 2);
+    let vtepd_b = start(&hosts.b, &dir, 2, 1);
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+
+    hosts.a.ip(&["link", "del", DEV]);
+    wait_until("ipip0 and its route recreated in A", || hosts.a.has_link(DEV) && hosts.a.has_route("10.244.2.0/24"));
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+
+    let counters = vtepd_a.stop();
+    vtepd_b.stop();
+    assert!(counters["rx_packets"] >= 4, "no traffic after recreation:\n{}", show_counters(&counters));
+    assert!(!hosts.a.has_link(DEV), "{DEV} left in A after exit");
+}
