@@ -8,7 +8,7 @@ pub mod hostgw;
 pub mod ipip;
 pub mod vxlan;
 
-use super::netlink::{Netlink, NetlinkError, Route};
+use super::netlink::{Netlink, NetlinkError, Op, Route};
 use super::overlay::{Overlay, RemoteNode};
 use super::run::RunError;
 use crate::dataplane::{counters, Counters};
@@ -182,8 +182,16 @@ impl DirectRoutes {
         self.underlay.is_on_link(n.public_ip)
     }
 
+    /// Installs the route. A peer that is not on-link (one added by a reload, say; the start-up
+    /// check covers the configured ones) is refused here with that reason rather than with the
+    /// kernel's bare ENETUNREACH.
     pub fn add(&self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
-        nl.add_route(&self.route(n))
+        let route = self.route(n);
+        if !self.is_direct(n) {
+            let reason = "the gateway (the peer's public_ip) is on no subnet of the underlay interface";
+            return Err(NetlinkError::Invalid { op: Op::AddRoute(route), reason });
+        }
+        nl.add_route(&route)
     }
 
     pub fn remove(&self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
@@ -220,4 +228,42 @@ pub fn spawn_worker(
     started.counters.push(counters);
     started.queue_tx.push(tx);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn underlay() -> Underlay {
+        Underlay { name: "ul0".into(), ifindex: 7, subnets: vec!["192.0.2.0/24".parse().unwrap()] }
+    }
+
+    fn node(ip: &str, subnet: &str) -> RemoteNode {
+        RemoteNode { public_ip: ip.parse().unwrap(), subnet: subnet.parse().unwrap(), vtep_mac: Default::default() }
+    }
+
+    #[test]
+    fn on_link_check_names_the_first_far_peer() {
+        let u = underlay();
+        let peers = [node("192.0.2.2", "10.244.2.0/26"), node("198.51.100.3", "10.244.3.0/26")];
+        assert!(u.check_on_link(&peers[..1]).is_ok());
+        let e = u.check_on_link(&peers).unwrap_err().to_string();
+        for want in ["peer[1]", "198.51.100.3", "10.244.3.0/26", "not on-link", "ul0", "192.0.2.0/24"] {
+            assert!(e.contains(want), "{want} missing from: {e}");
+        }
+    }
+
+    #[test]
+    fn direct_route_is_via_the_peer_on_the_underlay() {
+        let d = DirectRoutes { underlay: underlay() };
+        let n = node("192.0.2.2", "10.244.2.64/26");
+        let r = d.route(&n);
+        assert_eq!(r.to_string(), "10.244.2.64/26 via 192.0.2.2 dev 7");
+        assert!(d.is_direct(&n));
+        // A far peer is refused before the kernel is asked.
+        let mut nl = Netlink::open().unwrap();
+        let e = d.add(&mut nl, &node("198.51.100.3", "10.244.3.0/24")).unwrap_err();
+        assert!(matches!(e, NetlinkError::Invalid { .. }), "{e}");
+        assert!(e.to_string().contains("198.51.100.3"), "{e}");
+    }
 }
