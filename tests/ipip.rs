@@ -1,7 +1,7 @@
 //! Two hosts running vtepd's IPIP backend (Calico's IPIP mode) over one underlay veth: overlay ping
 //! both ways, a capture on the underlay that tshark decodes as IP protocol 4 with the inner ICMP
 //! inside, 50 MB TCP each way with matching SHA-256, ICMP "fragmentation needed" for an inner packet
-//! over the tunnel MTU, and clean removal at exit.
+//! over the tunnel MTU with DF and fragmentation without it, and clean removal at exit.
 //!
 //! There is no ipip kernel module on the test machine, so vtepd is the only IPIP implementation in
 //! play; tshark's dissector is the independent check that what goes on the wire is RFC 2003.
@@ -75,6 +75,14 @@ fn ipip_two_hosts_ping_capture_tcp() {
     assert!(
         text.contains("Frag needed and DF set (mtu = 1480)"),
         "no ICMP fragmentation-needed with mtu 1480 for an oversized DF ping:\n{text}"
+    );
+    // Without DF the same packet is fragmented, as a router would, and reassembled by B.
+    let out = hosts.a.exec("ping", &["-c", "2", "-W", "2", "-M", "dont", "-s", "3000", "-I", "10.244.1.0", "10.244.2.0"]);
+    assert!(
+        out.status.success(),
+        "oversized ping without DF did not get through:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     hosts.a.ip(&["link", "set", DEV, "mtu", "1480"]);
 

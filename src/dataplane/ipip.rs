@@ -85,39 +85,47 @@ pub fn dispatch_packet(t: &Tunnel, routes: &Lpm<Ipv4Addr>, buf: &mut [u8], len: 
     let Some(remote) = routes.lookup(ip.dst()) else {
         return IpipTxVerdict::Drop(DropReason::TxNoRoute);
     };
-    let total = ip.total_len();
-    if total > t.mtu {
-        return too_big(t, buf, total as usize);
-    }
     let outer = ipv4::Repr {
         src: t.local,
         dst: remote,
         protocol: PROTO_IPIP,
-        payload_len: total,
+        payload_len: ip.total_len(),
         ttl: t.ttl,
         tos: ip.tos(),
         ident: 0,
         dont_frag: ip.dont_frag(),
     };
+    let total = outer.payload_len;
+    // Before a possible split into fragments: the checksum covers the whole L4 segment.
     if vnet.needs_csum() {
         let inner = &mut buf[INNER_OFFSET..INNER_OFFSET + total as usize];
         if !complete_checksum(inner, vnet.csum_start, vnet.csum_offset) {
             return IpipTxVerdict::Drop(DropReason::TxBadVnetHdr);
         }
     }
+    if total > t.mtu {
+        return too_big(t, remote, buf, total as usize);
+    }
     outer.emit(&mut buf[..OUTER_LEN]);
     IpipTxVerdict::Forward { dst: remote, len: OUTER_LEN + total as usize }
 }
 
-/// An inner packet over the tunnel MTU. With DF set, a router answers "fragmentation needed"
-/// (RFC 1191) so the sender lowers its path MTU; without DF it would fragment, which vtepd does not
-/// do yet, so the packet is dropped and counted.
-fn too_big(t: &Tunnel, buf: &mut [u8], total: usize) -> IpipTxVerdict {
+/// An inner packet over the tunnel MTU: what a router does. With DF set it answers "fragmentation
+/// needed" (RFC 1191) so the sender lowers its path MTU; without DF it fragments (RFC 791).
+fn too_big(t: &Tunnel, remote: Ipv4Addr, buf: &mut [u8], total: usize) -> IpipTxVerdict {
     let inner = &buf[INNER_OFFSET..INNER_OFFSET + total];
     let Ok(ip) = ipv4::Packet::new_checked(inner) else {
         return IpipTxVerdict::Drop(DropReason::TxMalformed);
     };
-    if !ip.dont_frag() || !may_send_icmp_error(&ip) {
+    if !ip.dont_frag() {
+        // Options would have to be copied or not per their copy bit; no host sends them, so a
+        // packet with options is refused rather than fragmented half-right.
+        if ip.header_len() != ipv4::MIN_HEADER_LEN {
+            return IpipTxVerdict::Drop(DropReason::TxTooBig);
+        }
+        return IpipTxVerdict::Fragment { dst: remote, len: total };
+    }
+    if !may_send_icmp_error(&ip) {
         return IpipTxVerdict::Drop(DropReason::TxTooBig);
     }
     match frag_needed(buf, total, t.mtu) {
@@ -125,6 +133,70 @@ fn too_big(t: &Tunnel, buf: &mut [u8], total: usize) -> IpipTxVerdict {
         None => IpipTxVerdict::Drop(DropReason::TxTooBig),
     }
 }
+
+/// IPIP packets written back to back by [`fragment`]: `count` of them, each `stride` bytes but
+/// the last (`last_len`), outer header included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragments {
+    pub count: usize,
+    pub stride: usize,
+    pub last_len: usize,
+}
+
+impl Fragments {
+    /// Where packet `i` lies in the output buffer.
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let len = if i + 1 == self.count { self.last_len } else { self.stride };
+        i * self.stride..i * self.stride + len
+    }
+}
+
+/// Splits `pkt` (an IPv4 packet without options whose DF is clear) into RFC 791 fragments of at
+/// most `t.mtu` bytes and encapsulates each for `remote`, back to back in `out`. A packet that is
+/// itself a fragment keeps its offset and MF bit. `None` if `out` is too small or the MTU leaves
+/// no room for data. The peer decapsulates the fragments one by one and the destination host
+/// reassembles them, exactly as if a router on the path had fragmented the packet.
+pub fn fragment(t: &Tunnel, remote: Ipv4Addr, pkt: &[u8], out: &mut [u8]) -> Option<Fragments> {
+    let ip = ipv4::Packet::new_checked(pkt).ok()?;
+    let hl = ip.header_len();
+    let data = &pkt[hl..ip.total_len() as usize];
+    let max = (t.mtu as usize).checked_sub(hl)? / 8 * 8;
+    if max == 0 || hl != ipv4::MIN_HEADER_LEN {
+        return None;
+    }
+    let count = data.len().div_ceil(max);
+    let last_data = data.len() - (count - 1) * max;
+    let frags = Fragments { count, stride: OUTER_LEN + hl + max, last_len: OUTER_LEN + hl + last_data };
+    if out.len() < frags.range(count - 1).end {
+        return None;
+    }
+    let (base_offset, more_after) = (ip.frag_offset(), ip.more_frags());
+    for (i, chunk) in data.chunks(max).enumerate() {
+        let o = &mut out[frags.range(i)];
+        o[OUTER_LEN..OUTER_LEN + hl].copy_from_slice(&pkt[..hl]);
+        o[OUTER_LEN + hl..].copy_from_slice(chunk);
+        let mf = if i + 1 < count || more_after { FLAG_MF } else { 0 };
+        put_be16(o, OUTER_LEN + 6, mf | (base_offset + (i * max / 8) as u16));
+        put_be16(o, OUTER_LEN + 2, (hl + chunk.len()) as u16);
+        put_be16(o, OUTER_LEN + 10, 0);
+        let c = checksum::finish(checksum::sum(&o[OUTER_LEN..OUTER_LEN + hl], 0));
+        put_be16(o, OUTER_LEN + 10, c);
+        let outer = ipv4::Repr {
+            src: t.local,
+            dst: remote,
+            protocol: PROTO_IPIP,
+            payload_len: (hl + chunk.len()) as u16,
+            ttl: t.ttl,
+            tos: ip.tos(),
+            ident: 0,
+            dont_frag: false,
+        };
+        outer.emit(&mut o[..OUTER_LEN]);
+    }
+    Some(frags)
+}
+
+const FLAG_MF: u16 = 0x2000;
 
 /// RFC 1812 §4.3.2.7: no ICMP error about an ICMP error, a non-initial fragment, or a packet whose
 /// source does not name one host.
@@ -358,11 +430,66 @@ mod tests {
         assert_eq!(icmp.payload(), &big[..548], "quote is the start of the original packet");
     }
 
+    /// A 3000-byte UDP datagram, DF clear, as etherparse builds it.
+    fn big_udp() -> Vec<u8> {
+        let mut p = Vec::new();
+        let data: Vec<u8> = (0..2972u32).map(|i| (i * 7) as u8).collect();
+        PacketBuilder::ipv4([10, 244, 1, 2], [10, 244, 2, 2], 64).udp(40000, 5001).write(&mut p, &data).unwrap();
+        p[6] = 0; // etherparse sets DF
+        let c = Ipv4Header::from_slice(&p).unwrap().0.calc_header_checksum();
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn too_big_without_df_is_fragmented() {
+        let big = big_udp();
+        assert_eq!(big.len(), 3000);
+        let (v, buf) = dispatch(&big);
+        assert_eq!(v, IpipTxVerdict::Fragment { dst: PEER, len: 3000 });
+        let mut out = vec![0u8; 8192];
+        let f = fragment(&tunnel(), PEER, &buf[INNER_OFFSET..INNER_OFFSET + 3000], &mut out).unwrap();
+        // 2980 data bytes in pieces of 1456 (1480 - 20, rounded down to 8): 1456 + 1456 + 68.
+        assert_eq!(f, Fragments { count: 3, stride: 20 + 20 + 1456, last_len: 20 + 20 + 68 });
+        let mut data = Vec::new();
+        for i in 0..f.count {
+            let pkt = &out[f.range(i)];
+            let outer = Ipv4Header::from_slice(pkt).unwrap().0;
+            assert_eq!((outer.protocol, outer.dont_fragment), (IpNumber::IPV4, false));
+            assert_eq!(outer.header_checksum, outer.calc_header_checksum());
+            assert_eq!(outer.total_len as usize, pkt.len());
+            let inner = Ipv4Header::from_slice(&pkt[20..]).unwrap().0;
+            assert_eq!(inner.header_checksum, inner.calc_header_checksum(), "fragment {i}");
+            assert_eq!(inner.total_len as usize, pkt.len() - 20);
+            assert_eq!(inner.more_fragments, i + 1 < f.count);
+            assert_eq!(inner.fragment_offset.value() as usize * 8, data.len());
+            assert!(inner.total_len <= 1480);
+            data.extend_from_slice(&pkt[40..]);
+        }
+        assert_eq!(data, &big[20..], "the fragments reassemble to the original payload");
+    }
+
+    #[test]
+    fn a_fragment_is_fragmented_further_and_keeps_mf() {
+        let mut frag = big_udp();
+        frag[6] = 0x20; // MF, offset 0x0010 (128 bytes)
+        frag[7] = 0x10;
+        let c = Ipv4Header::from_slice(&frag).unwrap().0.calc_header_checksum();
+        frag[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut out = vec![0u8; 8192];
+        let f = fragment(&tunnel(), PEER, &frag, &mut out).unwrap();
+        let offsets: Vec<(u16, bool)> = (0..f.count)
+            .map(|i| {
+                let h = Ipv4Header::from_slice(&out[f.range(i)][20..]).unwrap().0;
+                (h.fragment_offset.value(), h.more_fragments)
+            })
+            .collect();
+        assert_eq!(offsets, vec![(16, true), (16 + 182, true), (16 + 364, true)]);
+        assert_eq!(fragment(&tunnel(), PEER, &frag, &mut out[..100]), None, "no room");
+    }
+
     #[test]
     fn too_big_without_icmp() {
-        let mut no_df = echo([10, 244, 1, 2], [10, 244, 2, 2], 1480);
-        no_df[6] = 0;
-        assert_eq!(dispatch(&no_df).0, IpipTxVerdict::Drop(DropReason::TxTooBig));
         // An ICMP error about an ICMP error is never sent: a destination-unreachable, too big.
         let mut err = echo([10, 244, 1, 2], [10, 244, 2, 2], 1480);
         err[20] = 3;

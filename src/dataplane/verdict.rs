@@ -31,6 +31,9 @@ pub enum RxVerdict {
 pub enum IpipTxVerdict {
     /// Send `buf[..len]` (outer header included) to `dst` on the raw socket.
     Forward { dst: Ipv4Addr, len: usize },
+    /// The inner packet at `INNER_OFFSET`, `len` bytes, is over the MTU with DF clear: split it into
+    /// fragments for `dst` with `ipip::fragment` and send those.
+    Fragment { dst: Ipv4Addr, len: usize },
     /// An ICMP error was built in place; write `buf[start..start + len]` (vnet header first) to the TUN.
     Reply { start: usize, len: usize },
     Drop(DropReason),

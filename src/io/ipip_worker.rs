@@ -9,7 +9,7 @@
 use super::tun::TunQueue;
 use super::udp::{MmsgScratch, Received};
 use super::Slots;
-use crate::dataplane::ipip::{dispatch_packet, process_packet, Tunnel, INNER_OFFSET, OUTER_LEN, TUN_OFFSET};
+use crate::dataplane::ipip::{dispatch_packet, fragment, process_packet, Tunnel, INNER_OFFSET, OUTER_LEN, TUN_OFFSET};
 use crate::dataplane::{Counters, DropReason, IpipRxVerdict, IpipTxVerdict, LocalCounters};
 use crate::table::Tables;
 use crate::wire::vnet;
@@ -21,6 +21,9 @@ use std::sync::Arc;
 
 /// Room for the largest packet a TUN can hand us (or an IPv4 packet can be), plus headroom.
 const SLOT_SIZE: usize = INNER_OFFSET + 65_536;
+/// Room for the fragments of the largest packet at the smallest MTU (68: 48 data bytes and 40 of
+/// headers per fragment, 1366 fragments).
+const FRAG_BUF_SIZE: usize = 128 * 1024;
 /// How long a worker sleeps in poll before it looks at the stop flag again.
 const POLL_TIMEOUT_MS: i32 = 200;
 
@@ -53,6 +56,8 @@ pub struct IpipWorker {
     rx_slots: Slots,
     scratch: MmsgScratch,
     pending: Vec<Pending>,
+    /// Fragments of one oversized packet, back to back.
+    frag_buf: Vec<u8>,
     received: Vec<Received>,
     local: LocalCounters,
 }
@@ -68,6 +73,7 @@ impl IpipWorker {
             tx_slots: Slots::new(b, SLOT_SIZE),
             scratch: MmsgScratch::new(b),
             pending: Vec::with_capacity(b),
+            frag_buf: vec![0; FRAG_BUF_SIZE],
             received: vec![Received::default(); b],
             local: LocalCounters::default(),
             cfg,
@@ -138,13 +144,27 @@ impl IpipWorker {
                     }
                     self.local.drop(DropReason::TxFragNeeded);
                 }
+                IpipTxVerdict::Fragment { dst, len } => {
+                    let Some(frags) = fragment(&self.cfg.tunnel, dst, &buf[INNER_OFFSET..INNER_OFFSET + len], &mut self.frag_buf) else {
+                        self.local.drop(DropReason::TxTooBig);
+                        continue;
+                    };
+                    // What was read before goes first, so a flow is never reordered.
+                    self.send_pending();
+                    self.send_fragments(frags, dst);
+                }
                 IpipTxVerdict::Drop(r) => self.local.drop(r),
             }
         }
+        self.send_pending();
+    }
+
+    /// Sends the encapsulated packets collected so far; the whole batch is one sendmmsg run, since
+    /// raw sockets have no ports to choose.
+    fn send_pending(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        // Raw sockets have no ports to choose, so the whole batch is one sendmmsg run.
         let slots = &self.tx_slots;
         let items = self.pending.iter().map(|p| (&slots.get(p.slot as usize)[..p.len as usize], p.dst));
         let sent = self.scratch.send(&self.tx, items, 0);
@@ -152,6 +172,22 @@ impl IpipWorker {
         self.local.tx_bytes += self.pending[..sent].iter().map(|t| t.len as u64 - OUTER_LEN as u64).sum::<u64>();
         for _ in sent..self.pending.len() {
             self.local.drop(DropReason::TxSendError);
+        }
+        self.pending.clear();
+    }
+
+    /// Sends the fragments in `frag_buf`, as many per sendmmsg as the scratch arrays hold.
+    fn send_fragments(&mut self, frags: crate::dataplane::ipip::Fragments, dst: Ipv4Addr) {
+        let step = self.scratch.capacity().max(1);
+        for first in (0..frags.count).step_by(step) {
+            let end = (first + step).min(frags.count);
+            let data = &self.frag_buf;
+            let sent = self.scratch.send(&self.tx, (first..end).map(|i| (&data[frags.range(i)], dst)), 0);
+            self.local.tx_packets += sent as u64;
+            self.local.tx_bytes += (first..first + sent).map(|i| (frags.range(i).len() - OUTER_LEN) as u64).sum::<u64>();
+            for _ in sent..end - first {
+                self.local.drop(DropReason::TxSendError);
+            }
         }
     }
 
