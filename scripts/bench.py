@@ -12,6 +12,10 @@ VXLAN row (B):
   C0  vtepd packet-per-syscall vtepd --no-offload --batch 1
   D   kernel host-gw           (optional) pods routed over the underlay, no
                                encapsulation; Flannel's host-gw backend
+  E   vtepd IPIP               (optional) vtepd's IPIP backend (Calico's IPIP
+                               mode): TUN + raw sockets, pod MTU 1480
+  F   vtepd host-gw            (optional) vtepd's host-gw backend: the same
+                               kernel routes as D, installed by vtepd
 
 Rows run interleaved (A B C C0 A B C C0 ...) so slow drifts of the machine hit
 every row alike. Figures per row: TCP throughput with 1 and 4 streams, 64-byte
@@ -387,16 +391,24 @@ def setup_kernel_hostgw(tb: Testbed, opts, **kw) -> Endpoints:
     return ep
 
 
+# pod MTU per vtepd backend: VXLAN costs 50 bytes, IPIP 20, host-gw nothing
+POD_MTU = {"vxlan": OVERLAY_MTU, "ipip": 1480, "host-gw": 1500}
+
+
 def vtepd_config(node: str, backend: str = "vxlan", device: str = "vtep0") -> str:
     ip, subnet, mac, _br, _pod = NODES[node]
     lines = ["[node]", f'public_ip = "{ip}"', f'subnet = "{subnet}"', f'backend = "{backend}"', ""]
     if backend == "vxlan":
         lines += ["[vxlan]", f'device = "{device}"', f"vni = {VNI}", f"port = {VXLAN_PORT}",
                   f'mac = "{mac}"', f"mtu = {OVERLAY_MTU}", ""]
+    elif backend == "ipip":
+        lines += ["[ipip]", f'device = "{device}"', f"mtu = {POD_MTU['ipip']}", ""]
     for peer, (p_ip, p_subnet, p_mac, _b, _p) in NODES.items():
         if peer != node:
-            lines += ["[[peer]]", f'public_ip = "{p_ip}"', f'subnet = "{p_subnet}"',
-                      f'vtep_mac = "{p_mac}"', ""]
+            lines += ["[[peer]]", f'public_ip = "{p_ip}"', f'subnet = "{p_subnet}"']
+            if backend == "vxlan":  # the other backends have no VTEP MAC
+                lines.append(f'vtep_mac = "{p_mac}"')
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -407,8 +419,9 @@ def setup_vtepd(tb: Testbed, opts, args: tuple = (), backend: str = "vxlan",
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         raise BenchError(f"vtepd binary not found: {opts.vtepd} (cargo build --release)")
     tb.build_nodes()
-    tb.add_pods(OVERLAY_MTU)
+    tb.add_pods(POD_MTU[backend])
     ep = Endpoints("A-pod", "B-pod", NODES["B"][4])
+    ep.info["device"] = device if backend != "host-gw" else None
     for node in NODES:
         cfg = tb.dir / f"vtepd-{node}.toml"
         cfg.write_text(vtepd_config(node, backend, device))
@@ -461,8 +474,9 @@ def teardown_vtepd(tb: Testbed, ep: Endpoints, result: dict) -> None:
         if rc not in (0, None):
             errors.append(f"vtepd on node {node}: exit status {rc}: "
                           f"{tail(tb.dir / (name + '.err'), 2)}")
-        if tb.ip(node, "link", "show", "vtep0", check=False).returncode == 0:
-            errors.append(f"vtepd on node {node} left vtep0 behind")
+        device = ep.info.get("device", "vtep0")
+        if device and tb.ip(node, "link", "show", device, check=False).returncode == 0:
+            errors.append(f"vtepd on node {node} left {device} behind")
     result["extra"]["vtepd_counters"] = counters
     result["warnings"] += errors
 
@@ -485,7 +499,8 @@ def row_registry(opts) -> list[Row]:
         Row("C0", "vtepd packet-per-syscall", setup_vtepd,
             {"args": ("--no-offload", "--batch", "1")}, teardown_vtepd),
         Row("D", "kernel host-gw (no encap)", setup_kernel_hostgw),
-        # Row("E", "vtepd IPIP", setup_vtepd, {"backend": "ipip", "device": "vtep0"}, teardown_vtepd),
+        Row("E", "vtepd IPIP", setup_vtepd, {"backend": "ipip", "device": "ipip0"}, teardown_vtepd),
+        Row("F", "vtepd host-gw (no encap)", setup_vtepd, {"backend": "host-gw"}, teardown_vtepd),
     ]
     for spec in opts.variant:
         key, _, args = spec.partition(":")
@@ -984,7 +999,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Benchmark vtepd against kernel VXLAN (flannel.1) and the raw underlay, "
                     "in network namespaces. Needs root.",
         epilog="rows: A raw veth underlay, B kernel VXLAN (flannel.1), C vtepd, "
-               "C0 vtepd --no-offload --batch 1, D kernel host-gw (not in the default set). "
+               "C0 vtepd --no-offload --batch 1; not in the default set: D kernel host-gw, E vtepd IPIP, F vtepd host-gw. "
                "Example: sudo scripts/bench.py --rows A,B,C --variant 'C2:--workers 2' --rows A,B,C,C2")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds, >= 3 (default 3)")
     ap.add_argument("--time", type=float, default=5, help="seconds per iperf3 test (default 5)")

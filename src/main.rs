@@ -8,7 +8,7 @@ use vtepd::control::config::Config;
 use vtepd::control::run::{self, RunOptions};
 
 #[derive(Parser)]
-#[command(name = "vtepd", version, about = "Userspace VXLAN overlay switch, interoperable with flannel.1")]
+#[command(name = "vtepd", version, about = "Userspace VXLAN/IPIP overlay switch, interoperable with flannel.1")]
 struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check { config } => match Config::load(&config) {
             Ok(c) => {
-                println!("{}: ok ({} peers, vni {}, device {})", config.display(), c.peers.len(), c.vxlan.vni, c.vxlan.device);
+                println!("{}: ok ({} peers, {})", config.display(), c.peers.len(), backend_summary(&c));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(2, &e),
@@ -102,6 +102,16 @@ fn run_daemon(cfg: &Config, opts: &RunOptions, path: &std::path::Path) -> ExitCo
             ExitCode::SUCCESS
         }
         Err(e) => fail(1, &e),
+    }
+}
+
+fn backend_summary(c: &Config) -> String {
+    use vtepd::control::config::Backend;
+    let direct = if c.direct_routing() && c.node.backend != Backend::HostGw { ", direct routing" } else { "" };
+    match c.node.backend {
+        Backend::Vxlan => format!("vxlan, vni {}, device {}{direct}", c.vxlan.vni, c.vxlan.device),
+        Backend::Ipip => format!("ipip, device {}{direct}", c.ipip.device),
+        Backend::HostGw => "host-gw".to_string(),
     }
 }
 

@@ -7,27 +7,12 @@ use std::net::Ipv4Addr;
 
 use common::*;
 
-/// A pod behind host `n`'s cni0 bridge (10.244.n.1/24); the pod gets 10.244.n.2/24 with MTU 1450 (the
-/// VXLAN MTU, as flannel's CNI config sets it) and a default route via the bridge.
-fn add_pod(host: &Netns, n: u8, tag: &str) -> Netns {
-    let pod = Netns::new(tag);
-    host.ip(&["link", "add", "cni0", "type", "bridge"]);
-    host.addr("cni0", &format!("10.244.{n}.1/24"));
-    veth(host, "veth0", &pod, "eth0");
-    host.ip(&["link", "set", "veth0", "mtu", "1450", "master", "cni0"]);
-    pod.ip(&["link", "set", "eth0", "mtu", "1450"]);
-    pod.addr("eth0", &format!("10.244.{n}.2/24"));
-    pod.ip(&["route", "add", "default", "via", &format!("10.244.{n}.1")]);
-    host.sysctl("net.ipv4.ip_forward=1");
-    pod
-}
-
 #[test]
 fn pod_to_pod_over_vtepd() {
     let _heavy = heavy_lock();
     let hosts = TwoHosts::new("pod");
-    let pod1 = add_pod(&hosts.a, 1, "pod1");
-    let pod2 = add_pod(&hosts.b, 2, "pod2");
+    let pod1 = add_pod(&hosts.a, 1, "pod1", 1450);
+    let pod2 = add_pod(&hosts.b, 2, "pod2", 1450);
 
     let dir = TempDir::new("pod");
     let cfg_a = NodeCfg::host(1, &[2]);

@@ -23,15 +23,35 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), problem: problem.into() }
 }
 
+/// How pod traffic crosses the underlay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// Ethernet in VXLAN over UDP through a TAP device (flannel's vxlan).
     Vxlan,
+    /// IP-in-IP through a TUN device (Calico's IPIP mode).
+    Ipip,
+    /// No encapsulation: kernel routes via each peer's underlay address (flannel's host-gw).
+    HostGw,
+}
+
+impl Backend {
+    /// The name used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Vxlan => "vxlan",
+            Backend::Ipip => "ipip",
+            Backend::HostGw => "host-gw",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub node: Node,
+    /// Filled with defaults unless the backend is VXLAN.
     pub vxlan: Vxlan,
+    /// Filled with defaults unless the backend is IPIP.
+    pub ipip: Ipip,
     pub peers: Vec<Peer>,
 }
 
@@ -50,6 +70,25 @@ pub struct Vxlan {
     pub mac: MacAddr,
     /// `None`: the underlay interface's MTU minus 50, found at start-up.
     pub mtu: Option<u16>,
+    /// Route peers on the underlay's own subnet directly, without encapsulation.
+    pub direct_routing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipip {
+    pub device: String,
+    /// `None`: the underlay interface's MTU minus 20, found at start-up.
+    pub mtu: Option<u16>,
+    /// Outer TTL (RFC 2003 §3.1 leaves it to the encapsulator).
+    pub ttl: u8,
+    /// Route peers on the underlay's own subnet directly, without encapsulation.
+    pub direct_routing: bool,
+}
+
+impl Default for Ipip {
+    fn default() -> Self {
+        Ipip { device: "ipip0".into(), mtu: None, ttl: 64, direct_routing: false }
+    }
 }
 
 /// A configured peer is exactly what the overlay installs.
@@ -66,6 +105,7 @@ impl Node {
 struct RawConfig {
     node: RawNode,
     vxlan: Option<RawVxlan>,
+    ipip: Option<RawIpip>,
     #[serde(default)]
     peer: Vec<RawPeer>,
 }
@@ -91,6 +131,16 @@ struct RawVxlan {
     port: Option<i64>,
     mac: Option<String>,
     mtu: Option<i64>,
+    direct_routing: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIpip {
+    device: Option<String>,
+    mtu: Option<i64>,
+    ttl: Option<i64>,
+    direct_routing: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -98,7 +148,7 @@ struct RawVxlan {
 struct RawPeer {
     public_ip: String,
     subnet: String,
-    vtep_mac: String,
+    vtep_mac: Option<String>,
 }
 
 impl Config {
@@ -114,9 +164,14 @@ impl Config {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax { path: PathBuf::new(), message: e.to_string() })?;
         let node = parse_node(&raw.node)?;
+        let backend = node.backend;
+        only_for(backend, Backend::Vxlan, "vxlan", raw.vxlan.is_some())?;
+        only_for(backend, Backend::Ipip, "ipip", raw.ipip.is_some())?;
         let vxlan = parse_vxlan(raw.vxlan.unwrap_or_default(), node.public_ip)?;
-        let peers = raw.peer.iter().enumerate().map(|(i, p)| parse_peer(i, p)).collect::<Result<Vec<_>, _>>()?;
-        let cfg = Config { node, vxlan, peers };
+        let ipip = parse_ipip(raw.ipip.unwrap_or_default())?;
+        let peers =
+            raw.peer.iter().enumerate().map(|(i, p)| parse_peer(i, p, backend)).collect::<Result<Vec<_>, _>>()?;
+        let cfg = Config { node, vxlan, ipip, peers };
         cfg.check_consistency()?;
         Ok(cfg)
     }
@@ -131,7 +186,8 @@ impl Config {
             if overlaps(&p.subnet, &self.node.subnet) {
                 return Err(invalid(key("subnet"), format!("{} overlaps node.subnet {}", p.subnet, self.node.subnet)));
             }
-            if p.vtep_mac == self.vxlan.mac {
+            let vxlan = self.node.backend == Backend::Vxlan;
+            if vxlan && p.vtep_mac == self.vxlan.mac {
                 return Err(invalid(key("vtep_mac"), format!("{} is this node's own vxlan.mac", p.vtep_mac)));
             }
             for (j, q) in self.peers.iter().enumerate().take(i) {
@@ -141,13 +197,32 @@ impl Config {
                 if overlaps(&p.subnet, &q.subnet) {
                     return Err(invalid(key("subnet"), format!("{} overlaps peer[{j}].subnet {}", p.subnet, q.subnet)));
                 }
-                if p.vtep_mac == q.vtep_mac {
+                if vxlan && p.vtep_mac == q.vtep_mac {
                     return Err(invalid(key("vtep_mac"), format!("{} is also peer[{j}].vtep_mac", p.vtep_mac)));
                 }
             }
         }
         Ok(())
     }
+
+    /// Whether this backend may route some peers directly over the underlay.
+    pub fn direct_routing(&self) -> bool {
+        match self.node.backend {
+            Backend::Vxlan => self.vxlan.direct_routing,
+            Backend::Ipip => self.ipip.direct_routing,
+            Backend::HostGw => true,
+        }
+    }
+}
+
+/// A backend's section in a config for another backend is almost always a mistake (an edited copy
+/// of another node's file), so it is refused rather than silently ignored.
+fn only_for(backend: Backend, owner: Backend, section: &str, present: bool) -> Result<(), ConfigError> {
+    if present && backend != owner {
+        let problem = format!("section is only used with node.backend = \"{}\" (this node's backend is \"{}\")", owner.name(), backend.name());
+        return Err(invalid(section, problem));
+    }
+    Ok(())
 }
 
 fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
@@ -157,11 +232,13 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 fn parse_node(raw: &RawNode) -> Result<Node, ConfigError> {
     let backend = match raw.backend.as_str() {
         "vxlan" => Backend::Vxlan,
-        other => return Err(invalid("node.backend", format!("'{other}' is not a backend (supported: vxlan)"))),
+        "ipip" => Backend::Ipip,
+        "host-gw" => Backend::HostGw,
+        other => return Err(invalid("node.backend", format!("'{other}' is not a backend (supported: vxlan, ipip, host-gw)"))),
     };
     Ok(Node {
         public_ip: unicast_ip("node.public_ip", &raw.public_ip)?,
-        subnet: subnet("node.subnet", &raw.subnet)?,
+        subnet: subnet("node.subnet", &raw.subnet, 30)?,
         backend,
     })
 }
@@ -189,21 +266,53 @@ fn parse_vxlan(raw: RawVxlan, public_ip: Ipv4Addr) -> Result<Vxlan, ConfigError>
             mac
         }
     };
-    let mtu = match raw.mtu {
-        None => None,
-        Some(m) if (68..=65_000).contains(&m) => Some(m as u16),
-        Some(m) => return Err(invalid("vxlan.mtu", format!("{m} is out of range (68..=65000)"))),
-    };
-    Ok(Vxlan { device, vni, port, mac, mtu })
+    let mtu = mtu_in_range("vxlan.mtu", raw.mtu)?;
+    Ok(Vxlan { device, vni, port, mac, mtu, direct_routing: raw.direct_routing.unwrap_or(false) })
 }
 
-fn parse_peer(i: usize, raw: &RawPeer) -> Result<Peer, ConfigError> {
-    let key = |k: &str| format!("peer[{i}].{k}");
-    let vtep_mac: MacAddr = raw.vtep_mac.parse().map_err(|e| invalid(key("vtep_mac"), format!("{e}")))?;
-    if vtep_mac.is_multicast() {
-        return Err(invalid(key("vtep_mac"), format!("{vtep_mac} is a multicast address")));
+fn parse_ipip(raw: RawIpip) -> Result<Ipip, ConfigError> {
+    let d = Ipip::default();
+    let device = raw.device.unwrap_or(d.device);
+    crate::io::tap::check_name(&device).map_err(|p| invalid("ipip.device", format!("'{device}': {p}")))?;
+    let ttl = match raw.ttl {
+        None => d.ttl,
+        Some(t) => u8::try_from(t).ok().filter(|t| *t != 0).ok_or_else(|| invalid("ipip.ttl", format!("{t} is out of range (1..=255)")))?,
+    };
+    let mtu = mtu_in_range("ipip.mtu", raw.mtu)?;
+    Ok(Ipip { device, mtu, ttl, direct_routing: raw.direct_routing.unwrap_or(d.direct_routing) })
+}
+
+fn mtu_in_range(key: &str, mtu: Option<i64>) -> Result<Option<u16>, ConfigError> {
+    match mtu {
+        None => Ok(None),
+        Some(m) if (68..=65_000).contains(&m) => Ok(Some(m as u16)),
+        Some(m) => Err(invalid(key, format!("{m} is out of range (68..=65000)"))),
     }
-    Ok(Peer { public_ip: unicast_ip(&key("public_ip"), &raw.public_ip)?, subnet: subnet(&key("subnet"), &raw.subnet)?, vtep_mac })
+}
+
+fn parse_peer(i: usize, raw: &RawPeer, backend: Backend) -> Result<Peer, ConfigError> {
+    let key = |k: &str| format!("peer[{i}].{k}");
+    let public_ip = unicast_ip(&key("public_ip"), &raw.public_ip)?;
+    // A VXLAN peer's subnet network address is its VTEP address, so it needs room for pods; a routed
+    // peer's subnet is only a route, and a /32 (one pod, or a Calico borrowed address) is fine.
+    let max_prefix = if backend == Backend::Vxlan { 30 } else { 32 };
+    let subnet = subnet(&key("subnet"), &raw.subnet, max_prefix)?;
+    let vtep_mac = match (backend, &raw.vtep_mac) {
+        (Backend::Vxlan, Some(m)) => {
+            let mac: MacAddr = m.parse().map_err(|e| invalid(key("vtep_mac"), format!("{e}")))?;
+            if mac.is_multicast() {
+                return Err(invalid(key("vtep_mac"), format!("{mac} is a multicast address")));
+            }
+            mac
+        }
+        (Backend::Vxlan, None) => return Err(invalid(key("vtep_mac"), "is required with node.backend = \"vxlan\"")),
+        (other, Some(_)) => {
+            return Err(invalid(key("vtep_mac"), format!("is only used with node.backend = \"vxlan\" (this node's backend is \"{}\")", other.name())))
+        }
+        // Never used without VXLAN; the derived MAC keeps `Peer` one type for every backend.
+        (_, None) => MacAddr::from_underlay_ip(public_ip),
+    };
+    Ok(Peer { public_ip, subnet, vtep_mac })
 }
 
 fn unicast_ip(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
@@ -214,9 +323,9 @@ fn unicast_ip(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
     Ok(ip)
 }
 
-fn subnet(key: &str, s: &str) -> Result<Ipv4Net, ConfigError> {
+fn subnet(key: &str, s: &str, max_prefix: u8) -> Result<Ipv4Net, ConfigError> {
     let net: Ipv4Net = s.parse().map_err(|_| invalid(key, format!("'{s}' is not an IPv4 prefix like 10.244.1.0/24")))?;
-    if net.prefix_len() > 30 {
+    if net.prefix_len() > max_prefix {
         return Err(invalid(key, format!("{net} leaves no room for pods (prefix longer than /30)")));
     }
     if net.trunc() != net {
@@ -289,6 +398,73 @@ vtep_mac = "02:00:00:00:00:02"
         for (text, key) in cases {
             let e = err_of(&text);
             assert!(e.contains(key), "expected {key} in: {e}");
+        }
+    }
+
+    const IPIP: &str = r#"
+[node]
+public_ip = "192.0.2.1"
+subnet = "10.244.1.0/26"
+backend = "ipip"
+[ipip]
+device = "tunl0"
+direct_routing = true
+[[peer]]
+public_ip = "192.0.2.2"
+subnet = "10.244.1.64/26"
+[[peer]]
+public_ip = "198.51.100.3"
+subnet = "10.244.7.9/32"
+"#;
+
+    #[test]
+    fn ipip_config_parses_with_defaults() {
+        let c = Config::parse(IPIP).unwrap();
+        assert_eq!(c.node.backend, Backend::Ipip);
+        assert_eq!(c.ipip, Ipip { device: "tunl0".into(), mtu: None, ttl: 64, direct_routing: true });
+        assert!(c.direct_routing());
+        assert_eq!(c.peers[0].subnet.to_string(), "10.244.1.64/26");
+        assert_eq!(c.peers[1].subnet.prefix_len(), 32);
+        let plain = Config::parse(&IPIP.replace("device = \"tunl0\"\ndirect_routing = true\n", "")).unwrap();
+        assert_eq!(plain.ipip, Ipip::default());
+        assert_eq!(plain.ipip.device, "ipip0");
+    }
+
+    #[test]
+    fn host_gw_config_parses() {
+        let text = IPIP.replace("backend = \"ipip\"", "backend = \"host-gw\"").replace("[ipip]\ndevice = \"tunl0\"\ndirect_routing = true\n", "");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.node.backend, Backend::HostGw);
+        assert_eq!(c.peers.len(), 2);
+    }
+
+    #[test]
+    fn ipip_errors_name_their_key() {
+        let cases = [
+            (IPIP.replace("direct_routing = true", "ttl = 0"), "ipip.ttl"),
+            (IPIP.replace("direct_routing = true", "ttl = 256"), "ipip.ttl"),
+            (IPIP.replace("direct_routing = true", "mtu = 40"), "ipip.mtu"),
+            (IPIP.replace("direct_routing = true", "direct_routing = 1"), "direct_routing"),
+            (IPIP.replace("device = \"tunl0\"", "device = \"a/b\""), "ipip.device"),
+            (IPIP.replace("\"10.244.1.64/26\"", "\"10.244.1.64/26\"\nvtep_mac = \"02:00:00:00:00:02\""), "peer[0].vtep_mac"),
+            (IPIP.replace("\"10.244.1.64/26\"", "\"10.244.1.0/25\""), "peer[0].subnet"),
+            (format!("{IPIP}[vxlan]\nvni = 2\n"), "vxlan"),
+            (GOOD.replace("mtu = 1450", "mtu = 1450\n[ipip]\n"), "ipip"),
+            (GOOD.replace("vtep_mac = \"02:00:00:00:00:02\"", ""), "peer[0].vtep_mac"),
+        ];
+        for (text, key) in cases {
+            let e = err_of(&text);
+            assert!(e.contains(key), "expected {key} in: {e}");
+        }
+    }
+
+    #[test]
+    fn example_configs_are_valid() {
+        for name in ["ipip.toml", "host-gw.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(name);
+            if let Err(e) = Config::load(&path) {
+                panic!("{}: {e}", path.display());
+            }
         }
     }
 

@@ -3,8 +3,12 @@
 //! Whatever the source of truth — the static config, a reloaded config, etcd's lease watch — it
 //! hands [`Overlay::set_peers`] the complete list it wants; the overlay works out what changed and
 //! touches only that, so flows to unchanged peers are never disturbed.
-use super::netlink::{Netlink, NetlinkError, Route};
-use crate::table::{Peer, Tables};
+//!
+//! What adding a peer means depends on the backend (FDB and neighbour entries for VXLAN, a route
+//! table entry for IPIP, a kernel route only for host-gw); that part is an [`Installer`], kept in
+//! `control::backend`. The diff, the bookkeeping and the teardown are shared here.
+use super::netlink::{Netlink, NetlinkError};
+use crate::table::Tables;
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -23,35 +27,36 @@ impl RemoteNode {
     pub fn vtep_ip(&self) -> Ipv4Addr {
         self.subnet.network()
     }
-
-    fn peer(&self) -> Peer {
-        Peer { underlay_ip: self.public_ip, vtep_mac: self.vtep_mac, vtep_ip: self.subnet.network() }
-    }
-
-    fn route(&self, ifindex: u32) -> Route {
-        Route {
-            dst: self.subnet.network(),
-            prefix_len: self.subnet.prefix_len(),
-            gateway: Some(self.subnet.network()),
-            ifindex,
-            onlink: true,
-        }
-    }
 }
 
-/// The VXLAN device's peers: FDB + neighbour + allow-list entries in the tables, and the
-/// `ip neigh` / `ip route` entries in the kernel, as flanneld installs them for flannel.1.
+/// How one backend puts a single peer in place and takes it away again: data-path tables first and
+/// kernel state second on the way in (by the time the kernel routes a packet to us, we can forward
+/// it), the reverse on the way out. `remove` is also the best-effort teardown at exit.
+pub trait Installer: Send {
+    fn add(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError>;
+    fn remove(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError>;
+    /// The backend's device was recreated with a new index (backends without a device ignore it).
+    fn set_device(&mut self, _ifindex: u32) {}
+}
+
+/// The installed peers of one backend, in the tables and the kernel.
 pub struct Overlay {
     nl: Netlink,
-    ifindex: u32,
+    installer: Box<dyn Installer>,
     tables: Arc<Tables>,
     /// Installed peers, by underlay address.
     installed: BTreeMap<Ipv4Addr, RemoteNode>,
 }
 
 impl Overlay {
+    /// A VXLAN overlay on device `ifindex`, every peer encapsulated (as flanneld sets up flannel.1).
     pub fn new(nl: Netlink, ifindex: u32, tables: Arc<Tables>) -> Overlay {
-        Overlay { nl, ifindex, tables, installed: BTreeMap::new() }
+        let installer = super::backend::vxlan::VxlanInstaller::new(ifindex, tables.clone(), None);
+        Overlay::with_installer(nl, tables, Box::new(installer))
+    }
+
+    pub fn with_installer(nl: Netlink, tables: Arc<Tables>, installer: Box<dyn Installer>) -> Overlay {
+        Overlay { nl, installer, tables, installed: BTreeMap::new() }
     }
 
     pub fn netlink(&mut self) -> &mut Netlink {
@@ -60,7 +65,7 @@ impl Overlay {
 
     /// Puts every installed peer's kernel entries back on a recreated device.
     pub fn reinstall(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
-        self.ifindex = ifindex;
+        self.installer.set_device(ifindex);
         let peers: Vec<RemoteNode> = std::mem::take(&mut self.installed).into_values().collect();
         self.set_peers(&peers)
     }
@@ -90,36 +95,26 @@ impl Overlay {
     }
 
     fn add(&mut self, n: &RemoteNode) -> Result<(), NetlinkError> {
-        // Tables first: by the time the kernel routes a packet to the device, we can forward it.
-        self.tables.add_peer(&n.peer());
-        self.nl.add_neigh(self.ifindex, n.subnet.network(), n.vtep_mac.0)?;
-        self.nl.add_route(&n.route(self.ifindex))?;
+        self.installer.add(&mut self.nl, n)?;
         self.installed.insert(n.public_ip, *n);
-        tracing::info!(peer = %n.public_ip, subnet = %n.subnet, mac = %n.vtep_mac, "peer added");
+        tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "peer added");
         Ok(())
     }
 
     fn remove(&mut self, n: &RemoteNode) -> Result<(), NetlinkError> {
-        // Kernel first: stop routing to the peer before the tables forget it.
-        self.nl.del_route(&n.route(self.ifindex))?;
-        self.nl.del_neigh(self.ifindex, n.subnet.network())?;
-        self.tables.remove_peer(&n.peer());
+        self.installer.remove(&mut self.nl, n)?;
         self.installed.remove(&n.public_ip);
         tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "peer removed");
         Ok(())
     }
 
-    /// Removes every peer's kernel entries (best effort, logged); the tables are left for the
-    /// workers that are still draining.
+    /// Removes every peer's entries (best effort, logged). Workers that are still draining may
+    /// drop the odd packet for a peer that is gone; that is the point of stopping.
     pub fn uninstall(&mut self) {
-        for n in self.installed.values() {
-            if let Err(e) = self.nl.del_route(&n.route(self.ifindex)) {
-                tracing::warn!(error = %crate::error_chain(&e), "route removal failed");
-            }
-            if let Err(e) = self.nl.del_neigh(self.ifindex, n.subnet.network()) {
-                tracing::warn!(error = %crate::error_chain(&e), "neighbour removal failed");
+        for n in std::mem::take(&mut self.installed).values() {
+            if let Err(e) = self.installer.remove(&mut self.nl, n) {
+                tracing::warn!(peer = %n.public_ip, error = %crate::error_chain(&e), "peer removal failed");
             }
         }
-        self.installed.clear();
     }
 }

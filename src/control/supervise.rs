@@ -1,13 +1,14 @@
 //! Keeps a running vtepd in line with the system and the operator while workers forward.
 //!
-//! Every second it checks that the TAP device still exists and the underlay address is still
+//! Every second it checks that the backend's TAP or TUN device (if it has one) still exists and the underlay address is still
 //! there; on SIGHUP it re-reads the config. Each change of state is logged once, and recovery
 //! happens without a restart: a deleted device is recreated and its queues handed to the workers,
 //! a returned underlay address simply works again (the sockets stay bound to it), and a reloaded
 //! peer list is applied as a diff so flows to unchanged peers never notice.
+use super::backend::DeviceSpec;
 use super::config::{Config, ConfigError};
 use super::overlay::Overlay;
-use crate::io::tap::{self, TapQueue};
+use crate::io::tap::TapQueue;
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,19 +16,12 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
 
-/// How to rebuild the device exactly as it was first built.
-pub struct DeviceSpec {
-    pub mtu: u32,
-    /// TUN_F_* mask the queues were opened with.
-    pub offload: u32,
-    pub queues: usize,
-}
-
 pub struct Supervisor<'a> {
     pub cfg: Config,
     pub overlay: &'a mut Overlay,
-    pub device: DeviceSpec,
-    /// One per worker: a replacement TAP queue after the device was recreated.
+    /// `None` for a backend without a device (host-gw).
+    pub device: Option<DeviceSpec>,
+    /// One per worker: a replacement TAP/TUN queue after the device was recreated.
     pub tap_tx: Vec<Sender<TapQueue>>,
     pub reload: Box<dyn Fn() -> Result<Config, ConfigError> + 'a>,
 }
@@ -59,8 +53,8 @@ impl Supervisor<'_> {
                 return;
             }
         };
-        if new.node != self.cfg.node || new.vxlan != self.cfg.vxlan {
-            tracing::warn!("config reload: changes to [node] or [vxlan] need a restart; applying [[peer]] changes only");
+        if new.node != self.cfg.node || new.vxlan != self.cfg.vxlan || new.ipip != self.cfg.ipip {
+            tracing::warn!("config reload: changes to [node], [vxlan] or [ipip] need a restart; applying [[peer]] changes only");
         }
         match self.overlay.set_peers(&new.peers) {
             Ok(()) => tracing::info!(peers = new.peers.len(), "config reloaded"),
@@ -85,7 +79,7 @@ impl Supervisor<'_> {
     }
 
     fn check_device(&mut self, was_ok: bool) -> bool {
-        let dev = self.cfg.vxlan.device.clone();
+        let Some(dev) = self.device.as_ref().map(|d| d.name.clone()) else { return true };
         let present = self.overlay.netlink().link_index(&dev).ok().flatten().is_some();
         if present && was_ok {
             return true;
@@ -108,12 +102,9 @@ impl Supervisor<'_> {
     }
 
     fn recreate_device(&mut self) -> Result<(), String> {
-        let dev = &self.cfg.vxlan.device;
-        let queues = tap::open(dev, self.device.queues).map_err(|e| crate::error_chain(&e))?;
-        for q in &queues {
-            q.set_offload(self.device.offload).map_err(|e| e.to_string())?;
-        }
-        let ifindex = super::run::configure_link(self.overlay.netlink(), &self.cfg, self.device.mtu).map_err(|e| crate::error_chain(&e))?;
+        let Some(spec) = self.device.as_ref() else { return Ok(()) };
+        let queues = spec.open().map_err(|e| crate::error_chain(&e))?;
+        let ifindex = spec.configure(self.overlay.netlink()).map_err(|e| crate::error_chain(&e))?;
         self.overlay.reinstall(ifindex).map_err(|e| crate::error_chain(&e))?;
         for (tx, q) in self.tap_tx.iter().zip(queues) {
             // A worker that has exited has dropped its receiver; nothing to hand over then.

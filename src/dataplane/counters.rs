@@ -36,7 +36,7 @@ drop_reasons! {
     RxUnknownSource => "rx_unknown_source", "Sender is not a configured peer.";
     RxInnerRunt => "rx_inner_runt", "Inner frame too short to be Ethernet.";
     RxNotForUs => "rx_not_for_us", "Inner destination MAC is neither ours nor broadcast/multicast.";
-    RxTapWrite => "rx_tap_write", "The TAP device refused the frame.";
+    RxTapWrite => "rx_tap_write", "The TAP (or, for IPIP, TUN) device refused the frame.";
     TxRunt => "tx_runt", "Frame from the TAP shorter than an Ethernet header.";
     TxUnknownDstMac => "tx_unknown_dst_mac", "No FDB entry for the destination MAC (flooding is not implemented).";
     TxFlood => "tx_flood", "Broadcast or multicast frame other than ARP (no BUM replication yet).";
@@ -46,6 +46,17 @@ drop_reasons! {
     TxBadVnetHdr => "tx_bad_vnet_hdr", "virtio-net header from the TAP that does not fit the frame.";
     TxBadGso => "tx_bad_gso", "TCP super-frame from the TAP that cannot be segmented.";
     TxSendError => "tx_send_error", "The underlay socket refused the datagram.";
+    RxOuterMalformed => "rx_outer_malformed", "IPIP: outer IPv4 header with a bad version, IHL or total length.";
+    RxOuterFragment => "rx_outer_fragment", "IPIP: outer packet is a fragment (the kernel reassembles before raw delivery, so this is defence in depth).";
+    RxNotIpip => "rx_not_ipip", "IPIP: outer protocol is not 4 (IP-in-IP).";
+    RxInnerTruncated => "rx_inner_truncated", "IPIP: outer payload shorter than an IPv4 header.";
+    RxInnerMalformed => "rx_inner_malformed", "IPIP: inner IPv4 header with a bad version, IHL or total length.";
+    RxInnerBadChecksum => "rx_inner_bad_checksum", "IPIP: inner IPv4 header checksum is wrong.";
+    RxInnerNotOurs => "rx_inner_not_ours", "IPIP: inner destination is outside this node's subnet.";
+    TxNotIpv4 => "tx_not_ipv4", "IPIP: packet from the TUN device is not IPv4 (IPv6 is not tunnelled).";
+    TxMalformed => "tx_malformed", "IPIP: IPv4 header from the TUN device with a bad IHL or total length.";
+    TxNoRoute => "tx_no_route", "IPIP: no route for the inner destination.";
+    TxFragNeeded => "tx_frag_needed", "IPIP: inner packet over the MTU with DF set; ICMP fragmentation-needed sent back.";
 }
 
 /// Per-worker tallies for one batch.

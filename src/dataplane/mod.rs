@@ -17,6 +17,7 @@ pub mod counters;
 pub mod decap;
 pub mod encap;
 pub mod flow;
+pub mod ipip;
 pub mod offload;
 pub mod verdict;
 
@@ -24,7 +25,7 @@ pub mod verdict;
 mod testvec;
 
 pub use counters::{Counters, DropReason, LocalCounters};
-pub use verdict::{RxVerdict, TxVerdict};
+pub use verdict::{IpipRxVerdict, IpipTxVerdict, RxVerdict, TxVerdict};
 
 use crate::wire::{vnet, vxlan, MacAddr};
 use std::net::Ipv4Addr;

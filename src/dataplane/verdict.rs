@@ -24,3 +24,26 @@ pub enum RxVerdict {
     Deliver { frame_len: usize },
     Drop(DropReason),
 }
+
+/// Verdict on an IPv4 packet read from the IPIP TUN device (see [`super::ipip`] for the layout).
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpipTxVerdict {
+    /// Send `buf[..len]` (outer header included) to `dst` on the raw socket.
+    Forward { dst: Ipv4Addr, len: usize },
+    /// The inner packet at `INNER_OFFSET`, `len` bytes, is over the MTU with DF clear: split it into
+    /// fragments for `dst` with `ipip::fragment` and send those.
+    Fragment { dst: Ipv4Addr, len: usize },
+    /// An ICMP error was built in place; write `buf[start..start + len]` (vnet header first) to the TUN.
+    Reply { start: usize, len: usize },
+    Drop(DropReason),
+}
+
+/// Verdict on an IPIP packet from the raw socket.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpipRxVerdict {
+    /// Write `buf[start..start + len]` (vnet header, then the inner packet) to the TUN.
+    Deliver { start: usize, len: usize },
+    Drop(DropReason),
+}

@@ -1,8 +1,11 @@
 //! I/O drivers around the sans-IO core: TAP queues, underlay UDP sockets, and the worker loop that
 //! moves batches between them. Every `unsafe` block of the crate lives under this module.
 pub mod ifaddr;
+pub mod ipip_worker;
 pub mod privilege;
+pub mod raw;
 pub mod tap;
+pub mod tun;
 pub mod udp;
 pub mod worker;
 

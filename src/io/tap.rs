@@ -1,4 +1,5 @@
 //! Multi-queue TAP devices with a virtio-net header (as Firecracker's virtio-net opens them).
+//! The TUN devices of the IPIP backend ([`super::tun`]) differ only in one flag and share this code.
 //!
 //! One queue per worker: the kernel steers each flow to one queue by its hash, so a flow stays on
 //! one worker and is never reordered. IFF_VNET_HDR is always on, because it is what lets decap hand a
@@ -12,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const IFF_TUN: libc::c_short = 0x0001;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
@@ -21,23 +23,48 @@ pub const TUN_F_TSO4: u32 = 0x02;
 pub const TUN_F_TSO6: u32 = 0x04;
 pub const TUN_F_TSO_ECN: u32 = 0x08;
 
+/// Which kind of device: Ethernet frames (TAP) or bare IP packets (TUN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tap,
+    Tun,
+}
+
+impl Kind {
+    fn flag(self) -> libc::c_short {
+        match self {
+            Kind::Tap => IFF_TAP,
+            Kind::Tun => IFF_TUN,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Tap => "TAP",
+            Kind::Tun => "TUN",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
     #[error("/dev/net/tun is missing: load the tun module (`modprobe tun`) or create the node (`mknod /dev/net/tun c 10 200`)")]
     NoTunDevice,
     #[error("cannot open /dev/net/tun for {device}: permission denied (an unprivileged vtepd needs it mode 0666, the udev default: `chmod 0666 /dev/net/tun`)")]
     TunAccess { device: String },
-    #[error("creating TAP device {device} needs CAP_NET_ADMIN: run vtepd as root or grant it the capability (setcap cap_net_admin+ep)")]
-    NoPermission { device: String },
-    #[error("TAP device name '{device}' is not usable: {reason}")]
-    BadName { device: String, reason: &'static str },
-    #[error("cannot attach queue {queue} of TAP device {device}: {source} (is it an existing non-multi-queue device, or in use by another program?)")]
-    Attach { device: String, queue: usize, source: io::Error },
-    #[error("cannot configure TAP device {device} ({what}): {source}")]
-    Configure { device: String, what: &'static str, source: io::Error },
+    #[error("creating {kind} device {device} needs CAP_NET_ADMIN: run vtepd as root or grant it the capability (setcap cap_net_admin+ep)")]
+    NoPermission { kind: Kind, device: String },
+    #[error("{kind} device name '{device}' is not usable: {reason}")]
+    BadName { kind: Kind, device: String, reason: &'static str },
+    #[error("cannot attach queue {queue} of {kind} device {device}: {source} (is it an existing non-multi-queue device, a device of the other kind, or in use by another program?)")]
+    Attach { kind: Kind, device: String, queue: usize, source: io::Error },
+    #[error("cannot configure {kind} device {device} ({what}): {source}")]
+    Configure { kind: Kind, device: String, what: &'static str, source: io::Error },
 }
 
-/// One queue of a TAP device, non-blocking.
+/// One queue of a TAP (or TUN) device, non-blocking.
 #[derive(Debug)]
 pub struct TapQueue {
     fd: OwnedFd,
@@ -52,11 +79,16 @@ struct IfReq {
 
 /// Creates (or attaches to) the multi-queue TAP `device` with `queues` queues.
 pub fn open(device: &str, queues: usize) -> Result<Vec<TapQueue>, TapError> {
-    check_name(device).map_err(|reason| TapError::BadName { device: device.into(), reason })?;
-    (0..queues.max(1)).map(|q| open_queue(device, q)).collect()
+    open_kind(Kind::Tap, device, queues)
 }
 
-fn open_queue(device: &str, queue: usize) -> Result<TapQueue, TapError> {
+/// Creates (or attaches to) a multi-queue TAP or TUN device with `queues` queues.
+pub(crate) fn open_kind(kind: Kind, device: &str, queues: usize) -> Result<Vec<TapQueue>, TapError> {
+    check_name(device).map_err(|reason| TapError::BadName { kind, device: device.into(), reason })?;
+    (0..queues.max(1)).map(|q| open_queue(kind, device, q)).collect()
+}
+
+fn open_queue(kind: Kind, device: &str, queue: usize) -> Result<TapQueue, TapError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -65,11 +97,11 @@ fn open_queue(device: &str, queue: usize) -> Result<TapQueue, TapError> {
         .map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => TapError::NoTunDevice,
             io::ErrorKind::PermissionDenied if e.raw_os_error() == Some(libc::EACCES) => TapError::TunAccess { device: device.into() },
-            io::ErrorKind::PermissionDenied => TapError::NoPermission { device: device.into() },
-            _ => TapError::Attach { device: device.into(), queue, source: e },
+            io::ErrorKind::PermissionDenied => TapError::NoPermission { kind, device: device.into() },
+            _ => TapError::Attach { kind, device: device.into(), queue, source: e },
         })?;
     let fd: OwnedFd = file.into();
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE, _pad: [0; 22] };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: kind.flag() | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE, _pad: [0; 22] };
     req.name[..device.len()].copy_from_slice(device.as_bytes());
     // SAFETY: TUNSETIFF reads and writes an `ifreq`; `req` is a properly sized, initialised repr(C)
     // struct that outlives the call.
@@ -77,15 +109,15 @@ fn open_queue(device: &str, queue: usize) -> Result<TapQueue, TapError> {
     if rc < 0 {
         let e = io::Error::last_os_error();
         return Err(match e.raw_os_error() {
-            Some(libc::EPERM) => TapError::NoPermission { device: device.into() },
-            _ => TapError::Attach { device: device.into(), queue, source: e },
+            Some(libc::EPERM) => TapError::NoPermission { kind, device: device.into() },
+            _ => TapError::Attach { kind, device: device.into(), queue, source: e },
         });
     }
     let q = TapQueue { fd };
     q.ioctl_int(TUNSETVNETHDRSZ, crate::wire::vnet::HEADER_LEN as libc::c_int)
-        .map_err(|e| TapError::Configure { device: device.into(), what: "TUNSETVNETHDRSZ", source: e })?;
+        .map_err(|e| TapError::Configure { kind, device: device.into(), what: "TUNSETVNETHDRSZ", source: e })?;
     // Offloads off until asked for: the kernel then hands us only complete, checksummed frames.
-    q.set_offload(0).map_err(|e| TapError::Configure { device: device.into(), what: "TUNSETOFFLOAD", source: e })?;
+    q.set_offload(0).map_err(|e| TapError::Configure { kind, device: device.into(), what: "TUNSETOFFLOAD", source: e })?;
     Ok(q)
 }
 

@@ -39,7 +39,7 @@ fn socket(ip: Ipv4Addr, port: u16, reuseport: bool) -> Result<Socket, UdpError> 
     Ok(s)
 }
 
-fn force_buffers(s: &Socket, bytes: libc::c_int) {
+pub(crate) fn force_buffers(s: &Socket, bytes: libc::c_int) {
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
         // SAFETY: setsockopt reads one c_int from a valid pointer for the duration of the call.
         let rc = unsafe {

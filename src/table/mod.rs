@@ -8,10 +8,12 @@
 //! the trade Oxide's opte makes, and it is why dashmap's sharded read locks are not used here.
 pub mod fdb;
 pub mod neigh;
+pub mod route;
 pub mod snapshot;
 
 pub use fdb::Fdb;
 pub use neigh::Neigh;
+pub use route::{Lpm, RouteTable};
 pub use snapshot::SnapshotMap;
 
 use std::net::Ipv4Addr;
@@ -33,6 +35,8 @@ pub struct Tables {
     pub neigh: Neigh,
     /// Underlay addresses we accept encapsulated traffic from.
     pub peers: SnapshotMap<Ipv4Addr, ()>,
+    /// IPIP: overlay prefix → the underlay address of the host that owns it.
+    pub routes: RouteTable,
 }
 
 impl Tables {

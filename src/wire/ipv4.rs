@@ -92,6 +92,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
         f & FLAG_MF != 0 || f & FRAG_OFFSET_MASK != 0
     }
 
+    /// More fragments follow this one.
+    pub fn more_frags(&self) -> bool {
+        be16(self.buf.as_ref(), field::FLAGS_FRAG) & FLAG_MF != 0
+    }
+
+    /// Fragment offset in 8-byte units; non-zero only for a non-initial fragment.
+    pub fn frag_offset(&self) -> u16 {
+        be16(self.buf.as_ref(), field::FLAGS_FRAG) & FRAG_OFFSET_MASK
+    }
+
     pub fn ttl(&self) -> u8 {
         self.buf.as_ref()[field::TTL]
     }
@@ -123,6 +133,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+
     pub fn set_total_len(&mut self, v: u16) {
         put_be16(self.buf.as_mut(), field::LENGTH, v);
     }

@@ -425,6 +425,31 @@ impl NodeCfg {
     }
 }
 
+/// A config for a routed backend (`ipip` or `host-gw`): `[node]`, then `section` verbatim (e.g.
+/// "[ipip]\ndirect_routing = true\n", or ""), then one `[[peer]]` per (public_ip, subnet).
+pub fn routed_toml(backend: &str, public_ip: &str, subnet: &str, section: &str, peers: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "[node]\npublic_ip = \"{public_ip}\"\nsubnet = \"{subnet}\"\nbackend = \"{backend}\"\n\n{section}"
+    );
+    for (ip, net) in peers {
+        s.push_str(&format!("\n[[peer]]\npublic_ip = \"{ip}\"\nsubnet = \"{net}\"\n"));
+    }
+    s
+}
+
+/// Receive drops that well-formed IPIP from a configured peer must never cause.
+pub const IPIP_RX_DROPS: &[&str] = &[
+    "drop_rx_unknown_source",
+    "drop_rx_outer_malformed",
+    "drop_rx_outer_fragment",
+    "drop_rx_not_ipip",
+    "drop_rx_inner_truncated",
+    "drop_rx_inner_malformed",
+    "drop_rx_inner_bad_checksum",
+    "drop_rx_inner_not_ours",
+    "drop_rx_tap_write",
+];
+
 // ---------------------------------------------------------------------------------------------------------
 // The daemon
 
@@ -468,6 +493,30 @@ impl Vtepd {
 
     /// As `start`, with extra `vtepd run` arguments.
     pub fn start_with(ns: &Netns, config: &Path, cfg: &NodeCfg, extra: &[&str]) -> Vtepd {
+        let what = format!(
+            "device {} and routes {:?}",
+            cfg.device,
+            cfg.peers.iter().map(|p| &p.subnet).collect::<Vec<_>>()
+        );
+        Vtepd::start_until_with(ns, config, extra, &what, || {
+            ns.has_link(&cfg.device) && cfg.peers.iter().all(|p| ns.has_route(&p.subnet))
+        })
+    }
+
+    /// Like [`Vtepd::start`] for any backend: waits until `ready` holds (e.g. the device and routes
+    /// of an IPIP or host-gw config exist); `what` names the wait in the timeout message.
+    pub fn start_until(ns: &Netns, config: &Path, what: &str, ready: impl FnMut() -> bool) -> Vtepd {
+        Vtepd::start_until_with(ns, config, &[], what, ready)
+    }
+
+    /// As `start_until`, with extra `vtepd run` arguments.
+    pub fn start_until_with(
+        ns: &Netns,
+        config: &Path,
+        extra: &[&str],
+        what: &str,
+        ready: impl FnMut() -> bool,
+    ) -> Vtepd {
         let mut args: Vec<String> = vec![
             "netns".into(),
             "exec".into(),
@@ -499,11 +548,11 @@ impl Vtepd {
             stderr,
             readers: vec![h1, h2],
         };
-        d.wait_ready(ns, cfg);
+        d.wait_ready(ns, what, ready);
         d
     }
 
-    fn wait_ready(&mut self, ns: &Netns, cfg: &NodeCfg) {
+    fn wait_ready(&mut self, ns: &Netns, what: &str, mut ready: impl FnMut() -> bool) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
@@ -516,17 +565,14 @@ impl Vtepd {
                     self.stdout.lock().unwrap()
                 );
             }
-            let up = ns.has_link(&cfg.device) && cfg.peers.iter().all(|p| ns.has_route(&p.subnet));
-            if up {
+            if ready() {
                 return;
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "vtepd in {} not ready after {READY_TIMEOUT:?}: want device {} and routes {:?}\n\
+                    "vtepd in {} not ready after {READY_TIMEOUT:?}: want {what}\n\
                      ip link:\n{}\nip route:\n{}\nstderr so far:\n{}",
                     self.ns,
-                    cfg.device,
-                    cfg.peers.iter().map(|p| &p.subnet).collect::<Vec<_>>(),
                     ns.ip(&["link", "show"]),
                     ns.ip(&["route", "show"]),
                     self.stderr()
@@ -670,6 +716,92 @@ pub fn assert_cleaned_up(ns: &Netns, cfg: &NodeCfg) {
             ns.ip(&["route", "show"])
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Pods
+
+/// A pod behind host `n`'s cni0 bridge (10.244.n.1/24), as Flannel's CNI plugin builds it: the pod
+/// gets 10.244.n.2/24 with MTU `mtu` (the overlay MTU) and a default route via the bridge.
+pub fn add_pod(host: &Netns, n: u8, tag: &str, mtu: u32) -> Netns {
+    let pod = Netns::new(tag);
+    let mtu = mtu.to_string();
+    host.ip(&["link", "add", "cni0", "type", "bridge"]);
+    host.addr("cni0", &format!("10.244.{n}.1/24"));
+    veth(host, "veth0", &pod, "eth0");
+    host.ip(&["link", "set", "veth0", "mtu", &mtu, "master", "cni0"]);
+    pod.ip(&["link", "set", "eth0", "mtu", &mtu]);
+    pod.addr("eth0", &format!("10.244.{n}.2/24"));
+    pod.ip(&["route", "add", "default", "via", &format!("10.244.{n}.1")]);
+    host.sysctl("net.ipv4.ip_forward=1");
+    pod
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Packet captures
+
+/// A `tcpdump -w` running in a namespace until [`Capture::finish`] (or drop, which kills it).
+pub struct Capture {
+    child: Option<Child>,
+    path: PathBuf,
+    stderr: Captured,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Capture {
+    /// Starts capturing on `dev` in `ns` into `dir/name` with the pcap `filter`, and waits until
+    /// tcpdump says it is listening, so nothing sent after this returns is missed.
+    pub fn start(ns: &Netns, dev: &str, dir: &TempDir, name: &str, filter: &str) -> Capture {
+        let path = dir.path().join(name);
+        let path_s = path.display().to_string();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "tcpdump", "-i", dev, "-n", "-U", "-w", &path_s, filter])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpdump");
+        let (stderr, reader) = capture(child.stderr.take().unwrap());
+        let cap = Capture { child: Some(child), path, stderr, reader: Some(reader) };
+        wait_until(&format!("tcpdump listening on {dev} in {}", ns.name()), || {
+            cap.stderr.lock().unwrap().contains("listening on")
+        });
+        cap
+    }
+
+    /// Stops tcpdump (SIGINT, so it flushes) and returns the pcap file's path.
+    pub fn finish(mut self) -> PathBuf {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child, which has not been reaped yet.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.path.clone()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Decodes a pcap with tshark into one line per packet of the given `-e` fields, separated by tabs;
+/// a field that occurs twice (the outer and inner IP header of IPIP) is joined with commas.
+pub fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<String> {
+    let mut args = vec!["-r".to_string(), pcap.display().to_string(), "-T".into(), "fields".into()];
+    for f in fields {
+        args.push("-e".into());
+        args.push((*f).into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_ok("tshark", &args).lines().map(str::to_owned).collect()
 }
 
 // ---------------------------------------------------------------------------------------------------------

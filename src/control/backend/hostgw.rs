@@ -1,0 +1,32 @@
+//! The host-gw backend (Flannel's host-gw): no device, no data path, no encapsulation — one
+//! `subnet via public_ip dev <underlay>` route per peer, removed again at exit. It only works when
+//! every peer is on-link, so that is checked first and a peer behind a router is a start-up error
+//! that names it.
+use super::{install, DirectRoutes, Started, Underlay};
+use crate::control::config::Config;
+use crate::control::netlink::{Netlink, NetlinkError};
+use crate::control::overlay::{Installer, Overlay, RemoteNode};
+use crate::control::run::{RunError, RunOptions};
+use crate::table::Tables;
+
+impl Installer for DirectRoutes {
+    fn add(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+        DirectRoutes::add(self, nl, n)
+    }
+
+    fn remove(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+        DirectRoutes::remove(self, nl, n)
+    }
+}
+
+pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions) -> Result<Started, RunError> {
+    let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
+    underlay.check_on_link(&cfg.peers)?;
+    tracing::info!(device = %underlay.name, peers = cfg.peers.len(), "routing (host-gw)");
+    let installer = DirectRoutes { underlay };
+    // Before anything is installed, so a failure leaves nothing behind; CAP_NET_ADMIN stays for
+    // the peers, reloads and the teardown.
+    super::drop_privileges(opts)?;
+    let overlay = install(Overlay::with_installer(nl, Tables::new(), Box::new(installer)), &cfg.peers)?;
+    Ok(Started::without_workers(overlay))
+}

@@ -1,0 +1,109 @@
+//! The IPIP backend (Calico's IPIP mode): a multi-queue TUN device carrying the node subnet's
+//! network address as a /32 (as Calico's `tunl0` carries an address from the node's block), one
+//! device route per peer subnet through it, vtepd's own LPM table to find each packet's remote
+//! host, and raw-socket workers. With `ipip.direct_routing` (Calico's CrossSubnet), peers on the
+//! underlay's own subnet get plain routes instead.
+use super::{install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
+use crate::control::config::Config;
+use crate::control::netlink::{Netlink, NetlinkError, Route};
+use crate::control::overlay::{Installer, Overlay, RemoteNode};
+use crate::control::run::{RunError, RunOptions};
+use crate::dataplane::ipip::Tunnel;
+use crate::io::ipip_worker::{IpipWorker, IpipWorkerConfig};
+use crate::io::raw;
+use crate::io::tap::Kind;
+use crate::table::Tables;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// The outer IPv4 header; no options.
+pub const IPIP_OVERHEAD: u32 = 20;
+
+/// An IPIP peer: its subnet in the route table, its address in the receive allow-list, and
+/// `subnet dev <tun>` in the kernel — unless cross-subnet mode routes it directly.
+pub struct IpipInstaller {
+    ifindex: u32,
+    tables: Arc<Tables>,
+    direct: Option<DirectRoutes>,
+}
+
+impl IpipInstaller {
+    fn direct_for(&self, n: &RemoteNode) -> Option<&DirectRoutes> {
+        self.direct.as_ref().filter(|d| d.is_direct(n))
+    }
+
+    /// A device route: a TUN has no link layer, so a gateway would mean nothing.
+    fn route(&self, n: &RemoteNode) -> Route {
+        Route { dst: n.subnet.network(), prefix_len: n.subnet.prefix_len(), gateway: None, ifindex: self.ifindex, onlink: false }
+    }
+}
+
+impl Installer for IpipInstaller {
+    fn add(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+        if let Some(d) = self.direct_for(n) {
+            return d.add(nl, n);
+        }
+        self.tables.routes.insert(n.subnet, n.public_ip);
+        self.tables.peers.insert(n.public_ip, ());
+        nl.add_route(&self.route(n))
+    }
+
+    fn remove(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+        if let Some(d) = self.direct_for(n) {
+            return d.remove(nl, n);
+        }
+        nl.del_route(&self.route(n))?;
+        self.tables.peers.remove(&n.public_ip);
+        self.tables.routes.remove(n.subnet);
+        Ok(())
+    }
+
+    fn set_device(&mut self, ifindex: u32) {
+        self.ifindex = ifindex;
+    }
+}
+
+pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Started, RunError> {
+    let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
+    let mtu = match cfg.ipip.mtu {
+        Some(m) => m as u32,
+        None => underlay.mtu("ipip.mtu")?.saturating_sub(IPIP_OVERHEAD).max(68),
+    };
+    // Sockets before the device: a missing capability fails before anything is created.
+    let rx = raw::open_rx(cfg.node.public_ip)?;
+    let tx = (0..opts.workers.max(1)).map(|_| raw::open_tx()).collect::<Result<Vec<_>, _>>()?;
+    // Offloads stay off: the kernel then hands over only whole, checksummed packets, which is
+    // all the core handles on this path so far (no userspace TSO segmentation for TUN yet).
+    let device = DeviceSpec {
+        kind: Kind::Tun,
+        name: cfg.ipip.device.clone(),
+        mtu,
+        mac: None,
+        addr: cfg.node.vtep_ip(),
+        offload: 0,
+        queues: opts.workers.max(1),
+    };
+    let queues = device.open()?;
+    let ifindex = device.configure(&mut nl)?;
+    let tables = Tables::new();
+    let direct = cfg.ipip.direct_routing.then_some(DirectRoutes { underlay });
+    let installer = IpipInstaller { ifindex, tables: tables.clone(), direct };
+    // Before anything is installed, so a failure leaves nothing behind; CAP_NET_ADMIN stays for
+    // the peers, reloads and the teardown.
+    super::drop_privileges(opts)?;
+    let overlay = install(Overlay::with_installer(nl, tables.clone(), Box::new(installer)), &cfg.peers)?;
+    tracing::info!(device = %device.name, mtu, ttl = cfg.ipip.ttl, peers = cfg.peers.len(), workers = queues.len(), "forwarding (ipip)");
+
+    let tunnel = Tunnel { local: cfg.node.public_ip, subnet: cfg.node.subnet, mtu: mtu as u16, ttl: cfg.ipip.ttl };
+    let mut rx = Some(rx);
+    let mut started = Started::without_workers(overlay);
+    started.device = Some(device);
+    for (i, (queue, tx)) in queues.into_iter().zip(tx).enumerate() {
+        let (tables, stop, batch, rx) = (tables.clone(), stop.clone(), opts.batch, rx.take());
+        spawn_worker(&mut started, i, move |counters, new_tun| {
+            let wc = IpipWorkerConfig { tunnel, batch, tables, counters, stop, new_tun };
+            IpipWorker::new(wc, queue, tx, rx).run()
+        })?;
+    }
+    Ok(started)
+}

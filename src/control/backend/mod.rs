@@ -1,0 +1,269 @@
+//! Per-backend set-up: each backend opens its devices and sockets, installs the configured peers
+//! through its [`Installer`](super::overlay::Installer) and starts its workers, and hands `run` a
+//! [`Started`] that knows how to undo it.
+//!
+//! What the backends share lives here: the underlay interface (found from `node.public_ip`), the
+//! direct routes of host-gw and of cross-subnet mode, and the start/stop bookkeeping.
+pub mod hostgw;
+pub mod ipip;
+pub mod vxlan;
+
+use super::netlink::{Netlink, NetlinkError, Op, Route};
+use super::overlay::{Overlay, RemoteNode};
+use super::run::RunError;
+use crate::dataplane::{counters, Counters};
+use crate::io::ifaddr;
+use crate::io::tap::{self, Kind, TapError, TapQueue};
+use crossbeam_channel::Sender;
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A running backend: its installed peers, its device and its worker threads.
+pub struct Started {
+    pub overlay: Overlay,
+    /// How to rebuild the device if someone deletes it; `None` for host-gw, which has none.
+    pub device: Option<DeviceSpec>,
+    /// One per worker: where a recreated device's queue is handed over.
+    pub queue_tx: Vec<Sender<TapQueue>>,
+    /// Workers hand their queue back when they stop.
+    pub threads: Vec<JoinHandle<TapQueue>>,
+    pub counters: Vec<Arc<Counters>>,
+}
+
+impl Started {
+    pub fn without_workers(overlay: Overlay) -> Started {
+        Started { overlay, device: None, queue_tx: Vec::new(), threads: Vec::new(), counters: Vec::new() }
+    }
+
+    /// Waits for the workers (the caller has set the stop flag), removes the peers' entries and
+    /// returns the summed counters.
+    pub fn finish(mut self) -> Vec<(&'static str, u64)> {
+        // The workers hand their queues back; the device (and what the kernel holds on it) lives
+        // until they are dropped, after our own entries are removed.
+        let mut queues = Vec::new();
+        for t in self.threads {
+            match t.join() {
+                Ok(q) => queues.push(q),
+                Err(_) => tracing::error!("a worker thread panicked"),
+            }
+        }
+        self.overlay.uninstall();
+        drop(queues);
+        counters::total(&self.counters)
+    }
+}
+
+/// A backend's TAP or TUN device, described well enough to build it again exactly as it was.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    pub kind: Kind,
+    pub name: String,
+    pub mtu: u32,
+    /// TAP only: the MAC peers' neighbour entries point at.
+    pub mac: Option<[u8; 6]>,
+    /// The /32 the device carries: the node subnet's network address, as flannel.1 and tunl0 do.
+    pub addr: Ipv4Addr,
+    /// TUN_F_* mask the queues were opened with.
+    pub offload: u32,
+    pub queues: usize,
+}
+
+impl DeviceSpec {
+    /// Creates (or re-creates) the device's queues with the recorded offload mask.
+    pub fn open(&self) -> Result<Vec<TapQueue>, TapError> {
+        let queues = tap::open_kind(self.kind, &self.name, self.queues)?;
+        for q in &queues {
+            q.set_offload(self.offload).map_err(|source| TapError::Configure {
+                kind: self.kind,
+                device: self.name.clone(),
+                what: "TUNSETOFFLOAD",
+                source,
+            })?;
+        }
+        Ok(queues)
+    }
+
+    /// Brings the device up with its MTU, MAC and /32 address; returns its index.
+    pub fn configure(&self, nl: &mut Netlink) -> Result<u32, RunError> {
+        let reason = "vanished right after creation";
+        let ifindex = nl
+            .link_index(&self.name)?
+            .ok_or_else(|| TapError::BadName { kind: self.kind, device: self.name.clone(), reason })?;
+        if self.kind == Kind::Tun {
+            disable_ipv6(&self.name);
+        }
+        nl.set_link(ifindex, true, Some(self.mtu), self.mac)?;
+        nl.add_addr(ifindex, self.addr, 32)?;
+        Ok(ifindex)
+    }
+}
+
+/// A TUN device here carries IPv4 only (IPIP). Without this the kernel would send router
+/// solicitations and MLD reports into it as soon as it is up, each counted as a `tx_not_ipv4`
+/// drop. Best effort: a kernel without IPv6 has no such file and sends nothing anyway.
+fn disable_ipv6(dev: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+    if let Err(e) = std::fs::write(&path, "1") {
+        tracing::debug!(%path, error = %e, "cannot disable IPv6 on the TUN device");
+    }
+}
+
+/// Installs `peers`; on failure removes what was installed, so a failed start leaves no routes
+/// behind (routes through the underlay would outlive vtepd's own devices).
+pub fn install(mut overlay: Overlay, peers: &[RemoteNode]) -> Result<Overlay, RunError> {
+    if let Err(e) = overlay.set_peers(peers) {
+        overlay.uninstall();
+        return Err(e.into());
+    }
+    Ok(overlay)
+}
+
+/// The interface that holds `node.public_ip`.
+#[derive(Debug, Clone)]
+pub struct Underlay {
+    pub name: String,
+    pub ifindex: u32,
+    /// Its connected subnets: a peer inside one is on-link.
+    pub subnets: Vec<Ipv4Net>,
+}
+
+impl Underlay {
+    pub fn find(nl: &mut Netlink, public_ip: Ipv4Addr) -> Result<Underlay, RunError> {
+        let name = ifaddr::interface_of(public_ip).ok_or(RunError::AddrNotHere(public_ip))?;
+        let ifindex = nl.link_index(&name)?.ok_or(RunError::AddrNotHere(public_ip))?;
+        Ok(Underlay { subnets: ifaddr::connected_subnets(&name), name, ifindex })
+    }
+
+    pub fn mtu(&self, key: &'static str) -> Result<u32, RunError> {
+        ifaddr::mtu_of(&self.name).ok_or(RunError::NoUnderlayMtu { device: self.name.clone(), key })
+    }
+
+    pub fn is_on_link(&self, ip: Ipv4Addr) -> bool {
+        self.subnets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Fails naming the first peer that is not on-link (host-gw cannot reach it).
+    pub fn check_on_link(&self, peers: &[RemoteNode]) -> Result<(), RunError> {
+        match peers.iter().enumerate().find(|(_, p)| !self.is_on_link(p.public_ip)) {
+            None => Ok(()),
+            Some((i, p)) => Err(RunError::PeerNotOnLink {
+                key: format!("peer[{i}]"),
+                peer: p.public_ip,
+                subnet: p.subnet,
+                device: self.name.clone(),
+                connected: self.subnets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+}
+
+/// Plain kernel routes to peers' subnets through the underlay: host-gw, and cross-subnet mode's
+/// on-link peers.
+#[derive(Debug, Clone)]
+pub struct DirectRoutes {
+    pub underlay: Underlay,
+}
+
+impl DirectRoutes {
+    /// `subnet via public_ip dev <underlay>`: the kernel resolves the gateway by ARP on the link.
+    pub fn route(&self, n: &RemoteNode) -> Route {
+        Route {
+            dst: n.subnet.network(),
+            prefix_len: n.subnet.prefix_len(),
+            gateway: Some(n.public_ip),
+            ifindex: self.underlay.ifindex,
+            onlink: false,
+        }
+    }
+
+    pub fn is_direct(&self, n: &RemoteNode) -> bool {
+        self.underlay.is_on_link(n.public_ip)
+    }
+
+    /// Installs the route. A peer that is not on-link (one added by a reload, say; the start-up
+    /// check covers the configured ones) is refused here with that reason rather than with the
+    /// kernel's bare ENETUNREACH.
+    pub fn add(&self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+        let route = self.route(n);
+        if !self.is_direct(n) {
+            let reason = "the gateway (the peer's public_ip) is on no subnet of the underlay interface";
+            return Err(NetlinkError::Invalid { op: Op::AddRoute(route), reason });
+        }
+        nl.add_route(&route)
+    }
+
+    pub fn remove(&self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+        nl.del_route(&self.route(n))
+    }
+}
+
+/// Switches to `opts.user`, if given, keeping CAP_NET_ADMIN and CAP_NET_RAW. Called once devices
+/// and sockets exist and before the workers do: capabilities are per thread and new threads
+/// inherit ours.
+pub fn drop_privileges(opts: &super::run::RunOptions) -> Result<(), RunError> {
+    if let Some(user) = &opts.user {
+        crate::io::privilege::drop_to(user)?;
+        tracing::info!(%user, "running unprivileged with CAP_NET_ADMIN and CAP_NET_RAW");
+    }
+    Ok(())
+}
+
+/// Spawns worker `index` of `started`: a named thread that counts into a fresh [`Counters`] and
+/// receives a replacement queue through the channel whose sender is kept in `started`.
+pub fn spawn_worker(
+    started: &mut Started,
+    index: usize,
+    body: impl FnOnce(Arc<Counters>, crossbeam_channel::Receiver<TapQueue>) -> TapQueue + Send + 'static,
+) -> Result<(), RunError> {
+    let counters = Arc::new(Counters::default());
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let c = counters.clone();
+    let t = std::thread::Builder::new()
+        .name(format!("vtepd-w{index}"))
+        .spawn(move || body(c, rx))
+        .map_err(RunError::Thread)?;
+    started.threads.push(t);
+    started.counters.push(counters);
+    started.queue_tx.push(tx);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn underlay() -> Underlay {
+        Underlay { name: "ul0".into(), ifindex: 7, subnets: vec!["192.0.2.0/24".parse().unwrap()] }
+    }
+
+    fn node(ip: &str, subnet: &str) -> RemoteNode {
+        RemoteNode { public_ip: ip.parse().unwrap(), subnet: subnet.parse().unwrap(), vtep_mac: Default::default() }
+    }
+
+    #[test]
+    fn on_link_check_names_the_first_far_peer() {
+        let u = underlay();
+        let peers = [node("192.0.2.2", "10.244.2.0/26"), node("198.51.100.3", "10.244.3.0/26")];
+        assert!(u.check_on_link(&peers[..1]).is_ok());
+        let e = u.check_on_link(&peers).unwrap_err().to_string();
+        for want in ["peer[1]", "198.51.100.3", "10.244.3.0/26", "not on-link", "ul0", "192.0.2.0/24"] {
+            assert!(e.contains(want), "{want} missing from: {e}");
+        }
+    }
+
+    #[test]
+    fn direct_route_is_via_the_peer_on_the_underlay() {
+        let d = DirectRoutes { underlay: underlay() };
+        let n = node("192.0.2.2", "10.244.2.64/26");
+        let r = d.route(&n);
+        assert_eq!(r.to_string(), "10.244.2.64/26 via 192.0.2.2 dev 7");
+        assert!(d.is_direct(&n));
+        // A far peer is refused before the kernel is asked.
+        let mut nl = Netlink::open().unwrap();
+        let e = d.add(&mut nl, &node("198.51.100.3", "10.244.3.0/24")).unwrap_err();
+        assert!(matches!(e, NetlinkError::Invalid { .. }), "{e}");
+        assert!(e.to_string().contains("198.51.100.3"), "{e}");
+    }
+}

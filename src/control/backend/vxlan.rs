@@ -1,0 +1,139 @@
+//! The VXLAN backend: a TAP device set up as flanneld sets up `flannel.1`, UDP workers with the
+//! offloads the kernel grants, and (with `vxlan.direct_routing`) plain routes to peers on the
+//! underlay's own subnet.
+use super::{install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
+use crate::control::config::Config;
+use crate::control::netlink::{Netlink, NetlinkError, Route};
+use crate::control::overlay::{Installer, Overlay, RemoteNode};
+use crate::control::run::{RunError, RunOptions};
+use crate::dataplane::Vtep;
+use crate::io::tap::{self, Kind, TapQueue};
+use crate::io::udp::{self, Underlay as UdpUnderlay};
+use crate::io::worker::{Offloads, Worker, WorkerConfig};
+use crate::table::{Peer, Tables};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// VXLAN over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// A VXLAN peer: FDB + neighbour + allow-list entries in the tables, and the `ip neigh` /
+/// `ip route ... onlink` entries flanneld installs for flannel.1 — unless cross-subnet mode routes
+/// it directly.
+pub struct VxlanInstaller {
+    ifindex: u32,
+    tables: Arc<Tables>,
+    direct: Option<DirectRoutes>,
+}
+
+impl VxlanInstaller {
+    pub fn new(ifindex: u32, tables: Arc<Tables>, direct: Option<DirectRoutes>) -> VxlanInstaller {
+        VxlanInstaller { ifindex, tables, direct }
+    }
+
+    fn direct_for(&self, n: &RemoteNode) -> Option<&DirectRoutes> {
+        self.direct.as_ref().filter(|d| d.is_direct(n))
+    }
+
+    fn route(&self, n: &RemoteNode) -> Route {
+        Route {
+            dst: n.subnet.network(),
+            prefix_len: n.subnet.prefix_len(),
+            gateway: Some(n.subnet.network()),
+            ifindex: self.ifindex,
+            onlink: true,
+        }
+    }
+}
+
+fn peer(n: &RemoteNode) -> Peer {
+    Peer { underlay_ip: n.public_ip, vtep_mac: n.vtep_mac, vtep_ip: n.subnet.network() }
+}
+
+impl Installer for VxlanInstaller {
+    fn add(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+        if let Some(d) = self.direct_for(n) {
+            return d.add(nl, n);
+        }
+        self.tables.add_peer(&peer(n));
+        nl.add_neigh(self.ifindex, n.subnet.network(), n.vtep_mac.0)?;
+        nl.add_route(&self.route(n))
+    }
+
+    fn remove(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+        if let Some(d) = self.direct_for(n) {
+            return d.remove(nl, n);
+        }
+        nl.del_route(&self.route(n))?;
+        nl.del_neigh(self.ifindex, n.subnet.network())?;
+        self.tables.remove_peer(&peer(n));
+        Ok(())
+    }
+
+    fn set_device(&mut self, ifindex: u32) {
+        self.ifindex = ifindex;
+    }
+}
+
+pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Started, RunError> {
+    udp::probe_port(cfg.node.public_ip, cfg.vxlan.port)?;
+    let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
+    let mtu = match cfg.vxlan.mtu {
+        Some(m) => m as u32,
+        None => underlay.mtu("vxlan.mtu")?.saturating_sub(VXLAN_OVERHEAD).max(68),
+    };
+    let queues = tap::open(&cfg.vxlan.device, opts.workers)?;
+    let sockets = (0..queues.len())
+        .map(|_| UdpUnderlay::bind(cfg.node.public_ip, cfg.vxlan.port, opts.source_ports))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (offloads, offload) = negotiate_offloads(opts.offload, &queues, &sockets);
+    let device = DeviceSpec {
+        kind: Kind::Tap,
+        name: cfg.vxlan.device.clone(),
+        mtu,
+        mac: Some(cfg.vxlan.mac.0),
+        addr: cfg.node.vtep_ip(),
+        offload,
+        queues: queues.len(),
+    };
+    let ifindex = device.configure(&mut nl)?;
+    let tables = Tables::new();
+    let direct = cfg.vxlan.direct_routing.then_some(DirectRoutes { underlay });
+    let installer = VxlanInstaller::new(ifindex, tables.clone(), direct);
+    // Before anything is installed, so a failure leaves nothing behind; CAP_NET_ADMIN stays for
+    // the peers, reloads and the teardown.
+    super::drop_privileges(opts)?;
+    let overlay = install(Overlay::with_installer(nl, tables.clone(), Box::new(installer)), &cfg.peers)?;
+    tracing::info!(device = %device.name, vni = %cfg.vxlan.vni, mtu, peers = cfg.peers.len(), workers = queues.len(), "forwarding");
+
+    let vtep = Vtep { vni: cfg.vxlan.vni, mac: cfg.vxlan.mac, ip: cfg.node.vtep_ip(), mtu: mtu as u16 };
+    let mut started = Started::without_workers(overlay);
+    started.device = Some(device);
+    for (i, (tap, udp)) in queues.into_iter().zip(sockets).enumerate() {
+        let (tables, stop, port, batch) = (tables.clone(), stop.clone(), cfg.vxlan.port, opts.batch);
+        spawn_worker(&mut started, i, move |counters, new_tap| {
+            let wc = WorkerConfig { vtep, port, batch, offloads, tables, counters, stop, new_tap };
+            Worker::new(wc, tap, udp).run()
+        })?;
+    }
+    Ok(started)
+}
+
+/// Turns on what the kernel offers: TSO/checksum offload on the TAP (so it hands us 64 KB TCP
+/// super-frames), UDP GSO on the send sockets and UDP GRO on the receive sockets. Each one that
+/// is refused is logged and left off; forwarding works without any of them.
+fn negotiate_offloads(wanted: bool, queues: &[TapQueue], underlays: &[UdpUnderlay]) -> (Offloads, u32) {
+    let flags = tap::TUN_F_CSUM | tap::TUN_F_TSO4 | tap::TUN_F_TSO6;
+    let mut tso = wanted;
+    for q in queues {
+        if let Err(e) = q.set_offload(if tso { flags } else { 0 }) {
+            tracing::warn!(error = %e, "TAP refuses TSO/checksum offload; reading plain frames");
+            tso = false;
+            let _ = q.set_offload(0);
+        }
+    }
+    let udp_gso = wanted && underlays.iter().all(|u| u.tx.iter().all(udp::gso_supported));
+    let tap_gro = wanted && underlays.iter().all(|u| udp::enable_gro(&u.rx));
+    tracing::info!(tap_tso = tso, udp_gso, udp_gro = tap_gro, "offloads");
+    (Offloads { udp_gso, tap_gro }, if tso { flags } else { 0 })
+}

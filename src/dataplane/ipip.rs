@@ -1,0 +1,619 @@
+//! IP-in-IP (RFC 2003) encapsulation and decapsulation, as Calico's IPIP mode puts it on the wire.
+//!
+//! ```text
+//! +---------------------------+
+//! |      Outer IP Header      |   protocol 4, no options, built here
+//! +---------------------------+
+//! |       IP Header           |   the packet from the TUN device, unchanged
+//! |       IP Payload          |
+//! +---------------------------+
+//! ```
+//!
+//! Buffer layout, chosen so that neither direction moves the inner packet:
+//! ```text
+//! 0        8            20
+//! |    outer IPv4 (20)   | inner IPv4 packet ...   encapsulated, as sent on the raw socket
+//! | spare  | vnet (12)   | inner IPv4 packet ...   as read from the TUN device
+//! | outer IPv4 (IHL)     | inner ...               as received (the inner starts at the outer IHL)
+//! ```
+//! Encapsulation reads the vnet header, then writes the outer header over it; decapsulation writes
+//! a vnet header into the last 12 bytes of the outer header, wherever the received IHL puts them.
+//!
+//! The outer header follows RFC 2003 §3.1: TTL set by the encapsulator (configured, default 64),
+//! TOS copied, DF copied from the inner header (a clear DF stays clear so the underlay may
+//! fragment), no options. The identification is left 0: the raw socket sends with IP_HDRINCL,
+//! and the kernel then picks an ID itself for packets that may be fragmented (and leaves 0 on DF
+//! packets, which RFC 6864 allows for atomic datagrams).
+use super::encap::complete_checksum;
+use super::{DropReason, IpipRxVerdict, IpipTxVerdict};
+use crate::table::Lpm;
+use crate::wire::ipv4::{self, PROTO_ICMP, PROTO_IPIP};
+use crate::wire::vnet::{self, VnetHdr};
+use crate::wire::{checksum, put_be16};
+use ipnet::Ipv4Net;
+use rustc_hash::FxHashMap;
+use std::net::Ipv4Addr;
+
+/// Length of the outer header vtepd builds.
+pub const OUTER_LEN: usize = ipv4::MIN_HEADER_LEN;
+/// Offset of the inner packet in a buffer read from the TUN device.
+pub const INNER_OFFSET: usize = OUTER_LEN;
+/// Where a TUN read starts, so the vnet header ends right where the inner packet begins.
+pub const TUN_OFFSET: usize = INNER_OFFSET - vnet::HEADER_LEN;
+/// ICMP errors quote as much of the offending packet as fits in 576 bytes (RFC 1812 §4.3.2.3).
+const ICMP_QUOTE_MAX: usize = 576 - ipv4::MIN_HEADER_LEN - 8;
+/// TTL of the ICMP errors vtepd originates.
+const ICMP_TTL: u8 = 64;
+/// Precedence "internetwork control", as Linux marks its own ICMP errors.
+const ICMP_TOS: u8 = 0xc0;
+
+/// This end of the tunnel: fixed for the life of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel {
+    /// Outer source address (the node's underlay address).
+    pub local: Ipv4Addr,
+    /// The node's pod subnet: the only inner destinations accepted from peers.
+    pub subnet: Ipv4Net,
+    /// Largest inner packet (the TUN device's MTU).
+    pub mtu: u16,
+    /// Outer TTL.
+    pub ttl: u8,
+}
+
+/// Decides what to do with the packet at `buf[INNER_OFFSET..INNER_OFFSET + len]`, read from the TUN
+/// together with its vnet header at `buf[TUN_OFFSET..INNER_OFFSET]`. On `Forward` the outer header is
+/// in `buf[..OUTER_LEN]` and any partial checksum has been completed.
+pub fn dispatch_packet(t: &Tunnel, routes: &Lpm<Ipv4Addr>, buf: &mut [u8], len: usize) -> IpipTxVerdict {
+    if buf.len() < INNER_OFFSET + len {
+        return IpipTxVerdict::Drop(DropReason::TxMalformed);
+    }
+    let Ok(vnet) = VnetHdr::parse(&buf[TUN_OFFSET..INNER_OFFSET]) else {
+        return IpipTxVerdict::Drop(DropReason::TxBadVnetHdr);
+    };
+    // Offloads are off on the TUN device, so the kernel never hands us a super-packet; one here is a
+    // bug we refuse rather than send as a 64 KB datagram.
+    if vnet.is_gso() {
+        return IpipTxVerdict::Drop(DropReason::TxBadVnetHdr);
+    }
+    let inner = &buf[INNER_OFFSET..INNER_OFFSET + len];
+    if inner.first().map(|b| b >> 4) != Some(4) {
+        return IpipTxVerdict::Drop(DropReason::TxNotIpv4);
+    }
+    let Ok(ip) = ipv4::Packet::new_checked(inner) else {
+        return IpipTxVerdict::Drop(DropReason::TxMalformed);
+    };
+    let Some(remote) = routes.lookup(ip.dst()) else {
+        return IpipTxVerdict::Drop(DropReason::TxNoRoute);
+    };
+    let outer = ipv4::Repr {
+        src: t.local,
+        dst: remote,
+        protocol: PROTO_IPIP,
+        payload_len: ip.total_len(),
+        ttl: t.ttl,
+        tos: ip.tos(),
+        ident: 0,
+        dont_frag: ip.dont_frag(),
+    };
+    let total = outer.payload_len;
+    // Before a possible split into fragments: the checksum covers the whole L4 segment.
+    if vnet.needs_csum() {
+        let inner = &mut buf[INNER_OFFSET..INNER_OFFSET + total as usize];
+        if !complete_checksum(inner, vnet.csum_start, vnet.csum_offset) {
+            return IpipTxVerdict::Drop(DropReason::TxBadVnetHdr);
+        }
+    }
+    if total > t.mtu {
+        return too_big(t, remote, buf, total as usize);
+    }
+    outer.emit(&mut buf[..OUTER_LEN]);
+    IpipTxVerdict::Forward { dst: remote, len: OUTER_LEN + total as usize }
+}
+
+/// An inner packet over the tunnel MTU: what a router does. With DF set it answers "fragmentation
+/// needed" (RFC 1191) so the sender lowers its path MTU; without DF it fragments (RFC 791).
+fn too_big(t: &Tunnel, remote: Ipv4Addr, buf: &mut [u8], total: usize) -> IpipTxVerdict {
+    let inner = &buf[INNER_OFFSET..INNER_OFFSET + total];
+    let Ok(ip) = ipv4::Packet::new_checked(inner) else {
+        return IpipTxVerdict::Drop(DropReason::TxMalformed);
+    };
+    if !ip.dont_frag() {
+        // Options would have to be copied or not per their copy bit; no host sends them, so a
+        // packet with options is refused rather than fragmented half-right.
+        if ip.header_len() != ipv4::MIN_HEADER_LEN {
+            return IpipTxVerdict::Drop(DropReason::TxTooBig);
+        }
+        return IpipTxVerdict::Fragment { dst: remote, len: total };
+    }
+    if !may_send_icmp_error(&ip) {
+        return IpipTxVerdict::Drop(DropReason::TxTooBig);
+    }
+    match frag_needed(buf, total, t.mtu) {
+        Some(len) => IpipTxVerdict::Reply { start: TUN_OFFSET, len },
+        None => IpipTxVerdict::Drop(DropReason::TxTooBig),
+    }
+}
+
+/// IPIP packets written back to back by [`fragment`]: `count` of them, each `stride` bytes but
+/// the last (`last_len`), outer header included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragments {
+    pub count: usize,
+    pub stride: usize,
+    pub last_len: usize,
+}
+
+impl Fragments {
+    /// Where packet `i` lies in the output buffer.
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let len = if i + 1 == self.count { self.last_len } else { self.stride };
+        i * self.stride..i * self.stride + len
+    }
+}
+
+/// Splits `pkt` (an IPv4 packet without options whose DF is clear) into RFC 791 fragments of at
+/// most `t.mtu` bytes and encapsulates each for `remote`, back to back in `out`. A packet that is
+/// itself a fragment keeps its offset and MF bit. `None` if `out` is too small or the MTU leaves
+/// no room for data. The peer decapsulates the fragments one by one and the destination host
+/// reassembles them, exactly as if a router on the path had fragmented the packet.
+pub fn fragment(t: &Tunnel, remote: Ipv4Addr, pkt: &[u8], out: &mut [u8]) -> Option<Fragments> {
+    let ip = ipv4::Packet::new_checked(pkt).ok()?;
+    let hl = ip.header_len();
+    let data = &pkt[hl..ip.total_len() as usize];
+    let max = (t.mtu as usize).checked_sub(hl)? / 8 * 8;
+    if max == 0 || hl != ipv4::MIN_HEADER_LEN {
+        return None;
+    }
+    let count = data.len().div_ceil(max);
+    let last_data = data.len() - (count - 1) * max;
+    let frags = Fragments { count, stride: OUTER_LEN + hl + max, last_len: OUTER_LEN + hl + last_data };
+    if out.len() < frags.range(count - 1).end {
+        return None;
+    }
+    let (base_offset, more_after) = (ip.frag_offset(), ip.more_frags());
+    for (i, chunk) in data.chunks(max).enumerate() {
+        let o = &mut out[frags.range(i)];
+        o[OUTER_LEN..OUTER_LEN + hl].copy_from_slice(&pkt[..hl]);
+        o[OUTER_LEN + hl..].copy_from_slice(chunk);
+        let mf = if i + 1 < count || more_after { FLAG_MF } else { 0 };
+        put_be16(o, OUTER_LEN + 6, mf | (base_offset + (i * max / 8) as u16));
+        put_be16(o, OUTER_LEN + 2, (hl + chunk.len()) as u16);
+        put_be16(o, OUTER_LEN + 10, 0);
+        let c = checksum::finish(checksum::sum(&o[OUTER_LEN..OUTER_LEN + hl], 0));
+        put_be16(o, OUTER_LEN + 10, c);
+        let outer = ipv4::Repr {
+            src: t.local,
+            dst: remote,
+            protocol: PROTO_IPIP,
+            payload_len: (hl + chunk.len()) as u16,
+            ttl: t.ttl,
+            tos: ip.tos(),
+            ident: 0,
+            dont_frag: false,
+        };
+        outer.emit(&mut o[..OUTER_LEN]);
+    }
+    Some(frags)
+}
+
+const FLAG_MF: u16 = 0x2000;
+
+/// RFC 1812 §4.3.2.7: no ICMP error about an ICMP error, a non-initial fragment, or a packet whose
+/// source does not name one host.
+fn may_send_icmp_error(ip: &ipv4::Packet<&[u8]>) -> bool {
+    let src = ip.src();
+    if src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src.is_loopback() {
+        return false;
+    }
+    if ip.frag_offset() != 0 {
+        return false;
+    }
+    if ip.protocol() == PROTO_ICMP {
+        // Only queries (echo, timestamp, ...) may be answered with an error.
+        let icmp_type = ip.payload().first().copied().unwrap_or(255);
+        return matches!(icmp_type, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18);
+    }
+    true
+}
+
+/// Rewrites the buffer into an ICMP "fragmentation needed" (type 3 code 4, RFC 1191 §4) for the
+/// packet at `buf[INNER_OFFSET..INNER_OFFSET + total]`, ready to write to the TUN from `TUN_OFFSET`;
+/// returns its length including the vnet header.
+///
+/// The error is sourced from the original destination rather than from this node: written into the
+/// TUN it arrives as a received packet, and the kernel drops received packets whose source is one
+/// of its own addresses (a martian, unless accept_local is set), while the destination routes back
+/// through the TUN and passes reverse-path filtering.
+fn frag_needed(buf: &mut [u8], total: usize, mtu: u16) -> Option<usize> {
+    let quote = total.min(ICMP_QUOTE_MAX);
+    let icmp_at = INNER_OFFSET + ipv4::MIN_HEADER_LEN;
+    let quote_at = icmp_at + 8;
+    if buf.len() < quote_at + quote {
+        return None;
+    }
+    let ip = ipv4::Packet::new_checked(&buf[INNER_OFFSET..INNER_OFFSET + total]).ok()?;
+    let (orig_src, orig_dst) = (ip.src(), ip.dst());
+    buf.copy_within(INNER_OFFSET..INNER_OFFSET + quote, quote_at);
+    let icmp = &mut buf[icmp_at..quote_at + quote];
+    icmp[..8].copy_from_slice(&[3, 4, 0, 0, 0, 0, 0, 0]);
+    put_be16(icmp, 6, mtu);
+    let c = checksum::finish(checksum::sum(icmp, 0));
+    put_be16(icmp, 2, c);
+    let reply = ipv4::Repr {
+        src: orig_dst,
+        dst: orig_src,
+        protocol: PROTO_ICMP,
+        payload_len: (8 + quote) as u16,
+        ttl: ICMP_TTL,
+        tos: ICMP_TOS,
+        ident: 0,
+        // At most 576 bytes, so never fragmented: an atomic datagram, ID 0 allowed (RFC 6864).
+        dont_frag: true,
+    };
+    reply.emit(&mut buf[INNER_OFFSET..icmp_at]);
+    VnetHdr::default().emit(&mut buf[TUN_OFFSET..INNER_OFFSET]);
+    Some(vnet::HEADER_LEN + ipv4::MIN_HEADER_LEN + 8 + quote)
+}
+
+/// Decides what to do with the packet at `buf[..len]` received on the raw IPIP socket from `src`
+/// (outer header included). On `Deliver` a vnet header has been written in front of the inner packet.
+///
+/// Checks run cheapest and most hostile first: a stranger's packet is dropped before a header byte
+/// is trusted, and every length is checked against the one before it.
+pub fn process_packet(t: &Tunnel, peers: &FxHashMap<Ipv4Addr, ()>, src: Ipv4Addr, buf: &mut [u8], len: usize) -> IpipRxVerdict {
+    if !peers.contains_key(&src) {
+        return IpipRxVerdict::Drop(DropReason::RxUnknownSource);
+    }
+    let Some(pkt) = buf.get(..len) else {
+        return IpipRxVerdict::Drop(DropReason::RxOuterMalformed);
+    };
+    let Ok(outer) = ipv4::Packet::new_checked(pkt) else {
+        return IpipRxVerdict::Drop(DropReason::RxOuterMalformed);
+    };
+    if outer.protocol() != PROTO_IPIP {
+        return IpipRxVerdict::Drop(DropReason::RxNotIpip);
+    }
+    if outer.is_fragment() {
+        return IpipRxVerdict::Drop(DropReason::RxOuterFragment);
+    }
+    let at = outer.header_len();
+    let payload = outer.payload();
+    if payload.len() < ipv4::MIN_HEADER_LEN {
+        return IpipRxVerdict::Drop(DropReason::RxInnerTruncated);
+    }
+    let Ok(inner) = ipv4::Packet::new_checked(payload) else {
+        return IpipRxVerdict::Drop(DropReason::RxInnerMalformed);
+    };
+    if !inner.header_checksum_ok() {
+        return IpipRxVerdict::Drop(DropReason::RxInnerBadChecksum);
+    }
+    if !t.subnet.contains(&inner.dst()) {
+        return IpipRxVerdict::Drop(DropReason::RxInnerNotOurs);
+    }
+    let inner_len = inner.total_len() as usize;
+    // `at` >= 20 (the view checked IHL), so the vnet header fits in front of the inner packet.
+    let start = at - vnet::HEADER_LEN;
+    VnetHdr::default().emit(&mut buf[start..at]);
+    IpipRxVerdict::Deliver { start, len: vnet::HEADER_LEN + inner_len }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{Icmpv4Type, IpNumber, Ipv4Header, Ipv4Slice, PacketBuilder};
+
+    const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+    fn tunnel() -> Tunnel {
+        Tunnel { local: LOCAL, subnet: "10.244.1.0/24".parse().unwrap(), mtu: 1480, ttl: 64 }
+    }
+
+    fn routes() -> Lpm<Ipv4Addr> {
+        let mut r = Lpm::default();
+        r.insert("10.244.2.0/24".parse().unwrap(), PEER);
+        r
+    }
+
+    fn peers() -> FxHashMap<Ipv4Addr, ()> {
+        let mut p = FxHashMap::default();
+        p.insert(PEER, ());
+        p
+    }
+
+    /// ICMP echo 10.244.1.2 → `dst`, `payload` bytes, built by etherparse.
+    fn echo(src: [u8; 4], dst: [u8; 4], payload: usize) -> Vec<u8> {
+        let b = PacketBuilder::ipv4(src, dst, 63).icmpv4_echo_request(0x1234, 7);
+        let mut out = Vec::new();
+        b.write(&mut out, &vec![0x5a; payload]).unwrap();
+        out
+    }
+
+    fn tun_buffer(pkt: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; INNER_OFFSET + pkt.len().max(600) + 64];
+        b[INNER_OFFSET..INNER_OFFSET + pkt.len()].copy_from_slice(pkt);
+        b
+    }
+
+    fn dispatch(pkt: &[u8]) -> (IpipTxVerdict, Vec<u8>) {
+        let mut buf = tun_buffer(pkt);
+        let v = dispatch_packet(&tunnel(), &routes(), &mut buf, pkt.len());
+        (v, buf)
+    }
+
+    #[test]
+    fn encapsulates_byte_exact() {
+        let mut inner = echo([10, 244, 1, 2], [10, 244, 2, 2], 56);
+        inner[1] = 0xb8; // DSCP EF, to see TOS copied
+        let c = Ipv4Header::from_slice(&inner).unwrap().0.calc_header_checksum();
+        inner[10..12].copy_from_slice(&c.to_be_bytes());
+        let (v, buf) = dispatch(&inner);
+        assert_eq!(v, IpipTxVerdict::Forward { dst: PEER, len: 20 + inner.len() });
+        #[rustfmt::skip]
+        let want_outer: [u8; 20] = [
+            0x45, 0xb8, 0x00, 0x68, // v4 IHL 5, TOS copied, total 20 + 84
+            0x00, 0x00, 0x40, 0x00, // ID 0 (kernel picks), DF copied from the inner packet
+            0x40, 0x04, 0x00, 0x00, // TTL 64, protocol 4, checksum (patched below)
+            192, 0, 2, 1, 192, 0, 2, 2,
+        ];
+        let mut want = want_outer;
+        let c = checksum::finish(checksum::sum(&want, 0));
+        want[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(&buf[..20], &want);
+        assert_eq!(&buf[20..20 + inner.len()], &inner[..], "inner packet untouched");
+
+        // Independent decode: etherparse sees IPIP with a valid checksum and the inner echo.
+        let outer = Ipv4Slice::from_slice(&buf[..20 + inner.len()]).unwrap();
+        let h = outer.header().to_header();
+        assert_eq!(h.protocol, IpNumber::IPV4);
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert!(h.dont_fragment && h.time_to_live == 64);
+        let inner_view = Ipv4Slice::from_slice(outer.payload().payload).unwrap();
+        assert_eq!(inner_view.header().destination(), [10, 244, 2, 2]);
+    }
+
+    #[test]
+    fn df_clear_stays_clear() {
+        let mut inner = echo([10, 244, 1, 2], [10, 244, 2, 2], 56);
+        inner[6] = 0; // clear DF
+        let c = Ipv4Header::from_slice(&inner).unwrap().0.calc_header_checksum();
+        inner[10..12].copy_from_slice(&c.to_be_bytes());
+        let (_, buf) = dispatch(&inner);
+        let h = Ipv4Header::from_slice(&buf[..20]).unwrap().0;
+        assert!(!h.dont_fragment);
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+    }
+
+    #[test]
+    fn tx_drops_with_reasons() {
+        let good = echo([10, 244, 1, 2], [10, 244, 2, 2], 56);
+        let cases: Vec<(Vec<u8>, DropReason)> = vec![
+            (echo([10, 244, 1, 2], [10, 244, 9, 2], 56), DropReason::TxNoRoute),
+            ({ let mut p = good.clone(); p[0] = 0x60; p }, DropReason::TxNotIpv4),
+            ({ let mut p = good.clone(); p[0] = 0x44; p }, DropReason::TxMalformed),
+            ({ let mut p = good.clone(); p[2] = 0x7f; p }, DropReason::TxMalformed),
+            (good[..12].to_vec(), DropReason::TxMalformed),
+            (Vec::new(), DropReason::TxNotIpv4),
+        ];
+        for (pkt, want) in cases {
+            assert_eq!(dispatch(&pkt).0, IpipTxVerdict::Drop(want), "{want:?}");
+        }
+        let mut buf = tun_buffer(&good);
+        buf[TUN_OFFSET + 1] = vnet::GSO_TCPV4;
+        let v = dispatch_packet(&tunnel(), &routes(), &mut buf, good.len());
+        assert_eq!(v, IpipTxVerdict::Drop(DropReason::TxBadVnetHdr));
+    }
+
+    #[test]
+    fn too_big_with_df_answers_frag_needed() {
+        let big = echo([10, 244, 1, 2], [10, 244, 2, 2], 1480); // 1508 bytes > MTU 1480
+        let (v, buf) = dispatch(&big);
+        let IpipTxVerdict::Reply { start, len } = v else { panic!("want ICMP, got {v:?}") };
+        assert_eq!(start, TUN_OFFSET);
+        assert_eq!(&buf[start..start + 12], &[0u8; 12], "plain vnet header");
+        let reply = &buf[start + 12..start + len];
+        assert_eq!(reply.len(), 576, "quotes up to 576 bytes in all");
+        let ip = Ipv4Slice::from_slice(reply).unwrap();
+        let h = ip.header().to_header();
+        assert_eq!((h.source, h.destination), ([10, 244, 2, 2], [10, 244, 1, 2]));
+        assert_eq!(h.protocol, IpNumber::ICMP);
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        let icmp = etherparse::Icmpv4Slice::from_slice(ip.payload().payload).unwrap();
+        match icmp.icmp_type() {
+            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu }) => {
+                assert_eq!(next_hop_mtu, 1480)
+            }
+            other => panic!("wrong ICMP type {other:?}"),
+        }
+        let want = etherparse::Icmpv4Header::with_checksum(icmp.icmp_type(), icmp.payload());
+        assert_eq!(icmp.checksum(), want.checksum, "ICMP checksum");
+        assert_eq!(icmp.payload(), &big[..548], "quote is the start of the original packet");
+    }
+
+    /// A 3000-byte UDP datagram, DF clear, as etherparse builds it.
+    fn big_udp() -> Vec<u8> {
+        let mut p = Vec::new();
+        let data: Vec<u8> = (0..2972u32).map(|i| (i * 7) as u8).collect();
+        PacketBuilder::ipv4([10, 244, 1, 2], [10, 244, 2, 2], 64).udp(40000, 5001).write(&mut p, &data).unwrap();
+        p[6] = 0; // etherparse sets DF
+        let c = Ipv4Header::from_slice(&p).unwrap().0.calc_header_checksum();
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn too_big_without_df_is_fragmented() {
+        let big = big_udp();
+        assert_eq!(big.len(), 3000);
+        let (v, buf) = dispatch(&big);
+        assert_eq!(v, IpipTxVerdict::Fragment { dst: PEER, len: 3000 });
+        let mut out = vec![0u8; 8192];
+        let f = fragment(&tunnel(), PEER, &buf[INNER_OFFSET..INNER_OFFSET + 3000], &mut out).unwrap();
+        // 2980 data bytes in pieces of 1456 (1480 - 20, rounded down to 8): 1456 + 1456 + 68.
+        assert_eq!(f, Fragments { count: 3, stride: 20 + 20 + 1456, last_len: 20 + 20 + 68 });
+        let mut data = Vec::new();
+        for i in 0..f.count {
+            let pkt = &out[f.range(i)];
+            let outer = Ipv4Header::from_slice(pkt).unwrap().0;
+            assert_eq!((outer.protocol, outer.dont_fragment), (IpNumber::IPV4, false));
+            assert_eq!(outer.header_checksum, outer.calc_header_checksum());
+            assert_eq!(outer.total_len as usize, pkt.len());
+            let inner = Ipv4Header::from_slice(&pkt[20..]).unwrap().0;
+            assert_eq!(inner.header_checksum, inner.calc_header_checksum(), "fragment {i}");
+            assert_eq!(inner.total_len as usize, pkt.len() - 20);
+            assert_eq!(inner.more_fragments, i + 1 < f.count);
+            assert_eq!(inner.fragment_offset.value() as usize * 8, data.len());
+            assert!(inner.total_len <= 1480);
+            data.extend_from_slice(&pkt[40..]);
+        }
+        assert_eq!(data, &big[20..], "the fragments reassemble to the original payload");
+    }
+
+    #[test]
+    fn a_fragment_is_fragmented_further_and_keeps_mf() {
+        let mut frag = big_udp();
+        frag[6] = 0x20; // MF, offset 0x0010 (128 bytes)
+        frag[7] = 0x10;
+        let c = Ipv4Header::from_slice(&frag).unwrap().0.calc_header_checksum();
+        frag[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut out = vec![0u8; 8192];
+        let f = fragment(&tunnel(), PEER, &frag, &mut out).unwrap();
+        let offsets: Vec<(u16, bool)> = (0..f.count)
+            .map(|i| {
+                let h = Ipv4Header::from_slice(&out[f.range(i)][20..]).unwrap().0;
+                (h.fragment_offset.value(), h.more_fragments)
+            })
+            .collect();
+        assert_eq!(offsets, vec![(16, true), (16 + 182, true), (16 + 364, true)]);
+        assert_eq!(fragment(&tunnel(), PEER, &frag, &mut out[..100]), None, "no room");
+    }
+
+    #[test]
+    fn too_big_without_icmp() {
+        // An ICMP error about an ICMP error is never sent: a destination-unreachable, too big.
+        let mut err = echo([10, 244, 1, 2], [10, 244, 2, 2], 1480);
+        err[20] = 3;
+        assert_eq!(dispatch(&err).0, IpipTxVerdict::Drop(DropReason::TxTooBig));
+        let bcast = echo([255, 255, 255, 255], [10, 244, 2, 2], 1480);
+        assert_eq!(dispatch(&bcast).0, IpipTxVerdict::Drop(DropReason::TxTooBig));
+    }
+
+    // ---- receive side
+
+    /// Outer header from `src` around `inner`, built by etherparse.
+    fn ipip(src: [u8; 4], inner: &[u8]) -> Vec<u8> {
+        let mut h = Ipv4Header::new(inner.len() as u16, 64, IpNumber::IPV4, src, LOCAL.octets()).unwrap();
+        h.header_checksum = h.calc_header_checksum();
+        let mut out = h.to_bytes().to_vec();
+        out.extend_from_slice(inner);
+        out
+    }
+
+    fn process(pkt: &[u8], src: Ipv4Addr) -> (IpipRxVerdict, Vec<u8>) {
+        let mut buf = pkt.to_vec();
+        buf.resize(pkt.len() + 64, 0);
+        let v = process_packet(&tunnel(), &peers(), src, &mut buf, pkt.len());
+        (v, buf)
+    }
+
+    #[test]
+    fn decapsulates_byte_exact() {
+        let inner = echo([10, 244, 2, 2], [10, 244, 1, 2], 56);
+        let pkt = ipip(PEER.octets(), &inner);
+        let (v, buf) = process(&pkt, PEER);
+        assert_eq!(v, IpipRxVerdict::Deliver { start: 8, len: 12 + inner.len() });
+        assert_eq!(&buf[8..20], &[0u8; 12]);
+        assert_eq!(&buf[20..20 + inner.len()], &inner[..]);
+    }
+
+    #[test]
+    fn outer_options_move_the_inner_start() {
+        let inner = echo([10, 244, 2, 2], [10, 244, 1, 2], 8);
+        let mut h = Ipv4Header::new(inner.len() as u16, 64, IpNumber::IPV4, PEER.octets(), LOCAL.octets()).unwrap();
+        h.options = [1u8, 1, 1, 0][..].try_into().unwrap(); // NOP NOP NOP EOL
+        h.total_len = (24 + inner.len()) as u16;
+        h.header_checksum = h.calc_header_checksum();
+        let mut pkt = h.to_bytes().to_vec();
+        pkt.extend_from_slice(&inner);
+        let (v, buf) = process(&pkt, PEER);
+        assert_eq!(v, IpipRxVerdict::Deliver { start: 12, len: 12 + inner.len() });
+        assert_eq!(&buf[24..24 + inner.len()], &inner[..]);
+    }
+
+    #[test]
+    fn encap_then_decap_round_trips() {
+        let inner = echo([10, 244, 2, 2], [10, 244, 1, 2], 100);
+        // Peer side: route 10.244.1.0/24 → us.
+        let peer = Tunnel { local: PEER, subnet: "10.244.2.0/24".parse().unwrap(), mtu: 1480, ttl: 64 };
+        let mut r = Lpm::default();
+        r.insert("10.244.1.0/24".parse().unwrap(), LOCAL);
+        let mut buf = tun_buffer(&inner);
+        let IpipTxVerdict::Forward { len, .. } = dispatch_packet(&peer, &r, &mut buf, inner.len()) else { panic!() };
+        let (v, out) = process(&buf[..len], PEER);
+        let IpipRxVerdict::Deliver { start, len } = v else { panic!("{v:?}") };
+        assert_eq!(&out[start + 12..start + len], &inner[..]);
+    }
+
+    #[test]
+    fn rx_drops_with_reasons() {
+        let inner = echo([10, 244, 2, 2], [10, 244, 1, 2], 56);
+        let good = ipip(PEER.octets(), &inner);
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut p = good.clone();
+            f(&mut p);
+            p
+        };
+        let refill_outer = |p: &mut Vec<u8>| {
+            p[10] = 0;
+            p[11] = 0;
+            let c = checksum::finish(checksum::sum(&p[..20], 0));
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+        };
+        let cases: Vec<(Vec<u8>, Ipv4Addr, DropReason)> = vec![
+            (good.clone(), Ipv4Addr::new(192, 0, 2, 99), DropReason::RxUnknownSource),
+            (good[..10].to_vec(), PEER, DropReason::RxOuterMalformed),
+            (with(&|p| p[0] = 0x44), PEER, DropReason::RxOuterMalformed),
+            (with(&|p| p[0] = 0x65), PEER, DropReason::RxOuterMalformed),
+            (with(&|p| p[2] = 0x7f), PEER, DropReason::RxOuterMalformed),
+            (with(&|p| { p[9] = 41; refill_outer(p) }), PEER, DropReason::RxNotIpip),
+            (with(&|p| { p[6] = 0x20; refill_outer(p) }), PEER, DropReason::RxOuterFragment),
+            (with(&|p| { p[6] = 0x00; p[7] = 0x10; refill_outer(p) }), PEER, DropReason::RxOuterFragment),
+            (ipip(PEER.octets(), &inner[..19]), PEER, DropReason::RxInnerTruncated),
+            (ipip(PEER.octets(), &{ let mut i = inner.clone(); i[0] = 0x43; i }), PEER, DropReason::RxInnerMalformed),
+            (ipip(PEER.octets(), &{ let mut i = inner.clone(); i[0] = 0x65; i }), PEER, DropReason::RxInnerMalformed),
+            (ipip(PEER.octets(), &{ let mut i = inner.clone(); i[2] = 0x05; i }), PEER, DropReason::RxInnerMalformed),
+            (ipip(PEER.octets(), &{ let mut i = inner.clone(); i[3] = 0x00; i[2] = 0; i }), PEER, DropReason::RxInnerMalformed),
+            (ipip(PEER.octets(), &{ let mut i = inner.clone(); i[8] ^= 1; i }), PEER, DropReason::RxInnerBadChecksum),
+            (ipip(PEER.octets(), &echo([10, 244, 2, 2], [10, 244, 3, 2], 56)), PEER, DropReason::RxInnerNotOurs),
+        ];
+        for (i, (pkt, src, want)) in cases.into_iter().enumerate() {
+            assert_eq!(process(&pkt, src).0, IpipRxVerdict::Drop(want), "case {i}: {want:?}");
+        }
+        // A length beyond the buffer is refused, not indexed.
+        let mut buf = good.clone();
+        let v = process_packet(&tunnel(), &peers(), PEER, &mut buf, good.len() + 1);
+        assert_eq!(v, IpipRxVerdict::Drop(DropReason::RxOuterMalformed));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A cheap deterministic fuzz of both directions over short, odd inputs.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for n in 0..4000usize {
+            let len = n % 90;
+            let mut buf = vec![0u8; 700];
+            for b in buf.iter_mut().take(INNER_OFFSET + len) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            if n % 3 == 0 {
+                buf[INNER_OFFSET] = 0x45;
+                buf[0] = 0x45;
+            }
+            let _ = dispatch_packet(&tunnel(), &routes(), &mut buf.clone(), len);
+            let _ = process_packet(&tunnel(), &peers(), PEER, &mut buf, len);
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The IPIP worker loop: one TUN queue, one raw send socket and (for one worker only) the raw
+//! receive socket, moved in batches.
+//!
+//! It has the shape of [`super::worker`] — poll both sides, drain up to `batch` packets from the
+//! readable one, run the core over them with table snapshots loaded once per batch, flush counters
+//! once per batch — with the TUN/raw-socket specifics: the TUN read starts at
+//! [`TUN_OFFSET`] so that the outer header can be written in front of the packet, and raw sockets
+//! need no source-port spreading (there are no ports), so one send socket per worker suffices.
+use super::tun::TunQueue;
+use super::udp::{MmsgScratch, Received};
+use super::Slots;
+use crate::dataplane::ipip::{dispatch_packet, fragment, process_packet, Tunnel, INNER_OFFSET, OUTER_LEN, TUN_OFFSET};
+use crate::dataplane::{Counters, DropReason, IpipRxVerdict, IpipTxVerdict, LocalCounters};
+use crate::table::Tables;
+use crate::wire::vnet;
+use socket2::Socket;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Room for the largest packet a TUN can hand us (or an IPv4 packet can be), plus headroom.
+const SLOT_SIZE: usize = INNER_OFFSET + 65_536;
+/// Room for the fragments of the largest packet at the smallest MTU (68: 48 data bytes and 40 of
+/// headers per fragment, 1366 fragments).
+const FRAG_BUF_SIZE: usize = 128 * 1024;
+/// How long a worker sleeps in poll before it looks at the stop flag again.
+const POLL_TIMEOUT_MS: i32 = 200;
+
+/// Everything an IPIP worker needs; built by the control side, moved into the thread.
+pub struct IpipWorkerConfig {
+    pub tunnel: Tunnel,
+    pub batch: usize,
+    pub tables: Arc<Tables>,
+    pub counters: Arc<Counters>,
+    pub stop: Arc<AtomicBool>,
+    /// A replacement queue after the device was deleted and recreated under us.
+    pub new_tun: crossbeam_channel::Receiver<TunQueue>,
+}
+
+/// An encapsulated packet waiting for sendmmsg.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    slot: u32,
+    len: u32,
+    dst: Ipv4Addr,
+}
+
+pub struct IpipWorker {
+    cfg: IpipWorkerConfig,
+    tun: TunQueue,
+    tx: Socket,
+    /// The receive socket, on exactly one worker (see `io::raw` for why).
+    rx: Option<Socket>,
+    tx_slots: Slots,
+    rx_slots: Slots,
+    scratch: MmsgScratch,
+    pending: Vec<Pending>,
+    /// Fragments of one oversized packet, back to back.
+    frag_buf: Vec<u8>,
+    received: Vec<Received>,
+    local: LocalCounters,
+}
+
+impl IpipWorker {
+    pub fn new(cfg: IpipWorkerConfig, tun: TunQueue, tx: Socket, rx: Option<Socket>) -> IpipWorker {
+        let b = cfg.batch.max(1);
+        IpipWorker {
+            tun,
+            tx,
+            rx_slots: Slots::new(if rx.is_some() { b } else { 0 }, SLOT_SIZE),
+            rx,
+            tx_slots: Slots::new(b, SLOT_SIZE),
+            scratch: MmsgScratch::new(b),
+            pending: Vec::with_capacity(b),
+            frag_buf: vec![0; FRAG_BUF_SIZE],
+            received: vec![Received::default(); b],
+            local: LocalCounters::default(),
+            cfg,
+        }
+    }
+
+    /// Runs until the stop flag is set. I/O errors on one packet are counted, never fatal.
+    /// Returns the TUN queue rather than closing it: the device disappears with its last queue,
+    /// and the control side still has routes on it to remove.
+    pub fn run(mut self) -> TunQueue {
+        // poll(2) ignores entries with a negative fd, so workers without the receive socket share
+        // the same two-entry array.
+        let rx_fd = self.rx.as_ref().map_or(-1, |s| s.as_raw_fd());
+        let mut fds = [
+            libc::pollfd { fd: self.tun.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: rx_fd, events: libc::POLLIN, revents: 0 },
+        ];
+        while !self.cfg.stop.load(Ordering::Relaxed) {
+            if let Ok(q) = self.cfg.new_tun.try_recv() {
+                self.tun = q;
+                fds[0].fd = self.tun.as_fd().as_raw_fd();
+            }
+            // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, POLL_TIMEOUT_MS) };
+            if n <= 0 {
+                continue;
+            }
+            if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                // The device was deleted: stop polling the dead queue (it would wake us forever)
+                // until the supervisor hands over a new one.
+                fds[0].fd = -1;
+            } else if fds[0].revents != 0 {
+                self.dispatch_tun_batch();
+            }
+            if fds[1].revents != 0 {
+                self.process_raw_batch();
+            }
+            self.cfg.counters.flush(&mut self.local);
+        }
+        self.cfg.counters.flush(&mut self.local);
+        self.tun
+    }
+
+    /// TUN → underlay.
+    fn dispatch_tun_batch(&mut self) {
+        let routes = self.cfg.tables.routes.load();
+        self.pending.clear();
+        for slot in 0..self.tx_slots.count() {
+            let buf = self.tx_slots.get_mut(slot);
+            let len = match self.tun.recv(&mut buf[TUN_OFFSET..]) {
+                Ok(Some(n)) if n >= vnet::HEADER_LEN => n - vnet::HEADER_LEN,
+                Ok(Some(_)) => {
+                    self.local.drop(DropReason::TxRunt);
+                    continue;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TUN read failed");
+                    break;
+                }
+            };
+            match dispatch_packet(&self.cfg.tunnel, &routes, buf, len) {
+                IpipTxVerdict::Forward { dst, len } => self.pending.push(Pending { slot: slot as u32, len: len as u32, dst }),
+                IpipTxVerdict::Reply { start, len } => {
+                    // The packet is dropped either way; the reason says an ICMP error was attempted.
+                    if !matches!(self.tun.send(&buf[start..start + len]), Ok(true)) {
+                        tracing::debug!("TUN refused an ICMP fragmentation-needed");
+                    }
+                    self.local.drop(DropReason::TxFragNeeded);
+                }
+                IpipTxVerdict::Fragment { dst, len } => {
+                    let Some(frags) = fragment(&self.cfg.tunnel, dst, &buf[INNER_OFFSET..INNER_OFFSET + len], &mut self.frag_buf) else {
+                        self.local.drop(DropReason::TxTooBig);
+                        continue;
+                    };
+                    // What was read before goes first, so a flow is never reordered.
+                    self.send_pending();
+                    self.send_fragments(frags, dst);
+                }
+                IpipTxVerdict::Drop(r) => self.local.drop(r),
+            }
+        }
+        self.send_pending();
+    }
+
+    /// Sends the encapsulated packets collected so far; the whole batch is one sendmmsg run, since
+    /// raw sockets have no ports to choose.
+    fn send_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let slots = &self.tx_slots;
+        let items = self.pending.iter().map(|p| (&slots.get(p.slot as usize)[..p.len as usize], p.dst));
+        let sent = self.scratch.send(&self.tx, items, 0);
+        self.local.tx_packets += sent as u64;
+        self.local.tx_bytes += self.pending[..sent].iter().map(|t| t.len as u64 - OUTER_LEN as u64).sum::<u64>();
+        for _ in sent..self.pending.len() {
+            self.local.drop(DropReason::TxSendError);
+        }
+        self.pending.clear();
+    }
+
+    /// Sends the fragments in `frag_buf`, as many per sendmmsg as the scratch arrays hold.
+    fn send_fragments(&mut self, frags: crate::dataplane::ipip::Fragments, dst: Ipv4Addr) {
+        let step = self.scratch.capacity().max(1);
+        for first in (0..frags.count).step_by(step) {
+            let end = (first + step).min(frags.count);
+            let data = &self.frag_buf;
+            let sent = self.scratch.send(&self.tx, (first..end).map(|i| (&data[frags.range(i)], dst)), 0);
+            self.local.tx_packets += sent as u64;
+            self.local.tx_bytes += (first..first + sent).map(|i| (frags.range(i).len() - OUTER_LEN) as u64).sum::<u64>();
+            for _ in sent..end - first {
+                self.local.drop(DropReason::TxSendError);
+            }
+        }
+    }
+
+    /// Underlay → TUN.
+    fn process_raw_batch(&mut self) {
+        let Some(rx) = self.rx.as_ref() else { return };
+        let got = match self.scratch.recv(rx, &mut self.rx_slots, 0, 0, &mut self.received) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "raw receive failed");
+                return;
+            }
+        };
+        let peers = self.cfg.tables.peers.load();
+        for i in 0..got {
+            // Raw sockets have no GRO: one packet per buffer, `seg_size == len`.
+            let Received { len, src, .. } = self.received[i];
+            let buf = self.rx_slots.get_mut(i);
+            match process_packet(&self.cfg.tunnel, &peers, src, buf, len) {
+                IpipRxVerdict::Deliver { start, len } => match self.tun.send(&buf[start..start + len]) {
+                    Ok(true) => {
+                        self.local.rx_packets += 1;
+                        self.local.rx_bytes += (len - vnet::HEADER_LEN) as u64;
+                    }
+                    Ok(false) | Err(_) => self.local.drop(DropReason::RxTapWrite),
+                },
+                IpipRxVerdict::Drop(r) => {
+                    tracing::trace!(%src, reason = r.name(), "IPIP packet dropped");
+                    self.local.drop(r);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Cross-subnet mode (Calico's CrossSubnet, Flannel's DirectRouting) with the IPIP and the VXLAN
+//! backend: hosts A and B share 192.0.2.0/24, host C sits on 198.51.100.0/24 behind a router. With
+//! `direct_routing = true`, A and B route each other's pods plainly over the shared link and
+//! encapsulate only towards C; a capture on A's underlay shows both.
+//!
+//! ```text
+//!  A 192.0.2.1 ─┐
+//!               ├─ br0 (switch netns) ─ 192.0.2.254 R 198.51.100.254 ─── 198.51.100.3 C
+//!  B 192.0.2.2 ─┘
+//! ```
+
+mod common;
+
+use common::*;
+
+struct ThreeHosts {
+    a: Netns,
+    b: Netns,
+    c: Netns,
+    _router: Netns,
+    _switch: Netns,
+}
+
+fn build() -> ThreeHosts {
+    require_root();
+    let (a, b, c) = (Netns::new("xsa"), Netns::new("xsb"), Netns::new("xsc"));
+    let (router, switch) = (Netns::new("xsr"), Netns::new("xss"));
+    switch.ip(&["link", "add", "br0", "type", "bridge"]);
+    switch.ip(&["link", "set", "br0", "up"]);
+    for (ns, dev, port) in [(&a, UNDERLAY_DEV, "pa"), (&b, UNDERLAY_DEV, "pb"), (&router, "eth0", "pr")] {
+        veth(ns, dev, &switch, port);
+        switch.ip(&["link", "set", port, "master", "br0"]);
+    }
+    veth(&router, "eth1", &c, UNDERLAY_DEV);
+    a.addr(UNDERLAY_DEV, "192.0.2.1/24");
+    b.addr(UNDERLAY_DEV, "192.0.2.2/24");
+    router.addr("eth0", "192.0.2.254/24");
+    router.addr("eth1", "198.51.100.254/24");
+    router.sysctl("net.ipv4.ip_forward=1");
+    c.addr(UNDERLAY_DEV, "198.51.100.3/24");
+    for ns in [&a, &b] {
+        ns.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.254"]);
+    }
+    c.ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.254"]);
+    wait_until("underlay ping A -> C through the router", || {
+        a.exec("ping", &["-c", "1", "-W", "1", "198.51.100.3"]).status.success()
+    });
+    ThreeHosts { a, b, c, _router: router, _switch: switch }
+}
+
+const HOSTS: [(&str, &str); 3] =
+    [("192.0.2.1", "10.244.1.0/24"), ("192.0.2.2", "10.244.2.0/24"), ("198.51.100.3", "10.244.3.0/24")];
+
+/// What differs between the backends: the config, the device and how tshark shows a tunnelled
+/// packet's outer protocol (IPIP: "4", VXLAN: UDP "17").
+struct Mode {
+    backend: &'static str,
+    dev: &'static str,
+    outer_proto: &'static str,
+}
+
+const IPIP: Mode = Mode { backend: "ipip", dev: "ipip0", outer_proto: "4" };
+const VXLAN: Mode = Mode { backend: "vxlan", dev: "vtep0", outer_proto: "17" };
+
+/// vtepd's default VTEP MAC for an underlay address (02:76 + the address).
+fn default_mac(ip: &str) -> String {
+    let o: Vec<u8> = ip.split('.').map(|x| x.parse().unwrap()).collect();
+    format!("02:76:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+fn start(m: &Mode, ns: &Netns, dir: &TempDir, me: usize) -> Vtepd {
+    let peers: Vec<(&str, &str)> = HOSTS.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, p)| *p).collect();
+    let (ip, subnet) = HOSTS[me];
+    let mut text = format!(
+        "[node]\npublic_ip = \"{ip}\"\nsubnet = \"{subnet}\"\nbackend = \"{}\"\n\n[{}]\ndirect_routing = true\n",
+        m.backend, m.backend
+    );
+    for (ip, net) in &peers {
+        text.push_str(&format!("\n[[peer]]\npublic_ip = \"{ip}\"\nsubnet = \"{net}\"\n"));
+        if m.backend == "vxlan" {
+            text.push_str(&format!("vtep_mac = \"{}\"\n", default_mac(ip)));
+        }
+    }
+    let path = dir.write(&format!("{me}.toml"), &text);
+    Vtepd::start_until(ns, &path, "device and every peer route", || {
+        ns.has_link(m.dev) && peers.iter().all(|(_, net)| ns.has_route(net))
+    })
+}
+
+#[test]
+fn ipip_cross_subnet_routes_near_peers_and_encapsulates_far_ones() {
+    cross_subnet(&IPIP);
+}
+
+#[test]
+fn vxlan_cross_subnet_routes_near_peers_and_encapsulates_far_ones() {
+    cross_subnet(&VXLAN);
+}
+
+fn cross_subnet(m: &Mode) {
+    let t = build();
+    let dir = TempDir::new("xs");
+    let vtepd = [start(m, &t.a, &dir, 0), start(m, &t.b, &dir, 1), start(m, &t.c, &dir, 2)];
+
+    let dev = m.dev;
+    let routes_a = t.a.ip(&["route", "show", "proto", "118"]);
+    assert!(routes_a.contains("10.244.2.0/24 via 192.0.2.2 dev ul0"), "A → B is not a plain route:\n{routes_a}");
+    assert!(routes_a.lines().any(|l| l.starts_with("10.244.3.0/24 ") && l.contains(&format!("dev {dev}"))), "A → C is not through the tunnel:\n{routes_a}");
+    let routes_c = t.c.ip(&["route", "show", "proto", "118"]);
+    assert!(
+        routes_c.lines().filter(|l| l.contains(&format!("dev {dev}"))).count() == 2,
+        "C must tunnel to both:\n{routes_c}"
+    );
+
+    let cap = Capture::start(&t.a, UNDERLAY_DEV, &dir, "a.pcap", "ip");
+    ping(&t.a, "10.244.1.0", "10.244.2.0");
+    ping(&t.a, "10.244.1.0", "10.244.3.0");
+    ping(&t.c, "10.244.3.0", "10.244.1.0");
+    ping(&t.b, "10.244.2.0", "10.244.3.0");
+    let lines = tshark_fields(&cap.finish(), &["ip.proto", "ip.src", "ip.dst", "icmp.type"]);
+    let count = |want: &str| lines.iter().filter(|l| l.as_str() == want).count();
+    let show = || lines.join("\n");
+    assert!(count("1\t10.244.1.0\t10.244.2.0\t8") >= 4, "A → B not plain ICMP on the wire:\n{}", show());
+    assert!(count("1\t10.244.2.0\t10.244.1.0\t0") >= 4, "B → A replies not plain:\n{}", show());
+    let p = m.outer_proto;
+    assert!(
+        count(&format!("{p},1\t192.0.2.1,10.244.1.0\t198.51.100.3,10.244.3.0\t8")) >= 4,
+        "A → C not encapsulated:\n{}",
+        show()
+    );
+    assert!(
+        count(&format!("{p},1\t198.51.100.3,10.244.3.0\t192.0.2.1,10.244.1.0\t8")) >= 4,
+        "C → A not encapsulated:\n{}",
+        show()
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains(',') && l.contains("192.0.2.1,") && l.contains("192.0.2.2,")),
+        "A and B encapsulated to each other:\n{}",
+        show()
+    );
+
+    let [a, b, c] = vtepd;
+    let counters = [a.stop(), b.stop(), c.stop()];
+    for (host, ctr) in ["A", "B", "C"].iter().zip(&counters) {
+        for k in IPIP_RX_DROPS.iter().chain(RX_HEADER_DROPS) {
+            assert_eq!(ctr[*k], 0, "{host}: {k}\n{}", show_counters(ctr));
+        }
+    }
+    assert!(counters[2]["rx_packets"] >= 8, "C received no tunnelled traffic:\n{}", show_counters(&counters[2]));
+    assert!(!t.a.has_route("10.244.2.0/24"), "A's direct route left behind after exit");
+}

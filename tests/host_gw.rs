@@ -1,0 +1,89 @@
+//! The host-gw backend (Flannel's host-gw) between two hosts on one L2 segment, with pods behind
+//! cni0 bridges: vtepd installs `peer_subnet via peer_public_ip dev ul0`, pods reach each other
+//! with no encapsulation at all (checked on the wire), and the routes go away at exit. A peer that is
+//! not on-link is refused with an error naming it, before anything is installed.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use common::*;
+
+fn config(me: u8, peer_ip: &str, peer_subnet: &str) -> String {
+    routed_toml("host-gw", &host_underlay_ip(me), &host_subnet(me), "", &[(peer_ip, peer_subnet)])
+}
+
+fn start(ns: &Netns, dir: &TempDir, me: u8, peer: u8) -> Vtepd {
+    let path = dir.write(&format!("{me}.toml"), &config(me, &host_underlay_ip(peer), &host_subnet(peer)));
+    let route = host_subnet(peer);
+    Vtepd::start_until(ns, &path, &format!("route {route}"), || ns.has_route(&route))
+}
+
+#[test]
+fn host_gw_pods_talk_over_plain_routes() {
+    let _heavy = heavy_lock();
+    let hosts = TwoHosts::new("hg");
+    // No encapsulation, so the pods keep the underlay's full MTU.
+    let pod1 = add_pod(&hosts.a, 1, "hgp1", 1500);
+    let pod2 = add_pod(&hosts.b, 2, "hgp2", 1500);
+    let dir = TempDir::new("hg");
+    let vtepd_a = start(&hosts.a, &dir, 1, 2);
+    let vtepd_b = start(&hosts.b, &dir, 2, 1);
+
+    let route = hosts.a.ip(&["route", "show", "10.244.2.0/24"]);
+    assert!(
+        route.contains("via 192.0.2.2 dev ul0 proto 118"),
+        "A's route to B's pods is not `via 192.0.2.2 dev ul0 proto 118`:\n{route}"
+    );
+
+    let cap = Capture::start(&hosts.a, UNDERLAY_DEV, &dir, "ul0.pcap", "ip");
+    ping(&pod1, "10.244.1.2", "10.244.2.2");
+    ping(&pod2, "10.244.2.2", "10.244.1.2");
+    let lines = tshark_fields(&cap.finish(), &["ip.proto", "ip.src", "ip.dst", "icmp.type"]);
+    let plain = |src: &str, dst: &str, ty: u8| lines.iter().filter(|l| **l == format!("1\t{src}\t{dst}\t{ty}")).count();
+    assert!(
+        plain("10.244.1.2", "10.244.2.2", 8) >= 4 && plain("10.244.2.2", "10.244.1.2", 0) >= 4,
+        "pod pings are not plain ICMP on the underlay:\n{}",
+        lines.join("\n")
+    );
+    assert!(lines.iter().all(|l| l.starts_with("1\t")), "something other than plain ICMP on ul0:\n{}", lines.join("\n"));
+
+    tcp_transfer(&pod1, None, &pod2, Ipv4Addr::new(10, 244, 2, 2), 5001, BIG_TRANSFER);
+
+    let counters = vtepd_a.stop();
+    vtepd_b.stop();
+    assert_eq!(counters["tx_packets"], 0, "host-gw has no data path:\n{}", show_counters(&counters));
+    for (ns, route) in [(&hosts.a, "10.244.2.0/24"), (&hosts.b, "10.244.1.0/24")] {
+        assert!(!ns.has_route(route), "route {route} left in {} after exit", ns.name());
+    }
+}
+
+#[test]
+fn host_gw_refuses_peer_not_on_link() {
+    require_root();
+    let host = Netns::new("hgoff");
+    let other = Netns::new("hgoffb");
+    veth(&host, UNDERLAY_DEV, &other, UNDERLAY_DEV);
+    host.addr(UNDERLAY_DEV, "192.0.2.1/24");
+    let dir = TempDir::new("hgoff");
+    let text = routed_toml(
+        "host-gw",
+        "192.0.2.1",
+        "10.244.1.0/24",
+        "",
+        &[("192.0.2.2", "10.244.2.0/24"), ("198.51.100.3", "10.244.3.0/24")],
+    );
+    let path = dir.write("a.toml", &text);
+    let out = Command::new("ip")
+        .args(["netns", "exec", host.name(), vtepd_bin(), "run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run vtepd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "vtepd should fail to start; stderr:\n{stderr}");
+    for want in ["peer[1]", "198.51.100.3", "not on-link", "ul0"] {
+        assert!(stderr.contains(want), "error does not mention {want}:\n{stderr}");
+    }
+    assert!(!host.has_route("10.244.2.0/24"), "a route was installed before the check failed");
+}
