@@ -254,7 +254,7 @@ fn underlay_link_down_up_traffic_resumes() {
 /// address (which stays while the link is down), so a link going down is not noticed: nothing at
 /// all is logged from the fault to the end. Forwarding does recover (the test above).
 #[test]
-#[ignore = "known bug (issue 6): an underlay link going down is not logged, contrary to the README"]
+
 fn underlay_link_down_is_logged() {
     let flap = flap_underlay_link("flog", 5105);
     let warned = underlay_warnings(&flap.log, flap.fault_from);

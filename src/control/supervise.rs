@@ -30,6 +30,9 @@ impl Supervisor<'_> {
     /// Returns when `stop` is set.
     pub fn watch(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
         let mut underlay_ok = true;
+        let mut link_ok = true;
+        // Resolved once while the address is surely there; the name outlives address changes.
+        let underlay_if = crate::io::ifaddr::interface_of(self.cfg.node.public_ip);
         let mut device_ok = true;
         let mut last = Instant::now();
         while !stop.load(Ordering::Relaxed) {
@@ -40,6 +43,9 @@ impl Supervisor<'_> {
             if last.elapsed() >= HEALTH_EVERY {
                 last = Instant::now();
                 underlay_ok = self.check_underlay(underlay_ok);
+                if let Some(name) = &underlay_if {
+                    link_ok = check_link(name, link_ok);
+                }
                 device_ok = self.check_device(device_ok);
             }
         }
@@ -112,4 +118,17 @@ impl Supervisor<'_> {
         }
         Ok(())
     }
+}
+
+/// The underlay link's operational state; sockets survive it going down, so this is only said.
+fn check_link(name: &str, was_up: bool) -> bool {
+    let up = crate::io::ifaddr::link_up(name).unwrap_or(was_up);
+    if up != was_up {
+        if up {
+            tracing::info!(link = %name, "underlay link is up again; forwarding resumes");
+        } else {
+            tracing::warn!(link = %name, "underlay link is down; tunnelled traffic is dropped until it comes back");
+        }
+    }
+    up
 }

@@ -83,6 +83,13 @@ pub fn mtu_of(name: &str) -> Option<u32> {
     std::fs::read_to_string(format!("/sys/class/net/{name}/mtu")).ok()?.trim().parse().ok()
 }
 
+/// Whether interface `name` is operationally up (sysfs `operstate`; "unknown", which devices
+/// without carrier reporting show, counts as up). `None` if the interface is gone.
+pub fn link_up(name: &str) -> Option<bool> {
+    let state = std::fs::read_to_string(format!("/sys/class/net/{name}/operstate")).ok()?;
+    Some(matches!(state.trim(), "up" | "unknown"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
