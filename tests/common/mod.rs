@@ -1641,3 +1641,68 @@ impl Drop for PingLoop {
         }
     }
 }
+
+/// Sets up flannel.1 on host B (192.0.2.2, VNI 1, port 8472, MAC ..:02, overlay 10.244.2.0) pointing at
+/// A, with exactly the commands flanneld's set-up amounts to (shared so every test faces the same peer).
+pub fn flannel_kernel_vtep(b: &Netns) {
+    b.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "8472",
+        "local",
+        "192.0.2.2",
+        "dev",
+        UNDERLAY_DEV,
+        "nolearning",
+    ]);
+    b.ip(&[
+        "link",
+        "set",
+        "flannel.1",
+        "address",
+        &host_mac(2),
+        "mtu",
+        "1450",
+        "up",
+    ]);
+    b.ip(&["addr", "add", "10.244.2.0/32", "dev", "flannel.1"]);
+    b.ip(&[
+        "route",
+        "add",
+        "10.244.1.0/24",
+        "via",
+        "10.244.1.0",
+        "dev",
+        "flannel.1",
+        "onlink",
+    ]);
+    b.ip(&[
+        "neigh",
+        "add",
+        "10.244.1.0",
+        "lladdr",
+        &host_mac(1),
+        "dev",
+        "flannel.1",
+        "nud",
+        "permanent",
+    ]);
+    b.exec_ok(
+        "bridge",
+        &[
+            "fdb",
+            "append",
+            &host_mac(1),
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.0.2.1",
+        ],
+    );
+}
