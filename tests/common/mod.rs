@@ -47,7 +47,10 @@ pub const ALL_COUNTERS: &[&str] = &[
     "drop_tx_unknown_dst_mac",
     "drop_tx_flood",
     "drop_tx_arp_unknown",
+    "drop_tx_arp_other",
     "drop_tx_too_big",
+    "drop_tx_bad_vnet_hdr",
+    "drop_tx_bad_gso",
     "drop_tx_send_error",
 ];
 
