@@ -202,11 +202,13 @@ mod tests {
         let table: Arc<RouteTable<u32>> = Arc::default();
         table.insert(net("10.244.0.0/16"), 16);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = {
-            let (table, stop) = (table.clone(), stop.clone());
+            let (table, stop, reads) = (table.clone(), stop.clone(), reads.clone());
             std::thread::spawn(move || {
                 let mut seen = [0u64; 2];
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let t = table.load();
                     // Within one snapshot the /26 and the /24 come and go together.
                     let a = t.lookup(ip("10.244.2.65"));
@@ -220,6 +222,13 @@ mod tests {
                 seen
             })
         };
+        // On a loaded machine the reader may not run at all unless the writer waits for it.
+        let wait_for_reads = |n: u64| {
+            while reads.load(std::sync::atomic::Ordering::Relaxed) < n {
+                std::thread::yield_now();
+            }
+        };
+        wait_for_reads(1);
         for _ in 0..2000 {
             table.update(|t| {
                 t.insert(net("10.244.2.0/24"), 24);
@@ -230,6 +239,8 @@ mod tests {
                 t.remove(net("10.244.2.0/24"));
             });
         }
+        let before = reads.load(std::sync::atomic::Ordering::Relaxed);
+        wait_for_reads(before + 2);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let seen = reader.join().unwrap();
         assert!(seen[0] + seen[1] > 0);
