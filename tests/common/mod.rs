@@ -907,21 +907,7 @@ pub fn tcp_transfer(
         stream
             .set_read_timeout(Some(IO_TIMEOUT))
             .map_err(|e| e.to_string())?;
-        let mut hasher = Sha256::new();
-        let mut total = 0usize;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    hasher.update(&buf[..n]);
-                    total += n;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("read after {total} bytes: {e}")),
-            }
-        }
-        Ok((total, hasher.finalize().to_vec()))
+        read_and_hash(&mut stream)
     });
 
     if ready_rx.recv_timeout(READY_TIMEOUT).is_err() {
@@ -1423,21 +1409,7 @@ impl Transfer {
             stream
                 .set_read_timeout(Some(HELD_IO_TIMEOUT))
                 .map_err(|e| e.to_string())?;
-            let mut hasher = Sha256::new();
-            let mut total = 0usize;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                match stream.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        hasher.update(&buf[..n]);
-                        total += n;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(format!("read after {total} bytes: {e}")),
-                }
-            }
-            Ok((total, hasher.finalize().to_vec()))
+            read_and_hash(&mut stream)
         });
         if ready_rx.recv_timeout(READY_TIMEOUT).is_err() {
             let r = receiver.join();
@@ -1708,4 +1680,23 @@ pub fn flannel_kernel_vtep(b: &Netns) {
             "192.0.2.1",
         ],
     );
+}
+
+/// Reads `stream` to its end; returns the byte count and the SHA-256 of what arrived.
+fn read_and_hash(stream: &mut impl Read) -> Result<(usize, Vec<u8>), String> {
+    let mut hasher = Sha256::new();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                total += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read after {total} bytes: {e}")),
+        }
+    }
+    Ok((total, hasher.finalize().to_vec()))
 }
