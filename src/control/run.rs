@@ -71,14 +71,20 @@ pub fn run(
     reload_config: Box<dyn Fn() -> Result<Config, ConfigError> + '_>,
 ) -> Result<Vec<(&'static str, u64)>, RunError> {
     let mut started = start(cfg, opts, &stop)?;
+    // Senders go to the event sources (etcd, the control socket). This one is held until the
+    // supervisor returns: with every sender gone its wait would return at once, not after a tick.
+    let (events_tx, events) = super::event::channel();
     Supervisor {
         cfg: cfg.clone(),
         device: started.device.clone(),
         tap_tx: started.queue_tx.clone(),
         overlay: &mut started.overlay,
         reload: reload_config,
+        events,
+        counters: started.counters.clone(),
     }
     .watch(&stop, &reload);
+    drop(events_tx);
     tracing::info!("stopping");
     Ok(started.finish())
 }

@@ -7,9 +7,12 @@
 //! peer list is applied as a diff so flows to unchanged peers never notice.
 use super::backend::DeviceSpec;
 use super::config::{Config, ConfigError};
+use super::event::{Event, EventRx, Live};
 use super::overlay::Overlay;
+use crate::dataplane::Counters;
 use crate::io::tap::TapQueue;
 use crossbeam_channel::Sender;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,9 @@ pub struct Supervisor<'a> {
     /// One per worker: a replacement TAP/TUN queue after the device was recreated.
     pub tap_tx: Vec<Sender<TapQueue>>,
     pub reload: Box<dyn Fn() -> Result<Config, ConfigError> + 'a>,
+    /// Datastore updates and control requests; see [`super::event`].
+    pub events: EventRx,
+    pub counters: Vec<Arc<Counters>>,
 }
 
 impl Supervisor<'_> {
@@ -36,7 +42,11 @@ impl Supervisor<'_> {
         let mut device_ok = true;
         let mut last = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(TICK);
+            // Events wake us at once (a control request should not wait a tick); the timeout keeps
+            // the stop flag, SIGHUP and health checks going when nothing happens.
+            if let Ok(ev) = self.events.recv_timeout(TICK) {
+                self.handle(ev);
+            }
             if reload.swap(false, Ordering::Relaxed) {
                 self.reload_config();
             }
@@ -48,6 +58,16 @@ impl Supervisor<'_> {
                 }
                 device_ok = self.check_device(device_ok);
             }
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Peers(peers) => match self.overlay.set_peers(&peers) {
+                Ok(()) => tracing::debug!(peers = peers.len(), "peers updated"),
+                Err(e) => tracing::error!(error = %crate::error_chain(&e), "peer update only partly applied"),
+            },
+            Event::Call(f) => f(&mut Live { cfg: &self.cfg, overlay: self.overlay, counters: &self.counters }),
         }
     }
 

@@ -1,0 +1,32 @@
+//! Work handed to the supervisor thread, which alone owns the [`Overlay`].
+//!
+//! The control plane has several sources of change — SIGHUP, a datastore watch, the control
+//! socket — and one owner of the installed state. Rather than lock the overlay, each source sends
+//! an [`Event`] on a channel and the supervisor applies them one at a time, between its health
+//! checks. The data path never sees any of this: it only reads the tables' snapshots.
+use super::config::Config;
+use super::overlay::{Overlay, RemoteNode};
+use crate::dataplane::Counters;
+use std::sync::Arc;
+
+/// What the supervisor lends an [`Event::Call`]: everything a control request may read or change.
+pub struct Live<'a> {
+    pub cfg: &'a Config,
+    pub overlay: &'a mut Overlay,
+    /// One per worker; sum them with [`crate::dataplane::counters::total`].
+    pub counters: &'a [Arc<Counters>],
+}
+
+pub enum Event {
+    /// The complete list of other nodes from a datastore (etcd); applied as a diff.
+    Peers(Vec<RemoteNode>),
+    /// Runs on the supervisor thread with its state; the sender replies through its own channel.
+    Call(Box<dyn FnOnce(&mut Live<'_>) + Send>),
+}
+
+pub type EventTx = crossbeam_channel::Sender<Event>;
+pub type EventRx = crossbeam_channel::Receiver<Event>;
+
+pub fn channel() -> (EventTx, EventRx) {
+    crossbeam_channel::unbounded()
+}
