@@ -7,7 +7,11 @@
 use super::config::Config;
 use super::overlay::{Overlay, RemoteNode};
 use crate::dataplane::Counters;
+use crate::wire::MacAddr;
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What the supervisor lends an [`Event::Call`]: everything a control request may read or change.
 pub struct Live<'a> {
@@ -15,6 +19,29 @@ pub struct Live<'a> {
     pub overlay: &'a mut Overlay,
     /// One per worker; sum them with [`crate::dataplane::counters::total`].
     pub counters: &'a [Arc<Counters>],
+    /// Where the peers come from when it is not the config file (etcd mode).
+    pub datastore: Option<&'a dyn Datastore>,
+}
+
+/// A cluster datastore as the control API shows it (`vtepd leases`, `vtepd peers`).
+pub trait Datastore: Send {
+    /// One line for humans, e.g. "connected to http://192.0.2.1:2379" or "unreachable for 31 s".
+    fn state(&self) -> String;
+    /// Every subnet lease known, this node's own included.
+    fn leases(&self) -> Vec<LeaseRow>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub subnet: Ipv4Net,
+    pub public_ip: Ipv4Addr,
+    /// As the lease names it ("vxlan", "host-gw", ...).
+    pub backend: String,
+    pub vtep_mac: Option<MacAddr>,
+    /// `None` for a reservation (a key without an etcd lease).
+    pub expires_in: Option<Duration>,
+    /// This node's own lease.
+    pub own: bool,
 }
 
 pub enum Event {

@@ -82,6 +82,7 @@ pub fn run(
         reload: reload_config,
         events,
         counters: started.counters.clone(),
+        datastore: None,
     }
     .watch(&stop, &reload);
     drop(events_tx);

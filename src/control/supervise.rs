@@ -7,7 +7,7 @@
 //! peer list is applied as a diff so flows to unchanged peers never notice.
 use super::backend::DeviceSpec;
 use super::config::{Config, ConfigError};
-use super::event::{Event, EventRx, Live};
+use super::event::{Datastore, Event, EventRx, Live};
 use super::overlay::Overlay;
 use crate::dataplane::Counters;
 use crate::io::tap::TapQueue;
@@ -30,6 +30,7 @@ pub struct Supervisor<'a> {
     /// Datastore updates and control requests; see [`super::event`].
     pub events: EventRx,
     pub counters: Vec<Arc<Counters>>,
+    pub datastore: Option<Box<dyn Datastore>>,
 }
 
 impl Supervisor<'_> {
@@ -67,7 +68,12 @@ impl Supervisor<'_> {
                 Ok(()) => tracing::debug!(peers = peers.len(), "peers updated"),
                 Err(e) => tracing::error!(error = %crate::error_chain(&e), "peer update only partly applied"),
             },
-            Event::Call(f) => f(&mut Live { cfg: &self.cfg, overlay: self.overlay, counters: &self.counters }),
+            Event::Call(f) => f(&mut Live {
+                cfg: &self.cfg,
+                overlay: self.overlay,
+                counters: &self.counters,
+                datastore: self.datastore.as_deref(),
+            }),
         }
     }
 
