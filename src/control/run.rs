@@ -96,6 +96,8 @@ pub fn start(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<
     if !nl.host_has_addr(cfg.node.public_ip)? {
         return Err(RunError::AddrNotHere(cfg.node.public_ip));
     }
+    let underlay = backend::Underlay::find(&mut nl, cfg.node.public_ip)?;
+    backend::sweep_stale_routes(&mut nl, &underlay, if cfg.direct_routing() { &cfg.peers } else { &[] })?;
     match cfg.node.backend {
         Backend::Vxlan => backend::vxlan::start(nl, cfg, opts, stop),
         Backend::Ipip => backend::ipip::start(nl, cfg, opts, stop),
