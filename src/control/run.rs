@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub source_ports: usize,
     /// Switch to this user once devices and sockets exist.
     pub user: Option<String>,
+    /// VXLAN workers spin this long after each packet before sleeping (zero: off).
+    pub busy_poll: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,7 @@ pub fn run(
     reload: Arc<AtomicBool>,
     reload_config: Box<dyn Fn() -> Result<Config, ConfigError> + '_>,
 ) -> Result<Vec<(&'static str, u64)>, RunError> {
+    crate::io::release_free_memory();
     let mut started = start(cfg, opts, &stop)?;
     // Senders go to the event sources (etcd, the control socket). This one is held until the
     // supervisor returns: with every sender gone its wait would return at once, not after a tick.

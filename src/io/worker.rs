@@ -19,6 +19,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Largest frame a TAP can hand us, plus the vnet header: room for 64 KB super-frames.
 const SLOT_SIZE: usize = FRAME_OFFSET + 65_536;
@@ -50,6 +51,8 @@ pub struct WorkerConfig {
     pub stop: Arc<AtomicBool>,
     /// A replacement queue after the device was deleted and recreated under us.
     pub new_tap: crossbeam_channel::Receiver<TapQueue>,
+    /// Keep polling without sleeping for this long after the last packet (zero: never spin).
+    pub busy_poll: Duration,
 }
 
 /// A datagram waiting for sendmmsg: where it is, where it goes, which send socket.
@@ -120,15 +123,23 @@ impl Worker {
             libc::pollfd { fd: self.tap.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: self.udp.rx.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
+        let mut hot: Option<Instant> = None;
         while !self.cfg.stop.load(Ordering::Relaxed) {
             if let Ok(q) = self.cfg.new_tap.try_recv() {
                 self.tap = q;
                 fds[0].fd = self.tap.as_fd().as_raw_fd();
             }
+            // While hot, poll without sleeping: the answer to what we just forwarded (a ping
+            // reply, a TCP ACK) is then picked up without a wake-up, the largest part of the
+            // latency a userspace hop adds. That costs a core's worth of CPU while it lasts.
+            let timeout = if hot.is_some_and(|t| Instant::now() < t) { 0 } else { POLL_TIMEOUT_MS };
             // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, POLL_TIMEOUT_MS) };
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
             if n <= 0 {
                 continue;
+            }
+            if !self.cfg.busy_poll.is_zero() {
+                hot = Some(Instant::now() + self.cfg.busy_poll);
             }
             if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
                 // The device was deleted: stop polling the dead queue (it would wake us forever)
