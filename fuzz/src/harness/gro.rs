@@ -18,6 +18,7 @@
 //! coalescing may legitimately rewrite (IPv4 id and checksum, TCP window, checksum, urgent pointer).
 use super::*;
 use vtepd::dataplane::offload::coalesce::{candidate, finish, Run, MAX_SEGMENTS};
+use vtepd::dataplane::offload::Framing;
 use vtepd::dataplane::offload::segment::{segment_tcp, SegmentError};
 use vtepd::wire::vnet::{VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6};
 
@@ -28,7 +29,7 @@ pub fn run(data: &[u8]) {
     let mut open: Option<(Run, Vec<usize>)> = None;
     let mut trimmed: Vec<&[u8]> = Vec::with_capacity(frames.len());
     for (k, f) in frames.iter().enumerate() {
-        let Some(seg) = candidate(f) else {
+        let Some(seg) = candidate(f, Framing::Ethernet) else {
             trimmed.push(f);
             if let Some((run, members)) = open.take() {
                 check_run(&run, &members, &trimmed);
@@ -185,7 +186,7 @@ fn check_run(run: &Run, members: &[usize], frames: &[&[u8]]) {
     // segment_tcp, standing in for it, must give back the members' bytes.
     let gso_size = vnet.gso_size as usize;
     let mut out = vec![0u8; merged.len().div_ceil(gso_size.max(1)) * (8 + hdr + gso_size)];
-    let segs = match segment_tcp(&vnet, &merged, vtepd::wire::vxlan::Vni::new(VNI).unwrap(), &mut out) {
+    let segs = match segment_tcp(&vnet, &merged, Framing::Ethernet, &vtepd::wire::vxlan::Vni::new(VNI).unwrap(), &mut out) {
         Err(SegmentError::BadSize) if gso_size < super::tso::MIN_GSO_SIZE => {
             // segment_tcp refuses gso_size < 8 (as a TAP read it is malformed); the kernel takes
             // any size on a TAP write, so coalescing such tiny segments is allowed.
