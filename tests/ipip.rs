@@ -38,13 +38,19 @@ fn start(ns: &Netns, dir: &TempDir, me: u8, peer: u8) -> Vtepd {
     })
 }
 
+/// Two hosts with vtepd IPIP on each, A = 1 and B = 2, namespaces tagged `tag`.
+fn two_hosts(tag: &str) -> (TwoHosts, TempDir, Vtepd, Vtepd) {
+    let hosts = TwoHosts::new(tag);
+    let dir = TempDir::new(tag);
+    let vtepd_a = start(&hosts.a, &dir, 1, 2);
+    let vtepd_b = start(&hosts.b, &dir, 2, 1);
+    (hosts, dir, vtepd_a, vtepd_b)
+}
+
 #[test]
 fn ipip_two_hosts_ping_capture_tcp() {
     let _heavy = heavy_lock();
-    let hosts = TwoHosts::new("ip2");
-    let dir = TempDir::new("ip2");
-    let vtepd_a = start(&hosts.a, &dir, 1, 2);
-    let vtepd_b = start(&hosts.b, &dir, 2, 1);
+    let (hosts, dir, vtepd_a, vtepd_b) = two_hosts("ip2");
 
     // The device looks like Calico's tunl0: the block's network address as a /32, MTU underlay - 20.
     let addr_a = hosts.a.ip(&["addr", "show", "dev", DEV]);
@@ -113,10 +119,7 @@ fn ipip_two_hosts_ping_capture_tcp() {
 
 #[test]
 fn ipip_device_deleted_under_vtepd_is_recreated() {
-    let hosts = TwoHosts::new("iprc");
-    let dir = TempDir::new("iprc");
-    let vtepd_a = start(&hosts.a, &dir, 1, 2);
-    let vtepd_b = start(&hosts.b, &dir, 2, 1);
+    let (hosts, _dir, vtepd_a, vtepd_b) = two_hosts("iprc");
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");
 
     hosts.a.ip(&["link", "del", DEV]);
@@ -133,10 +136,7 @@ fn ipip_device_deleted_under_vtepd_is_recreated() {
 #[test]
 fn ipip_offloads_bulk_both_ways() {
     let _heavy = heavy_lock();
-    let hosts = TwoHosts::new("ipo");
-    let dir = TempDir::new("ipo");
-    let vtepd_a = start(&hosts.a, &dir, 1, 2);
-    let vtepd_b = start(&hosts.b, &dir, 2, 1);
+    let (hosts, _dir, vtepd_a, vtepd_b) = two_hosts("ipo");
     assert_offloads_on("A", &vtepd_a, &["tun_tso=true", "tun_gro=true"]);
     assert_offloads_on("B", &vtepd_b, &["tun_tso=true", "tun_gro=true"]);
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");
