@@ -21,7 +21,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::thread;
 
 use common::offload::*;
 use common::*;

@@ -9,6 +9,7 @@
 //!   or RFC 2003 IPv4), laid back to back for one `UDP_SEGMENT` sendmsg or one sendmmsg;
 //! - [`coalesce`] recognises consecutive segments of one TCP flow among received frames so the
 //!   driver can write them to the device as one GSO frame.
+//!
 //! Both are pure functions over byte slices, tested byte-for-byte and fuzzed.
 pub mod coalesce;
 pub mod segment;
