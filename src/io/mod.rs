@@ -1,5 +1,6 @@
 //! I/O drivers around the sans-IO core: TAP queues, underlay UDP sockets, and the worker loop that
 //! moves batches between them. Every `unsafe` block of the crate lives under this module.
+pub mod gro;
 pub mod ifaddr;
 pub mod ipip_worker;
 pub mod privilege;
