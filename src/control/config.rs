@@ -53,7 +53,32 @@ pub struct Config {
     /// Filled with defaults unless the backend is IPIP.
     pub ipip: Ipip,
     pub peers: Vec<Peer>,
+    /// `Some`: the subnet, backend and peers come from etcd (see [`super::etcd`]); until the node
+    /// has joined, `node.subnet` is [`Node::UNJOINED`] and `node.backend` a placeholder.
+    pub etcd: Option<Etcd>,
 }
+
+/// The `[etcd]` section: where the cluster's Flannel-style datastore is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Etcd {
+    pub endpoints: Vec<String>,
+    /// Flannel's `--etcd-prefix`; the network config is at `<prefix>/config`.
+    pub prefix: String,
+    pub tls: Option<EtcdTls>,
+    /// Flannel's subnet.env, read back at start-up to ask for the same subnet again.
+    pub subnet_file: PathBuf,
+}
+
+/// Client TLS: all three files or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub const DEFAULT_ETCD_PREFIX: &str = "/coreos.com/network";
+pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -95,6 +120,9 @@ impl Default for Ipip {
 pub use super::overlay::RemoteNode as Peer;
 
 impl Node {
+    /// `node.subnet` of an etcd-mode config before the lease is acquired.
+    pub const UNJOINED: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
+
     pub fn vtep_ip(&self) -> Ipv4Addr {
         self.subnet.network()
     }
@@ -108,19 +136,26 @@ struct RawConfig {
     ipip: Option<RawIpip>,
     #[serde(default)]
     peer: Vec<RawPeer>,
+    etcd: Option<RawEtcd>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    endpoints: Vec<String>,
+    prefix: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    subnet_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNode {
     public_ip: String,
-    subnet: String,
-    #[serde(default = "default_backend")]
-    backend: String,
-}
-
-fn default_backend() -> String {
-    "vxlan".into()
+    subnet: Option<String>,
+    backend: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -163,6 +198,9 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax { path: PathBuf::new(), message: e.to_string() })?;
+        if raw.etcd.is_some() {
+            return parse_etcd_mode(raw);
+        }
         let node = parse_node(&raw.node)?;
         let backend = node.backend;
         only_for(backend, Backend::Vxlan, "vxlan", raw.vxlan.is_some())?;
@@ -171,7 +209,7 @@ impl Config {
         let ipip = parse_ipip(raw.ipip.unwrap_or_default())?;
         let peers =
             raw.peer.iter().enumerate().map(|(i, p)| parse_peer(i, p, backend)).collect::<Result<Vec<_>, _>>()?;
-        let cfg = Config { node, vxlan, ipip, peers };
+        let cfg = Config { node, vxlan, ipip, peers, etcd: None };
         cfg.check_consistency()?;
         Ok(cfg)
     }
@@ -230,7 +268,7 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 }
 
 fn parse_node(raw: &RawNode) -> Result<Node, ConfigError> {
-    let backend = match raw.backend.as_str() {
+    let backend = match raw.backend.as_deref().unwrap_or("vxlan") {
         "vxlan" => Backend::Vxlan,
         "ipip" => Backend::Ipip,
         "host-gw" => Backend::HostGw,
@@ -238,9 +276,73 @@ fn parse_node(raw: &RawNode) -> Result<Node, ConfigError> {
     };
     Ok(Node {
         public_ip: unicast_ip("node.public_ip", &raw.public_ip)?,
-        subnet: subnet("node.subnet", &raw.subnet, 30)?,
+        subnet: subnet("node.subnet", raw.subnet.as_deref().ok_or_else(|| invalid("node.subnet", "is required (or configure [etcd])"))?, 30)?,
         backend,
     })
+}
+
+/// With `[etcd]`, the network's config in etcd decides the subnet, the backend, the VNI, the port,
+/// direct routing and the peers; the same keys in the file would be silently overridden, so they are
+/// refused. What stays local is what flanneld also takes from its host: devices, MAC and MTU.
+fn parse_etcd_mode(raw: RawConfig) -> Result<Config, ConfigError> {
+    const FROM_ETCD: &str = "comes from the network config in etcd with [etcd]; remove it";
+    if raw.node.subnet.is_some() {
+        return Err(invalid("node.subnet", "comes from the subnet lease in etcd with [etcd]; remove it"));
+    }
+    if raw.node.backend.is_some() {
+        return Err(invalid("node.backend", format!("{FROM_ETCD} (Backend.Type)")));
+    }
+    if !raw.peer.is_empty() {
+        return Err(invalid("peer", "peers come from the subnet leases in etcd with [etcd]; remove every [[peer]]"));
+    }
+    if let Some(v) = &raw.vxlan {
+        for (key, set) in [("vxlan.vni", v.vni.is_some()), ("vxlan.port", v.port.is_some()), ("vxlan.direct_routing", v.direct_routing.is_some())] {
+            if set {
+                return Err(invalid(key, FROM_ETCD));
+            }
+        }
+    }
+    if raw.ipip.as_ref().is_some_and(|i| i.direct_routing.is_some()) {
+        return Err(invalid("ipip.direct_routing", format!("{FROM_ETCD} (Backend.DirectRouting)")));
+    }
+    let public_ip = unicast_ip("node.public_ip", &raw.node.public_ip)?;
+    let node = Node { public_ip, subnet: Node::UNJOINED, backend: Backend::Vxlan };
+    let vxlan = parse_vxlan(raw.vxlan.unwrap_or_default(), public_ip)?;
+    let ipip = parse_ipip(raw.ipip.unwrap_or_default())?;
+    let etcd = raw.etcd.map(parse_etcd).transpose()?;
+    Ok(Config { node, vxlan, ipip, peers: Vec::new(), etcd })
+}
+
+fn parse_etcd(raw: RawEtcd) -> Result<Etcd, ConfigError> {
+    if raw.endpoints.is_empty() {
+        return Err(invalid("etcd.endpoints", "needs at least one endpoint like \"http://192.0.2.10:2379\""));
+    }
+    for (i, e) in raw.endpoints.iter().enumerate() {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(invalid(format!("etcd.endpoints[{i}]"), format!("'{e}' is not a URL like http://192.0.2.10:2379")));
+        }
+    }
+    let prefix = raw.prefix.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.into());
+    if !prefix.starts_with('/') || prefix.ends_with('/') {
+        return Err(invalid("etcd.prefix", format!("'{prefix}' must start with '/' and not end with one (like {DEFAULT_ETCD_PREFIX})")));
+    }
+    let tls = match (raw.ca, raw.cert, raw.key) {
+        (None, None, None) => None,
+        (Some(ca), Some(cert), Some(key)) => {
+            for (k, p) in [("etcd.ca", &ca), ("etcd.cert", &cert), ("etcd.key", &key)] {
+                if !p.is_file() {
+                    return Err(invalid(k, format!("{} is not a readable file", p.display())));
+                }
+            }
+            Some(EtcdTls { ca, cert, key })
+        }
+        (ca, cert, _) => {
+            let missing = if ca.is_none() { "etcd.ca" } else if cert.is_none() { "etcd.cert" } else { "etcd.key" };
+            return Err(invalid(missing, "is missing: TLS needs all three of etcd.ca, etcd.cert and etcd.key"));
+        }
+    };
+    let subnet_file = raw.subnet_file.unwrap_or_else(|| DEFAULT_SUBNET_FILE.into());
+    Ok(Etcd { endpoints: raw.endpoints, prefix, tls, subnet_file })
 }
 
 fn parse_vxlan(raw: RawVxlan, public_ip: Ipv4Addr) -> Result<Vxlan, ConfigError> {
