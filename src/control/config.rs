@@ -582,4 +582,58 @@ subnet = "10.244.7.9/32"
         let text = format!("{GOOD}[[peer]]\npublic_ip = \"192.0.2.3\"\nsubnet = \"10.244.2.128/25\"\nvtep_mac = \"02:00:00:00:00:03\"\n");
         assert!(err_of(&text).contains("peer[1].subnet: 10.244.2.128/25 overlaps peer[0].subnet"));
     }
+
+    const ETCD: &str = r#"
+[node]
+public_ip = "192.0.2.1"
+[etcd]
+endpoints = ["http://192.0.2.254:2379"]
+[vxlan]
+device = "flannel0"
+"#;
+
+    #[test]
+    fn etcd_mode_defaults() {
+        let c = Config::parse(ETCD).unwrap();
+        let e = c.etcd.as_ref().unwrap();
+        assert_eq!(e.prefix, "/coreos.com/network");
+        assert_eq!(e.subnet_file, Path::new("/run/flannel/subnet.env"));
+        assert_eq!(e.tls, None);
+        assert_eq!(c.node.subnet, Node::UNJOINED);
+        assert!(c.peers.is_empty());
+        assert_eq!(c.vxlan.device, "flannel0");
+        // Stable across restarts: derived from the underlay address, not random.
+        assert_eq!(c.vxlan.mac, MacAddr::from_underlay_ip(Ipv4Addr::new(192, 0, 2, 1)));
+    }
+
+    #[test]
+    fn etcd_mode_refuses_what_etcd_owns() {
+        let cases = [
+            (ETCD.replace("public_ip = \"192.0.2.1\"", "public_ip = \"192.0.2.1\"\nsubnet = \"10.244.1.0/24\""), "node.subnet"),
+            (ETCD.replace("public_ip = \"192.0.2.1\"", "public_ip = \"192.0.2.1\"\nbackend = \"vxlan\""), "node.backend"),
+            (format!("{ETCD}vni = 1\n"), "vxlan.vni"),
+            (format!("{ETCD}port = 8472\n"), "vxlan.port"),
+            (format!("{ETCD}direct_routing = true\n"), "vxlan.direct_routing"),
+            (format!("{ETCD}[ipip]\ndirect_routing = true\n"), "ipip.direct_routing"),
+            (format!("{ETCD}[[peer]]\npublic_ip = \"192.0.2.2\"\nsubnet = \"10.244.2.0/24\"\n"), "peer"),
+            (ETCD.replace("[\"http://192.0.2.254:2379\"]", "[]"), "etcd.endpoints"),
+            (ETCD.replace("\"http://192.0.2.254:2379\"", "\"192.0.2.254:2379\""), "etcd.endpoints[0]"),
+            (ETCD.replace("[vxlan]", "prefix = \"coreos.com/network\"\n[vxlan]"), "etcd.prefix"),
+            (ETCD.replace("[vxlan]", "ca = \"/nonexistent/ca.pem\"\n[vxlan]"), "etcd.cert"),
+            (ETCD.replace("[vxlan]", "ca = \"/nonexistent/ca.pem\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n[vxlan]"), "etcd.ca"),
+            (ETCD.replace("[vxlan]", "colour = 1\n[vxlan]"), "colour"),
+        ];
+        for (text, key) in cases {
+            let e = err_of(&text);
+            assert!(e.contains(key), "expected {key} in: {e}");
+        }
+        assert!(err_of("[node]\npublic_ip = \"192.0.2.1\"\n").contains("node.subnet"));
+    }
+
+    #[test]
+    fn shipped_etcd_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/etcd.toml");
+        let c = Config::load(Path::new(path)).unwrap();
+        assert_eq!(c.etcd.unwrap().endpoints, ["http://192.0.2.254:2379"]);
+    }
 }
