@@ -179,7 +179,10 @@ impl Ctx {
 
     /// Sends the peer list if it changed since the last one sent.
     fn publish(&mut self) -> bool {
-        let peers = self.view.lock().map.peers(self.cfg.node.public_ip, self.cfg.node.backend);
+        let mut peers = self.view.lock().map.peers(self.cfg.node.public_ip, self.cfg.node.backend);
+        // Our subnet written by another node (a misconfigured twin, a hand edit) must never become
+        // a route away from our own pods.
+        peers.retain(|n| n.subnet != self.own.subnet);
         if self.sent.as_ref() == Some(&peers) {
             return true;
         }

@@ -63,3 +63,31 @@ impl Datastore for View {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_and_state_for_the_control_api() {
+        let mut map = LeaseMap::default();
+        map.put("10.244.1.0-24", br#"{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}"#, 5, 1);
+        map.put("10.244.2.0-24", br#"{"PublicIP":"192.0.2.2","PublicIPv6":null,"BackendType":"host-gw"}"#, 0, 2);
+        let view = View::new(Shared {
+            map,
+            unreachable_since: None,
+            endpoints: "http://192.0.2.254:2379".into(),
+            own_ip: Ipv4Addr::new(192, 0, 2, 1),
+            own_subnet: "10.244.1.0/24".parse().unwrap(),
+            expiry: HashMap::from([(5, Instant::now() + Duration::from_secs(100))]),
+        });
+        assert_eq!(view.state(), "connected to http://192.0.2.254:2379");
+        let rows = view.leases();
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].own && rows[0].expires_in.is_some_and(|d| d <= Duration::from_secs(100)));
+        assert_eq!(rows[0].vtep_mac.map(|m| m.to_string()).as_deref(), Some("02:00:00:00:00:01"));
+        assert!(!rows[1].own && rows[1].expires_in.is_none() && rows[1].backend == "host-gw");
+        view.lock().unreachable_since = Some(Instant::now());
+        assert!(view.state().starts_with("etcd unreachable for 0 s"));
+    }
+}
