@@ -165,7 +165,9 @@ impl Underlay {
     pub fn new(tag: &str) -> Underlay {
         require_root();
         let hub = Netns::new(&format!("{tag}hub"));
-        hub.ip(&["link", "add", "br0", "type", "bridge"]);
+        // A fixed MAC: otherwise the bridge takes its lowest port's MAC, which changes as hosts
+        // are added, and hosts that already resolved 192.0.2.254 lose etcd for seconds.
+        hub.ip(&["link", "add", "br0", "address", "02:00:c0:00:02:fe", "type", "bridge"]);
         hub.addr("br0", &format!("{HUB_IP}/24"));
         Underlay { hub }
     }
