@@ -112,6 +112,9 @@ fn run_daemon(cfg: &Config, opts: &RunOptions, path: &std::path::Path) -> ExitCo
 
 fn backend_summary(c: &Config) -> String {
     use vtepd::control::config::Backend;
+    if let Some(e) = &c.etcd {
+        return format!("etcd mode: subnet, backend and peers from {} under {}", e.endpoints.join(","), e.prefix);
+    }
     let direct = if c.direct_routing() && c.node.backend != Backend::HostGw { ", direct routing" } else { "" };
     match c.node.backend {
         Backend::Vxlan => format!("vxlan, vni {}, device {}{direct}", c.vxlan.vni, c.vxlan.device),

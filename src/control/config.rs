@@ -54,7 +54,32 @@ pub struct Config {
     /// Filled with defaults unless the backend is IPIP.
     pub ipip: Ipip,
     pub peers: Vec<Peer>,
+    /// `Some`: the subnet, backend and peers come from etcd (see [`super::etcd`]); until the node
+    /// has joined, `node.subnet` is [`Node::UNJOINED`] and `node.backend` a placeholder.
+    pub etcd: Option<Etcd>,
 }
+
+/// The `[etcd]` section: where the cluster's Flannel-style datastore is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Etcd {
+    pub endpoints: Vec<String>,
+    /// Flannel's `--etcd-prefix`; the network config is at `<prefix>/config`.
+    pub prefix: String,
+    pub tls: Option<EtcdTls>,
+    /// Flannel's subnet.env, read back at start-up to ask for the same subnet again.
+    pub subnet_file: PathBuf,
+}
+
+/// Client TLS: all three files or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub const DEFAULT_ETCD_PREFIX: &str = "/coreos.com/network";
+pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -96,6 +121,9 @@ impl Default for Ipip {
 pub use super::overlay::RemoteNode as Peer;
 
 impl Node {
+    /// `node.subnet` of an etcd-mode config before the lease is acquired.
+    pub const UNJOINED: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
+
     pub fn vtep_ip(&self) -> Ipv4Addr {
         self.subnet.network()
     }
@@ -109,19 +137,26 @@ struct RawConfig {
     ipip: Option<RawIpip>,
     #[serde(default)]
     peer: Vec<RawPeer>,
+    etcd: Option<RawEtcd>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    endpoints: Vec<String>,
+    prefix: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    subnet_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNode {
     public_ip: String,
-    subnet: String,
-    #[serde(default = "default_backend")]
-    backend: String,
-}
-
-fn default_backend() -> String {
-    "vxlan".into()
+    subnet: Option<String>,
+    backend: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -164,6 +199,9 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax { path: PathBuf::new(), message: e.to_string() })?;
+        if raw.etcd.is_some() {
+            return parse_etcd_mode(raw);
+        }
         let node = parse_node(&raw.node)?;
         let backend = node.backend;
         only_for(backend, Backend::Vxlan, "vxlan", raw.vxlan.is_some())?;
@@ -172,7 +210,7 @@ impl Config {
         let ipip = parse_ipip(raw.ipip.unwrap_or_default())?;
         let peers =
             raw.peer.iter().enumerate().map(|(i, p)| parse_peer(i, p, backend)).collect::<Result<Vec<_>, _>>()?;
-        let cfg = Config { node, vxlan, ipip, peers };
+        let cfg = Config { node, vxlan, ipip, peers, etcd: None };
         cfg.check_consistency()?;
         Ok(cfg)
     }
@@ -253,7 +291,7 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 }
 
 fn parse_node(raw: &RawNode) -> Result<Node, ConfigError> {
-    let backend = match raw.backend.as_str() {
+    let backend = match raw.backend.as_deref().unwrap_or("vxlan") {
         "vxlan" => Backend::Vxlan,
         "ipip" => Backend::Ipip,
         "host-gw" => Backend::HostGw,
@@ -261,9 +299,73 @@ fn parse_node(raw: &RawNode) -> Result<Node, ConfigError> {
     };
     Ok(Node {
         public_ip: unicast_ip("node.public_ip", &raw.public_ip)?,
-        subnet: subnet("node.subnet", &raw.subnet, 30)?,
+        subnet: subnet("node.subnet", raw.subnet.as_deref().ok_or_else(|| invalid("node.subnet", "is required (or configure [etcd])"))?, 30)?,
         backend,
     })
+}
+
+/// With `[etcd]`, the network's config in etcd decides the subnet, the backend, the VNI, the port,
+/// direct routing and the peers; the same keys in the file would be silently overridden, so they are
+/// refused. What stays local is what flanneld also takes from its host: devices, MAC and MTU.
+fn parse_etcd_mode(raw: RawConfig) -> Result<Config, ConfigError> {
+    const FROM_ETCD: &str = "comes from the network config in etcd with [etcd]; remove it";
+    if raw.node.subnet.is_some() {
+        return Err(invalid("node.subnet", "comes from the subnet lease in etcd with [etcd]; remove it"));
+    }
+    if raw.node.backend.is_some() {
+        return Err(invalid("node.backend", format!("{FROM_ETCD} (Backend.Type)")));
+    }
+    if !raw.peer.is_empty() {
+        return Err(invalid("peer", "peers come from the subnet leases in etcd with [etcd]; remove every [[peer]]"));
+    }
+    if let Some(v) = &raw.vxlan {
+        for (key, set) in [("vxlan.vni", v.vni.is_some()), ("vxlan.port", v.port.is_some()), ("vxlan.direct_routing", v.direct_routing.is_some())] {
+            if set {
+                return Err(invalid(key, FROM_ETCD));
+            }
+        }
+    }
+    if raw.ipip.as_ref().is_some_and(|i| i.direct_routing.is_some()) {
+        return Err(invalid("ipip.direct_routing", format!("{FROM_ETCD} (Backend.DirectRouting)")));
+    }
+    let public_ip = unicast_ip("node.public_ip", &raw.node.public_ip)?;
+    let node = Node { public_ip, subnet: Node::UNJOINED, backend: Backend::Vxlan };
+    let vxlan = parse_vxlan(raw.vxlan.unwrap_or_default(), public_ip)?;
+    let ipip = parse_ipip(raw.ipip.unwrap_or_default())?;
+    let etcd = raw.etcd.map(parse_etcd).transpose()?;
+    Ok(Config { node, vxlan, ipip, peers: Vec::new(), etcd })
+}
+
+fn parse_etcd(raw: RawEtcd) -> Result<Etcd, ConfigError> {
+    if raw.endpoints.is_empty() {
+        return Err(invalid("etcd.endpoints", "needs at least one endpoint like \"http://192.0.2.10:2379\""));
+    }
+    for (i, e) in raw.endpoints.iter().enumerate() {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(invalid(format!("etcd.endpoints[{i}]"), format!("'{e}' is not a URL like http://192.0.2.10:2379")));
+        }
+    }
+    let prefix = raw.prefix.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.into());
+    if !prefix.starts_with('/') || prefix.ends_with('/') {
+        return Err(invalid("etcd.prefix", format!("'{prefix}' must start with '/' and not end with one (like {DEFAULT_ETCD_PREFIX})")));
+    }
+    let tls = match (raw.ca, raw.cert, raw.key) {
+        (None, None, None) => None,
+        (Some(ca), Some(cert), Some(key)) => {
+            for (k, p) in [("etcd.ca", &ca), ("etcd.cert", &cert), ("etcd.key", &key)] {
+                if !p.is_file() {
+                    return Err(invalid(k, format!("{} is not a readable file", p.display())));
+                }
+            }
+            Some(EtcdTls { ca, cert, key })
+        }
+        (ca, cert, _) => {
+            let missing = if ca.is_none() { "etcd.ca" } else if cert.is_none() { "etcd.cert" } else { "etcd.key" };
+            return Err(invalid(missing, "is missing: TLS needs all three of etcd.ca, etcd.cert and etcd.key"));
+        }
+    };
+    let subnet_file = raw.subnet_file.unwrap_or_else(|| DEFAULT_SUBNET_FILE.into());
+    Ok(Etcd { endpoints: raw.endpoints, prefix, tls, subnet_file })
 }
 
 fn parse_vxlan(raw: RawVxlan, public_ip: Ipv4Addr) -> Result<Vxlan, ConfigError> {
@@ -539,5 +641,59 @@ subnet = "10.244.7.9/32"
         }
         let cfg = Config::parse(&text).map_err(|e| e.to_string()).unwrap();
         assert_eq!(cfg.peers.len(), 1 + 252 + 254);
+    }
+
+    const ETCD: &str = r#"
+[node]
+public_ip = "192.0.2.1"
+[etcd]
+endpoints = ["http://192.0.2.254:2379"]
+[vxlan]
+device = "flannel0"
+"#;
+
+    #[test]
+    fn etcd_mode_defaults() {
+        let c = Config::parse(ETCD).unwrap();
+        let e = c.etcd.as_ref().unwrap();
+        assert_eq!(e.prefix, "/coreos.com/network");
+        assert_eq!(e.subnet_file, Path::new("/run/flannel/subnet.env"));
+        assert_eq!(e.tls, None);
+        assert_eq!(c.node.subnet, Node::UNJOINED);
+        assert!(c.peers.is_empty());
+        assert_eq!(c.vxlan.device, "flannel0");
+        // Stable across restarts: derived from the underlay address, not random.
+        assert_eq!(c.vxlan.mac, MacAddr::from_underlay_ip(Ipv4Addr::new(192, 0, 2, 1)));
+    }
+
+    #[test]
+    fn etcd_mode_refuses_what_etcd_owns() {
+        let cases = [
+            (ETCD.replace("public_ip = \"192.0.2.1\"", "public_ip = \"192.0.2.1\"\nsubnet = \"10.244.1.0/24\""), "node.subnet"),
+            (ETCD.replace("public_ip = \"192.0.2.1\"", "public_ip = \"192.0.2.1\"\nbackend = \"vxlan\""), "node.backend"),
+            (format!("{ETCD}vni = 1\n"), "vxlan.vni"),
+            (format!("{ETCD}port = 8472\n"), "vxlan.port"),
+            (format!("{ETCD}direct_routing = true\n"), "vxlan.direct_routing"),
+            (format!("{ETCD}[ipip]\ndirect_routing = true\n"), "ipip.direct_routing"),
+            (format!("{ETCD}[[peer]]\npublic_ip = \"192.0.2.2\"\nsubnet = \"10.244.2.0/24\"\n"), "peer"),
+            (ETCD.replace("[\"http://192.0.2.254:2379\"]", "[]"), "etcd.endpoints"),
+            (ETCD.replace("\"http://192.0.2.254:2379\"", "\"192.0.2.254:2379\""), "etcd.endpoints[0]"),
+            (ETCD.replace("[vxlan]", "prefix = \"coreos.com/network\"\n[vxlan]"), "etcd.prefix"),
+            (ETCD.replace("[vxlan]", "ca = \"/nonexistent/ca.pem\"\n[vxlan]"), "etcd.cert"),
+            (ETCD.replace("[vxlan]", "ca = \"/nonexistent/ca.pem\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n[vxlan]"), "etcd.ca"),
+            (ETCD.replace("[vxlan]", "colour = 1\n[vxlan]"), "colour"),
+        ];
+        for (text, key) in cases {
+            let e = err_of(&text);
+            assert!(e.contains(key), "expected {key} in: {e}");
+        }
+        assert!(err_of("[node]\npublic_ip = \"192.0.2.1\"\n").contains("node.subnet"));
+    }
+
+    #[test]
+    fn shipped_etcd_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/etcd.toml");
+        let c = Config::load(Path::new(path)).unwrap();
+        assert_eq!(c.etcd.unwrap().endpoints, ["http://192.0.2.254:2379"]);
     }
 }

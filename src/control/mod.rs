@@ -1,5 +1,6 @@
 pub mod backend;
 pub mod config;
+pub mod etcd;
 pub mod event;
 pub mod netlink;
 pub mod overlay;

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 /// A remote node as the control plane knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RemoteNode {
     pub public_ip: Ipv4Addr,
     pub subnet: Ipv4Net,
@@ -81,8 +81,10 @@ impl Overlay {
     /// Makes the installed peers exactly `want`. Stops at the first kernel error; what was
     /// applied before it stays applied and recorded, so a retry continues from there.
     pub fn set_peers(&mut self, want: &[RemoteNode]) -> Result<(), NetlinkError> {
-        let gone: Vec<RemoteNode> =
-            self.installed.values().filter(|old| !want.iter().any(|w| w == *old)).copied().collect();
+        // A set, not a scan per installed peer: with thousands of etcd leases a single lease change
+        // would otherwise cost millions of comparisons.
+        let wanted: std::collections::HashSet<&RemoteNode> = want.iter().collect();
+        let gone: Vec<RemoteNode> = self.installed.values().filter(|old| !wanted.contains(old)).copied().collect();
         for old in gone {
             self.remove(&old)?;
         }

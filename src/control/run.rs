@@ -53,6 +53,8 @@ pub enum RunError {
     PeerNotOnLink { key: String, peer: Ipv4Addr, subnet: Ipv4Net, device: String, connected: String },
     #[error(transparent)]
     Privilege(#[from] crate::io::privilege::PrivilegeError),
+    #[error(transparent)]
+    Etcd(#[from] super::etcd::EtcdError),
     #[error("cannot start worker thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -73,10 +75,28 @@ pub fn run(
     reload_config: Box<dyn Fn() -> Result<Config, ConfigError> + '_>,
 ) -> Result<Vec<(&'static str, u64)>, RunError> {
     crate::io::release_free_memory();
-    let mut started = start(cfg, opts, &stop)?;
+    // In etcd mode the node joins first: the subnet it leases is the device's address. A lease for
+    // an address this host does not have would mislead every other node, so that is checked first.
+    if cfg.etcd.is_some() && !Netlink::open()?.host_has_addr(cfg.node.public_ip)? {
+        return Err(RunError::AddrNotHere(cfg.node.public_ip));
+    }
+    let joined = super::etcd::join(cfg, &stop)?;
+    if cfg.etcd.is_some() && joined.is_none() {
+        return Ok(Vec::new());
+    }
+    let cfg = joined.as_ref().map_or(cfg, |j| &j.cfg).clone();
+    let mut started = start(&cfg, opts, &stop)?;
     // Senders go to the event sources (etcd, the control socket). This one is held until the
     // supervisor returns: with every sender gone its wait would return at once, not after a tick.
     let (events_tx, events) = super::event::channel();
+    let session = match joined.map(|j| j.serve(pod_mtu(&cfg, &started), events_tx.clone())).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            started.finish();
+            return Err(e.into());
+        }
+    };
     Supervisor {
         cfg: cfg.clone(),
         device: started.device.clone(),
@@ -85,12 +105,21 @@ pub fn run(
         reload: reload_config,
         events,
         counters: started.counters.clone(),
-        datastore: None,
+        datastore: session.as_ref().map(|s| Box::new(s.view()) as Box<dyn super::event::Datastore>),
     }
     .watch(&stop, &reload);
+    // Stops renewing; the lease stays in etcd so a restart gets the same subnet.
+    drop(session);
     drop(events_tx);
     tracing::info!("stopping");
     Ok(started.finish())
+}
+
+/// The MTU pods should use (Flannel's FLANNEL_MTU): the device's, or the underlay's for host-gw.
+fn pod_mtu(cfg: &Config, started: &Started) -> u32 {
+    started.device.as_ref().map(|d| d.mtu).unwrap_or_else(|| {
+        crate::io::ifaddr::interface_of(cfg.node.public_ip).and_then(|n| crate::io::ifaddr::mtu_of(&n)).unwrap_or(1500)
+    })
 }
 
 /// Starts the configured backend; nothing is left installed if it fails.

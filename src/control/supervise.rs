@@ -85,6 +85,10 @@ impl Supervisor<'_> {
                 return;
             }
         };
+        if self.cfg.etcd.is_some() {
+            tracing::info!("config reload: peers come from etcd in etcd mode; nothing to apply (other changes need a restart)");
+            return;
+        }
         if new.node != self.cfg.node || new.vxlan != self.cfg.vxlan || new.ipip != self.cfg.ipip {
             tracing::warn!("config reload: changes to [node], [vxlan] or [ipip] need a restart; applying [[peer]] changes only");
         }

@@ -1702,3 +1702,5 @@ fn read_and_hash(stream: &mut impl Read) -> Result<(usize, Vec<u8>), String> {
     }
     Ok((total, hasher.finalize().to_vec()))
 }
+
+pub mod etcd;

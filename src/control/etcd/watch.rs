@@ -1,0 +1,133 @@
+//! The cluster's subnet leases as this node knows them, kept whole from etcd's watch on
+//! `<prefix>/subnets/`, and the peer list derived from them.
+//!
+//! The map is the source; the peer list is recomputed from it after each batch of events and sent
+//! only when it changed, so the supervisor applies one diff per etcd response, not one per key. The
+//! async loop that feeds it lives in [`super::session`]; this part is pure and unit-tested.
+use super::flannel::{parse_subnet_key, LeaseAttrs};
+use crate::control::config::Backend;
+use crate::control::overlay::RemoteNode;
+use crate::wire::MacAddr;
+use ipnet::Ipv4Net;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub attrs: LeaseAttrs,
+    /// The etcd lease the key is attached to; 0 for a reservation.
+    pub lease: i64,
+    pub mod_revision: i64,
+}
+
+/// Every readable lease under the prefix, by subnet.
+#[derive(Debug, Default)]
+pub struct LeaseMap {
+    pub entries: BTreeMap<Ipv4Net, Entry>,
+    /// Keys already warned about, so a bad key is logged once, not on every resync.
+    warned: BTreeSet<String>,
+}
+
+impl LeaseMap {
+    /// A put under the prefix; `name` is the key after `<prefix>/subnets/`.
+    pub fn put(&mut self, name: &str, value: &[u8], lease: i64, mod_revision: i64) {
+        let Some(subnet) = parse_subnet_key(name) else {
+            self.warn_once(name, "key is not a subnet like 10.244.3.0-24; ignoring it".into());
+            return;
+        };
+        match LeaseAttrs::parse(name, value) {
+            Ok(attrs) => {
+                self.warned.remove(name);
+                self.entries.insert(subnet, Entry { attrs, lease, mod_revision });
+            }
+            Err(e) => {
+                self.warn_once(name, format!("{e}; ignoring it"));
+                self.entries.remove(&subnet);
+            }
+        }
+    }
+
+    pub fn delete(&mut self, name: &str) {
+        if let Some(subnet) = parse_subnet_key(name) {
+            self.entries.remove(&subnet);
+        }
+        self.warned.remove(name);
+    }
+
+    fn warn_once(&mut self, name: &str, problem: String) {
+        if self.warned.insert(name.to_string()) {
+            tracing::warn!(key = %name, "subnet lease: {problem}");
+        }
+    }
+
+    /// The nodes this backend can reach: leases of the same backend type (as flanneld's backends
+    /// skip the others), minus this node's own address. Two leases naming one address (a node that
+    /// moved subnets, its old key not yet expired) are one node: the newest write wins.
+    pub fn peers(&self, own_ip: Ipv4Addr, backend: Backend) -> Vec<RemoteNode> {
+        let mut by_ip: BTreeMap<Ipv4Addr, (i64, RemoteNode)> = BTreeMap::new();
+        for (subnet, e) in &self.entries {
+            if e.attrs.public_ip == own_ip || e.attrs.backend_type != backend.name() {
+                continue;
+            }
+            let vtep_mac = match (backend, e.attrs.backend_data) {
+                (Backend::Vxlan, Some(d)) => d.vtep_mac,
+                (Backend::Vxlan, None) => continue,
+                // Unused without VXLAN, as for configured peers.
+                _ => MacAddr::from_underlay_ip(e.attrs.public_ip),
+            };
+            let node = RemoteNode { public_ip: e.attrs.public_ip, subnet: *subnet, vtep_mac };
+            match by_ip.get(&node.public_ip) {
+                Some((rev, _)) if *rev > e.mod_revision => {}
+                _ => {
+                    by_ip.insert(node.public_ip, (e.mod_revision, node));
+                }
+            }
+        }
+        let mut peers: Vec<RemoteNode> = by_ip.into_values().map(|(_, n)| n).collect();
+        peers.sort_by_key(|n| n.subnet);
+        peers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vxlan(ip: &str, mac: &str) -> Vec<u8> {
+        format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn peers_follow_puts_and_deletes() {
+        let mut m = LeaseMap::default();
+        let own = Ipv4Addr::new(192, 0, 2, 1);
+        m.put("10.244.1.0-24", &vxlan("192.0.2.1", "02:00:00:00:00:01"), 7, 1);
+        m.put("10.244.2.0-24", &vxlan("192.0.2.2", "02:00:00:00:00:02"), 7, 2);
+        m.put("10.244.3.0-24", br#"{"PublicIP":"192.0.2.3","PublicIPv6":null,"BackendType":"host-gw"}"#, 0, 3);
+        m.put("10.244.4.0-24", b"garbage", 7, 4);
+        m.put("not-a-subnet", &vxlan("192.0.2.5", "02:00:00:00:00:05"), 7, 5);
+        let p = m.peers(own, Backend::Vxlan);
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].public_ip, p[0].subnet.to_string(), p[0].vtep_mac.to_string()),
+            (Ipv4Addr::new(192, 0, 2, 2), "10.244.2.0/24".into(), "02:00:00:00:00:02".into()));
+        assert_eq!(m.peers(own, Backend::HostGw).len(), 1);
+        m.delete("10.244.2.0-24");
+        assert!(m.peers(own, Backend::Vxlan).is_empty());
+        assert_eq!(m.entries.len(), 2);
+    }
+
+    #[test]
+    fn a_changed_value_replaces_the_old_one_and_newest_wins_per_address() {
+        let mut m = LeaseMap::default();
+        let own = Ipv4Addr::new(192, 0, 2, 1);
+        m.put("10.244.2.0-24", &vxlan("192.0.2.2", "02:00:00:00:00:02"), 7, 2);
+        m.put("10.244.2.0-24", &vxlan("192.0.2.2", "02:00:00:00:00:22"), 7, 3);
+        assert_eq!(m.peers(own, Backend::Vxlan)[0].vtep_mac.to_string(), "02:00:00:00:00:22");
+        m.put("10.244.9.0-24", &vxlan("192.0.2.2", "02:00:00:00:00:99"), 7, 9);
+        let p = m.peers(own, Backend::Vxlan);
+        assert_eq!((p.len(), p[0].subnet.to_string()), (1, "10.244.9.0/24".into()));
+        // A bad value for a known key removes it: the node's old state is not trustworthy either.
+        m.put("10.244.9.0-24", b"{}", 7, 10);
+        assert_eq!(m.peers(own, Backend::Vxlan)[0].subnet.to_string(), "10.244.2.0/24");
+    }
+}

@@ -1,0 +1,41 @@
+//! etcd mode: a node's lease deleted, and another expiring with its etcd lease, take the node's
+//! route and neighbour entries away from the others (asserted on the kernel's tables).
+
+mod common;
+
+use common::etcd::*;
+use common::*;
+
+#[test]
+fn deleted_and_expired_leases_leave_the_tables() {
+    let ul = Underlay::new("ex");
+    let etcd = Etcd::in_netns(&ul.hub, HUB_IP, "ex");
+    etcd.put(&format!("{PREFIX}/config"), VXLAN_NETWORK);
+    let dir = TempDir::new("ex");
+    let a = ul.host("ex", 1);
+    let b = ul.host("ex", 2);
+    let (da, _) = start_member(&a, 1, &etcd, &dir);
+    let (db, _) = start_member(&b, 2, &etcd, &dir);
+    let key_b = etcd.lease_of("192.0.2.2").expect("lease of node 2");
+    let (subnet_b, _) = subnet_of_key(&key_b);
+    let vtep_b = key_b.split('-').next().unwrap().to_string();
+    wait_until("node 1 routes to node 2", || a.has_route(&subnet_b));
+    assert!(permanent_neighbours(&a, "vtep0").iter().any(|l| l.starts_with(&format!("{vtep_b} "))));
+
+    // Node 2 stops (its lease stays, as flanneld's does), then an operator deletes the lease.
+    db.stop();
+    assert!(a.has_route(&subnet_b), "node 1 dropped node 2 while its lease still existed");
+    etcd.ctl(&["del", &format!("{PREFIX}/subnets/{key_b}")]);
+    wait_until("node 1 forgets node 2's route", || !a.has_route(&subnet_b));
+    assert!(!permanent_neighbours(&a, "vtep0").iter().any(|l| l.starts_with(&format!("{vtep_b} "))), "neighbour for {vtep_b} left behind");
+
+    // A lease on a short etcd lease, as a node that died leaves it: there, then gone by itself.
+    let lease = etcd.grant(4);
+    let value = r#"{"PublicIP":"192.0.2.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}"#;
+    etcd.put_with_lease(&format!("{PREFIX}/subnets/10.244.99.0-24"), value, &lease);
+    wait_until("node 1 routes to the short-lived node", || a.has_route("10.244.99.0/24"));
+    assert!(has_permanent_neigh(&a, "vtep0", "10.244.99.0", "02:00:00:00:00:09"));
+    wait_until_for("the short-lived lease expires out of node 1", std::time::Duration::from_secs(20), || !a.has_route("10.244.99.0/24"));
+    assert!(!has_permanent_neigh(&a, "vtep0", "10.244.99.0", "02:00:00:00:00:09"));
+    da.stop();
+}

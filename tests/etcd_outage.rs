@@ -1,0 +1,54 @@
+//! etcd mode: etcd killed for 30 s in the middle of a TCP transfer between two nodes. The transfer
+//! (SHA-256 checked) does not notice; after etcd returns, a change made then reaches the nodes.
+
+mod common;
+
+use common::etcd::*;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn an_etcd_outage_does_not_touch_forwarding() {
+    let _heavy = heavy_lock();
+    let ul = Underlay::new("eo");
+    let mut etcd = Etcd::in_netns(&ul.hub, HUB_IP, "eo");
+    etcd.put(&format!("{PREFIX}/config"), VXLAN_NETWORK);
+    let dir = TempDir::new("eo");
+    let a = ul.host("eo", 1);
+    let b = ul.host("eo", 2);
+    let (mut da, _) = start_member(&a, 1, &etcd, &dir);
+    let (mut db, _) = start_member(&b, 2, &etcd, &dir);
+    let key_a = etcd.lease_of("192.0.2.1").unwrap();
+    let key_b = etcd.lease_of("192.0.2.2").unwrap();
+    let (subnet_b, _) = subnet_of_key(&key_b);
+    wait_until("node 1 routes to node 2", || a.has_route(&subnet_b));
+    let ip_a = key_a.split('-').next().unwrap().parse().unwrap();
+    let ip_b = key_b.split('-').next().unwrap().parse().unwrap();
+
+    // Paced so it is surely still running when etcd comes back.
+    let plan = TransferPlan { nbytes: 16 << 20, rate: Some(400_000), hold: 1 << 20 };
+    let transfer = Transfer::start(&a, ip_a, &b, ip_b, 5401, plan);
+    transfer.wait_sent(1 << 20);
+    let before = da.log_count("etcd unreachable");
+    etcd.kill();
+    da.wait_for_log("etcd unreachable", before);
+    let sent_at_kill = transfer.sent();
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(transfer.sent() > sent_at_kill, "the transfer stalled while etcd was down");
+    assert!(da.is_running() && db.is_running(), "a node exited while etcd was down");
+    assert!(a.has_route(&subnet_b), "node 1 lost its route to node 2 while etcd was down");
+    // Logged once per state change, not once per retry.
+    assert_eq!(da.log_count("etcd unreachable"), before + 1, "{}", da.stderr());
+
+    let back = da.log_count("etcd reachable again");
+    etcd.restart();
+    da.wait_for_log("etcd reachable again", back);
+    let value = r#"{"PublicIP":"192.0.2.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}"#;
+    etcd.put(&format!("{PREFIX}/subnets/10.244.99.0-24"), value);
+    wait_until_for("both nodes learn a lease written after the outage", RECOVERY_TIMEOUT, || {
+        a.has_route("10.244.99.0/24") && b.has_route("10.244.99.0/24")
+    });
+    transfer.finish(16 << 20);
+    da.stop();
+    db.stop();
+}
