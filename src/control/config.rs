@@ -53,6 +53,8 @@ pub struct Config {
     /// Filled with defaults unless the backend is IPIP.
     pub ipip: Ipip,
     pub peers: Vec<Peer>,
+    /// The control API's Unix socket; `None`: the default, see [`crate::control::api::default_socket`].
+    pub control_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +105,7 @@ impl Node {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    control_socket: Option<String>,
     node: RawNode,
     vxlan: Option<RawVxlan>,
     ipip: Option<RawIpip>,
@@ -171,7 +174,11 @@ impl Config {
         let ipip = parse_ipip(raw.ipip.unwrap_or_default())?;
         let peers =
             raw.peer.iter().enumerate().map(|(i, p)| parse_peer(i, p, backend)).collect::<Result<Vec<_>, _>>()?;
-        let cfg = Config { node, vxlan, ipip, peers };
+        let control_socket = match raw.control_socket {
+            Some(p) if p.is_empty() || p.ends_with('/') => return Err(invalid("control_socket", format!("'{p}' is not a file path"))),
+            p => p.map(PathBuf::from),
+        };
+        let cfg = Config { node, vxlan, ipip, peers, control_socket };
         cfg.check_consistency()?;
         Ok(cfg)
     }

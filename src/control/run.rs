@@ -8,6 +8,7 @@
 use super::backend::{self, Started};
 use super::config::{Backend, Config, ConfigError};
 use super::netlink::{Netlink, NetlinkError};
+use super::api::server::ControlSocket;
 use super::supervise::Supervisor;
 use crate::io::raw::RawError;
 use crate::io::tap::TapError;
@@ -29,6 +30,8 @@ pub struct RunOptions {
     pub source_ports: usize,
     /// Switch to this user once devices and sockets exist.
     pub user: Option<String>,
+    /// The control socket (`--socket`); overrides the config's `control_socket`.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,8 @@ pub enum RunError {
     PeerNotOnLink { key: String, peer: Ipv4Addr, subnet: Ipv4Net, device: String, connected: String },
     #[error(transparent)]
     Privilege(#[from] crate::io::privilege::PrivilegeError),
+    #[error(transparent)]
+    Socket(#[from] super::api::server::SocketError),
     #[error("cannot start worker thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -70,10 +75,15 @@ pub fn run(
     reload: Arc<AtomicBool>,
     reload_config: Box<dyn Fn() -> Result<Config, ConfigError> + '_>,
 ) -> Result<Vec<(&'static str, u64)>, RunError> {
+    // Bound first: a socket another vtepd is serving is a reason not to start, found before
+    // anything is installed.
+    let socket_path = opts.socket.clone().unwrap_or_else(|| super::api::socket_path(cfg));
+    let socket = ControlSocket::bind(&socket_path)?;
     let mut started = start(cfg, opts, &stop)?;
     // Senders go to the event sources (etcd, the control socket). This one is held until the
     // supervisor returns: with every sender gone its wait would return at once, not after a tick.
     let (events_tx, events) = super::event::channel();
+    let server = socket.serve(events_tx.clone()).map_err(RunError::Thread)?;
     Supervisor {
         cfg: cfg.clone(),
         device: started.device.clone(),
@@ -85,6 +95,7 @@ pub fn run(
         datastore: None,
     }
     .watch(&stop, &reload);
+    server.shutdown();
     drop(events_tx);
     tracing::info!("stopping");
     Ok(started.finish())

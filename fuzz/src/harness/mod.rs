@@ -51,8 +51,8 @@ pub fn vtep() -> Vtep {
     Vtep { vni: Vni::new(VNI).unwrap(), mac: OUR_MAC, ip: OUR_VTEP_IP, mtu: MTU }
 }
 
-pub fn peers() -> FxHashMap<Ipv4Addr, ()> {
-    PEER_IPS.iter().map(|ip| (*ip, ())).collect()
+pub fn peers() -> vtepd::table::PeerSet {
+    PEER_IPS.iter().map(|ip| (*ip, Default::default())).collect()
 }
 
 pub fn fdb() -> FxHashMap<MacAddr, Ipv4Addr> {
