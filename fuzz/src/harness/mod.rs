@@ -15,6 +15,7 @@
 
 pub mod arp;
 pub mod config;
+pub mod control;
 pub mod decap;
 pub mod encap;
 pub mod gro;
@@ -35,6 +36,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("tso_segment", tso::run),
     ("gro_coalesce", gro::run),
     ("config", config::run),
+    ("control_request", control::run),
 ];
 
 // The node under test and its two peers, as in src/dataplane/testvec.rs.

@@ -61,7 +61,7 @@ pub fn call(path: &Path, req: &Request) -> Result<Reply, ClientError> {
     if line.is_empty() {
         return Err(bad("the connection closed without an answer".into()));
     }
-    match serde_json::from_str::<Response>(&line).map_err(|e| bad(e.to_string()))? {
+    match Response::from_line(&line).map_err(bad)? {
         Response::Ok(r) => Ok(r),
         Response::Error(e) => Err(ClientError::Refused(e)),
     }

@@ -264,6 +264,11 @@ pub enum Response {
 }
 
 impl Response {
+    /// Parses a response line (what the client reads).
+    pub fn from_line(line: &str) -> Result<Response, String> {
+        serde_json::from_str(line).map_err(|e| e.to_string())
+    }
+
     pub fn to_line(&self) -> String {
         // Every type in a response serialises (strings, numbers, addresses); the fallback is
         // still a well-formed error line.
