@@ -367,6 +367,14 @@ vtep_mac = "02:00:00:00:00:02"
     }
 
     #[test]
+    fn control_socket_is_a_top_level_path() {
+        assert_eq!(Config::parse(GOOD).unwrap().control_socket, None);
+        let c = Config::parse(&format!("control_socket = \"/run/x/a.sock\"\n{GOOD}")).unwrap();
+        assert_eq!(c.control_socket, Some(PathBuf::from("/run/x/a.sock")));
+        assert_eq!(err_of(&format!("control_socket = \"/run/x/\"\n{GOOD}")), "config key control_socket: '/run/x/' is not a file path");
+    }
+
+    #[test]
     fn good_config_parses() {
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.vxlan.vni.get(), 1);

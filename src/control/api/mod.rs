@@ -32,3 +32,21 @@ pub fn default_socket(cfg: &Config) -> PathBuf {
 pub fn socket_path(cfg: &Config) -> PathBuf {
     cfg.control_socket.clone().unwrap_or_else(|| default_socket(cfg))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_socket_is_named_after_the_device() {
+        let base = "[node]\npublic_ip = \"192.0.2.1\"\nsubnet = \"10.244.1.0/24\"\n";
+        let vxlan = Config::parse(&format!("{base}[vxlan]\ndevice = \"flannel.1\"\n")).unwrap();
+        assert_eq!(socket_path(&vxlan), PathBuf::from("/run/vtepd/flannel.1.sock"));
+        let ipip = Config::parse(&base.replace("\"10.244.1.0/24\"\n", "\"10.244.1.0/24\"\nbackend = \"ipip\"\n")).unwrap();
+        assert_eq!(socket_path(&ipip), PathBuf::from("/run/vtepd/ipip0.sock"));
+        let hostgw = Config::parse(&base.replace("\"10.244.1.0/24\"\n", "\"10.244.1.0/24\"\nbackend = \"host-gw\"\n")).unwrap();
+        assert_eq!(socket_path(&hostgw), PathBuf::from("/run/vtepd/host-gw-192.0.2.1.sock"));
+        let set = Config::parse(&format!("control_socket = \"/tmp/v.sock\"\n{base}")).unwrap();
+        assert_eq!(socket_path(&set), PathBuf::from("/tmp/v.sock"));
+    }
+}
