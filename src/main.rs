@@ -43,6 +43,9 @@ enum Cmd {
         /// Control socket to serve [default: control_socket from the config, else /run/vtepd/<device>.sock].
         #[arg(long)]
         socket: Option<PathBuf>,
+        /// Serve Prometheus metrics (counters, table sizes, datastore state) on ADDR, e.g. 127.0.0.1:9476.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// The running vtepd's forwarding database (MAC → remote VTEP), like `bridge fdb`.
     Fdb {
@@ -151,7 +154,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(2, &e),
         },
-        Cmd::Run { config, workers, batch, no_offload, source_ports, user, socket } => {
+        Cmd::Run { config, workers, batch, no_offload, source_ports, user, socket, metrics } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
                 source_ports: source_ports.into(),
                 user,
                 socket,
+                metrics,
             };
             run_daemon(&cfg, &opts, &config)
         }

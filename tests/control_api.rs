@@ -52,6 +52,17 @@ fn raw(socket: &Path, bytes: &[u8]) -> String {
     line
 }
 
+/// One HTTP exchange with A's metrics endpoint (on A's loopback).
+fn scrape(ns: &Netns, request: &'static str) -> String {
+    in_netns(ns.name(), move || {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9476").expect("connect to --metrics");
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+}
+
 /// Fires one ping that is not expected to be answered (it only makes the data path act).
 fn poke(ns: &Netns, dst: &str) {
     let _ = ns.exec("ping", &["-c", "1", "-W", "1", dst]);
@@ -62,7 +73,7 @@ fn every_subcommand_against_a_running_vtepd() {
     let hosts = TwoHosts::new("capi");
     let dir = TempDir::new("capi");
     let (cfg_a, cfg_b) = (NodeCfg::host(1, &[2]), NodeCfg::host(2, &[1]));
-    let a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
+    let a = Vtepd::start_with(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a, &["--metrics", "127.0.0.1:9476"]);
     let b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
     let (sa, sb) = (a.socket.as_path(), b.socket.as_path());
 
@@ -94,6 +105,14 @@ fn every_subcommand_against_a_running_vtepd() {
     let (code, err) = cli_err(sa, &["leases"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not in etcd mode"), "{err}");
+
+    let metrics = scrape(&hosts.a, "GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(metrics.starts_with("HTTP/1.0 200 OK\r\n"), "{metrics}");
+    assert!(metrics.contains("\nvtepd_table_entries{table=\"fdb\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("\nvtepd_drops_total{reason=\"rx_unknown_source\"} 0\n"), "{metrics}");
+    let tx = metrics.lines().find_map(|l| l.strip_prefix("vtepd_tx_packets_total ")).and_then(|v| v.parse::<u64>().ok());
+    assert!(tx.is_some_and(|n| n >= 3), "{metrics}");
+    assert!(scrape(&hosts.a, "POST / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 400"));
 
     manual_entries_steer_the_data_path(&hosts, sa, sb);
     bad_input_is_refused(sa);

@@ -8,6 +8,7 @@
 use super::backend::{self, Started};
 use super::config::{Backend, Config, ConfigError};
 use super::netlink::{Netlink, NetlinkError};
+use super::api::metrics::Metrics;
 use super::api::server::ControlSocket;
 use super::supervise::Supervisor;
 use crate::io::raw::RawError;
@@ -32,6 +33,8 @@ pub struct RunOptions {
     pub user: Option<String>,
     /// The control socket (`--socket`); overrides the config's `control_socket`.
     pub socket: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics on this address (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,8 @@ pub enum RunError {
     Privilege(#[from] crate::io::privilege::PrivilegeError),
     #[error(transparent)]
     Socket(#[from] super::api::server::SocketError),
+    #[error(transparent)]
+    Metrics(#[from] super::api::metrics::MetricsError),
     #[error("cannot start worker thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -79,11 +84,13 @@ pub fn run(
     // anything is installed.
     let socket_path = opts.socket.clone().unwrap_or_else(|| super::api::socket_path(cfg));
     let socket = ControlSocket::bind(&socket_path)?;
+    let metrics = opts.metrics.map(Metrics::bind).transpose()?;
     let mut started = start(cfg, opts, &stop)?;
     // Senders go to the event sources (etcd, the control socket). This one is held until the
     // supervisor returns: with every sender gone its wait would return at once, not after a tick.
     let (events_tx, events) = super::event::channel();
     let server = socket.serve(events_tx.clone()).map_err(RunError::Thread)?;
+    let metrics = metrics.map(|m| m.serve(events_tx.clone())).transpose().map_err(RunError::Thread)?;
     Supervisor {
         cfg: cfg.clone(),
         device: started.device.clone(),
@@ -96,6 +103,9 @@ pub fn run(
     }
     .watch(&stop, &reload);
     server.shutdown();
+    if let Some(m) = metrics {
+        m.shutdown();
+    }
     drop(events_tx);
     tracing::info!("stopping");
     Ok(started.finish())

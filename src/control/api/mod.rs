@@ -6,6 +6,7 @@
 //! hostile client therefore costs the server thread its time, never the supervisor or the workers.
 pub mod client;
 pub mod dispatch;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod show;

@@ -208,13 +208,17 @@ fn write_line(stream: &mut UnixStream, resp: &Response, deadline: Instant) -> io
 
 /// Parses one line and, if it is a request, has the supervisor answer it.
 pub fn answer(line: &[u8], events: &EventTx) -> Response {
-    let req = match proto::parse_request(line) {
-        Ok(r) => r,
+    match proto::parse_request(line) {
+        Ok(req) => answer_request(req, events),
         Err(e) => {
             tracing::debug!(error = %e, "bad control request");
-            return Response::Error(e.to_string());
+            Response::Error(e.to_string())
         }
-    };
+    }
+}
+
+/// Has the supervisor answer a parsed request, waiting at most [`SUPERVISOR_TIMEOUT`].
+pub fn answer_request(req: proto::Request, events: &EventTx) -> Response {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let call = Event::Call(Box::new(move |live| {
         // The client may have given up waiting; then nobody wants the answer.
