@@ -111,13 +111,19 @@ fn neigh_rows(v: &View<'_>) -> Vec<NeighRow> {
 /// via the peer's underlay address for a directly routed one.
 fn route_rows(v: &View<'_>) -> Vec<RouteRow> {
     let dev = device(v.cfg).to_string();
+    let mut underlay = None;
     let mut rows: Vec<RouteRow> = v
         .peers
         .iter()
         .map(|p| match (encapsulated(v, p), v.cfg.node.backend) {
             (true, Backend::Vxlan) => RouteRow { dst: p.subnet, via: p.vtep_ip(), dev: dev.clone(), onlink: true },
             (true, _) => RouteRow { dst: p.subnet, via: p.public_ip, dev: dev.clone(), onlink: true },
-            (false, _) => RouteRow { dst: p.subnet, via: p.public_ip, dev: "underlay".into(), onlink: false },
+            (false, _) => {
+                let name = underlay.get_or_insert_with(|| {
+                    crate::io::ifaddr::interface_of(v.cfg.node.public_ip).unwrap_or_else(|| "underlay".into())
+                });
+                RouteRow { dst: p.subnet, via: p.public_ip, dev: name.clone(), onlink: false }
+            }
         })
         .collect();
     rows.sort_by_key(|r| r.dst);
@@ -136,13 +142,17 @@ fn peers(v: &View<'_>) -> PeersReply {
                 (true, b) => b.name(),
                 (false, _) => "direct",
             };
-            let ago = heard.and_then(|h| h.get()).map(|t| u64::from(now.saturating_sub(t)));
+            // Only the VXLAN receive path records arrivals (IPIP's is not timed yet), and a directly
+            // routed peer's packets never pass through vtepd: for those there is nothing to say.
+            let vxlan = v.cfg.node.backend == Backend::Vxlan;
+            let timed = heard.filter(|_| vxlan);
+            let ago = timed.and_then(|h| h.get()).map(|t| u64::from(now.saturating_sub(t)));
             PeerRow {
                 public_ip: p.public_ip,
                 subnet: p.subnet,
                 mode: mode.into(),
-                vtep_mac: (v.cfg.node.backend == Backend::Vxlan && heard.is_some()).then(|| p.vtep_mac.to_string()),
-                reachable: heard.map(|_| ago.is_some_and(|a| a <= REACHABLE_WITHIN)),
+                vtep_mac: timed.map(|_| p.vtep_mac.to_string()),
+                reachable: timed.map(|_| ago.is_some_and(|a| a <= REACHABLE_WITHIN)),
                 last_heard_secs: ago,
             }
         })
@@ -294,6 +304,24 @@ mod tests {
             assert!(refused(answer(Request::NeighAdd { ip: Ipv4Addr::new(10, 244, 1, 7), mac: m9 }, v)).contains("own subnet"));
             ok(answer(Request::NeighDel { ip: ip9 }, v));
         })
+    }
+
+    #[test]
+    fn routed_peers_are_not_timed() {
+        let text = "[node]\npublic_ip = \"192.0.2.1\"\nsubnet = \"10.244.1.0/24\"\nbackend = \"ipip\"\n\n\
+            [[peer]]\npublic_ip = \"192.0.2.2\"\nsubnet = \"10.244.2.0/24\"\n[[peer]]\npublic_ip = \"192.0.2.3\"\nsubnet = \"10.244.3.0/24\"\n";
+        let cfg = Config::parse(text).unwrap();
+        let tables = Tables::default();
+        // The IPIP installer allow-lists a tunnelled peer; a directly routed one is not in the tables.
+        tables.peers.insert(cfg.peers[0].public_ip, Default::default());
+        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![], datastore: None };
+        let Reply::Peers(p) = ok(answer(Request::Peers, &v)) else { panic!() };
+        let rows: Vec<(&str, Option<bool>)> = p.peers.iter().map(|r| (r.mode.as_str(), r.reachable)).collect();
+        assert_eq!(rows, [("ipip", None), ("direct", None)]);
+        let Reply::Routes(r) = ok(answer(Request::RouteShow, &v)) else { panic!() };
+        assert_eq!(r[0].dev, "ipip0");
+        assert_eq!((r[1].via, r[1].onlink), (Ipv4Addr::new(192, 0, 2, 3), false));
+        assert!(refused(answer(Request::FdbAdd { mac: MacAddr([2, 0, 0, 0, 0, 9]), dst: Ipv4Addr::new(192, 0, 2, 2) }, &v)).contains("only with the vxlan backend"));
     }
 
     #[test]
