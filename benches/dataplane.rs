@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 use vtepd::dataplane::decap::process_datagram;
 use vtepd::dataplane::encap::{dispatch_frame, TxTables};
 use vtepd::dataplane::offload::coalesce::{self, Run};
+use vtepd::dataplane::offload::Framing;
 use vtepd::dataplane::offload::segment::segment_tcp;
 use vtepd::dataplane::{RxVerdict, TxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
 use vtepd::table::Fdb;
@@ -228,11 +229,11 @@ fn segment(c: &mut Criterion) {
     let vni = Vni::new(1).unwrap();
     // The worker's segment buffer size (io::worker::SEGMENT_BUF).
     let mut out = vec![0u8; 256 * 1024];
-    let segs = segment_tcp(&vnet, &frame, vni, &mut out).unwrap();
+    let segs = segment_tcp(&vnet, &frame, Framing::Ethernet, &vni, &mut out).unwrap();
     assert_eq!((segs.count, segs.seg_len), (47, 8 + 14 + 1450));
     let mut g = c.benchmark_group("segment_tcp");
     both(&mut g, "64KB_mss1398", segs.count as u64, frame.len() as u64, || {
-        black_box(segment_tcp(&vnet, black_box(&frame), vni, black_box(&mut out)).unwrap());
+        black_box(segment_tcp(&vnet, black_box(&frame), Framing::Ethernet, &vni, black_box(&mut out)).unwrap());
     });
     g.finish();
 }
@@ -256,9 +257,9 @@ fn coalesce(c: &mut Criterion) {
 
     // The driver's loop (io::worker::deliver + flush_run) without the writev.
     let merge = |gro: &mut [u8]| -> (Run, VnetHdr) {
-        let mut run = Run::start(coalesce::candidate(&gro[frame_at(0)]).expect("head is a candidate"));
+        let mut run = Run::start(coalesce::candidate(&gro[frame_at(0)], Framing::Ethernet).expect("head is a candidate"));
         for i in 1..N {
-            let s = coalesce::candidate(&gro[frame_at(i)]).expect("segment is a candidate");
+            let s = coalesce::candidate(&gro[frame_at(i)], Framing::Ethernet).expect("segment is a candidate");
             assert!(run.accepts(&gro[frame_at(0)], &gro[frame_at(i)], &s), "segment {i} continues the run");
             run.push(&s);
         }

@@ -87,3 +87,33 @@ fn host_gw_refuses_peer_not_on_link() {
     }
     assert!(!host.has_route("10.244.2.0/24"), "a route was installed before the check failed");
 }
+
+/// SIGKILL runs no teardown, and host-gw's routes are on the underlay, so they outlive the process
+/// (pods keep talking meanwhile). The next start removes those its config no longer wants — and
+/// only those: a kept peer's route is never deleted and re-added, and routes vtepd did not install
+/// (another protocol, another device) are left alone.
+#[test]
+fn host_gw_restart_after_sigkill_sweeps_stale_routes() {
+    let hosts = TwoHosts::new("hgk");
+    let dir = TempDir::new("hgk");
+    let peers = [(host_underlay_ip(2), host_subnet(2)), ("192.0.2.3".to_string(), "10.244.3.0/24".to_string())];
+    let peers: Vec<(&str, &str)> = peers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let both = dir.write("both.toml", &routed_toml("host-gw", &host_underlay_ip(1), &host_subnet(1), "", &peers));
+    let one = dir.write("one.toml", &routed_toml("host-gw", &host_underlay_ip(1), &host_subnet(1), "", &peers[..1]));
+    // Someone else's route through the same device, and one of ours to keep.
+    hosts.a.ip(&["route", "add", "10.244.9.0/24", "via", "192.0.2.9", "dev", UNDERLAY_DEV, "proto", "static"]);
+
+    let a = Vtepd::start_until(&hosts.a, &both, "routes to both peers", || hosts.a.has_route("10.244.3.0/24"));
+    let killed_log = a.kill_hard();
+    let left = hosts.a.ip(&["route", "show", "proto", "118"]);
+    assert!(left.contains("10.244.2.0/24") && left.contains("10.244.3.0/24"), "SIGKILL took routes with it?\n{left}");
+
+    let a = Vtepd::start_until(&hosts.a, &one, "the kept route", || hosts.a.has_route("10.244.2.0/24"));
+    wait_until("the stale route to 10.244.3.0/24 removed", || !hosts.a.has_route("10.244.3.0/24"));
+    let log = a.stderr();
+    assert!(log.contains("removed a stale route") && log.contains("10.244.3.0/24"), "no word of the sweep:\n{log}");
+    assert!(!log.contains("10.244.2.0/24 via"), "the kept route was swept:\n{log}\nkilled run:\n{killed_log}");
+    assert!(hosts.a.has_route("10.244.9.0/24"), "a route vtepd did not install was removed");
+    a.stop();
+    assert_eq!(hosts.a.ip(&["route", "show", "proto", "118"]).trim(), "", "routes left after SIGTERM");
+}

@@ -21,183 +21,16 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::thread;
 
+use common::offload::*;
 use common::*;
+
+const VXLAN_OFFLOADS: &[&str] = &["tap_tso=true", "udp_gso=true", "udp_gro=true"];
 
 /// Each direction of the vtepd ↔ vtepd test.
 const BULK_EACH_WAY: usize = 1024 * 1024 * 1024;
 /// Each direction of the kernel-peer test.
 const KERNEL_EACH_WAY: usize = 200 * 1024 * 1024;
-
-/// Drops that mean vtepd produced something the kernel refused, or could not handle what the kernel
-/// handed it; none may happen on a clean link.
-const OFFLOAD_DROPS: &[&str] = &[
-    "drop_rx_tap_write",
-    "drop_tx_bad_gso",
-    "drop_tx_bad_vnet_hdr",
-    "drop_tx_send_error",
-];
-
-
-/// Runs A→B and B→A transfers concurrently; both finish (or fail) before any failure is raised,
-/// so the message names the direction that broke.
-fn transfer_both_ways(a: &Netns, b: &Netns, nbytes: usize) {
-    let ip_a = Ipv4Addr::new(10, 244, 1, 0);
-    let ip_b = Ipv4Addr::new(10, 244, 2, 0);
-    thread::scope(|s| {
-        let ab = s.spawn(|| tcp_transfer(a, Some(ip_a), b, ip_b, 5001, nbytes));
-        let ba = s.spawn(|| tcp_transfer(b, Some(ip_b), a, ip_a, 5002, nbytes));
-        let (ab, ba) = (ab.join(), ba.join());
-        for r in [ab, ba] {
-            if let Err(e) = r {
-                std::panic::resume_unwind(e);
-            }
-        }
-    });
-}
-
-/// `Proto.Field` → value from the namespace's /proc/net/snmp (read by a process inside it).
-fn snmp(ns: &Netns) -> HashMap<String, u64> {
-    let text = ns.exec_ok("cat", &["/proc/net/snmp"]);
-    let mut out = HashMap::new();
-    // Pairs of lines with the same prefix: "Tcp: Name1 Name2 ..." then "Tcp: v1 v2 ...".
-    let mut lines = text.lines().filter_map(|l| l.split_once(':')).peekable();
-    while let Some((proto, names)) = lines.next() {
-        let Some((_, values)) = lines.next_if(|(p, _)| *p == proto) else {
-            continue;
-        };
-        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
-            if let Ok(v) = v.parse() {
-                out.insert(format!("{proto}.{n}"), v);
-            }
-        }
-    }
-    out
-}
-
-/// Checksum errors counted by the stack in `ns` since `before`: zero unless some frame or datagram
-/// reached it with a wrong checksum.
-fn assert_no_csum_errors(host: &str, ns: &Netns, before: &HashMap<String, u64>) {
-    let after = snmp(ns);
-    for k in ["Tcp.InCsumErrors", "Udp.InCsumErrors", "Ip.InHdrErrors"] {
-        let (b, a) = (before.get(k).copied(), after.get(k).copied());
-        assert!(a.is_some(), "{host}: /proc/net/snmp has no {k}");
-        assert_eq!(
-            a, b,
-            "{host}: {k} rose from {b:?} to {a:?} during the transfers"
-        );
-    }
-}
-
-/// The device's statistics (`ip -s -s -j link`). For a TAP, "rx" is what vtepd wrote to it and "tx"
-/// what the kernel handed vtepd.
-fn link_stats(ns: &Netns, dev: &str) -> serde_json::Value {
-    let json = ns.ip(&["-j", "-s", "-s", "link", "show", "dev", dev]);
-    let v: serde_json::Value =
-        serde_json::from_str(&json).unwrap_or_else(|e| panic!("ip -j link: {e}: {json}"));
-    v[0]["stats64"].clone()
-}
-
-fn packets(stats: &serde_json::Value, dir: &str) -> u64 {
-    stats[dir]["packets"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {dir}.packets in {stats}"))
-}
-
-/// Proof that the offload engine ran rather than a plain path that happens to work: the TAP moved
-/// fewer frames than vtepd counted segments, so some frame read was a super-frame vtepd segmented
-/// (TSO) or, with `coalesced`, some frame written carried several received segments (GRO).
-fn assert_offloads_used(
-    host: &str,
-    c: &HashMap<String, u64>,
-    tap: &serde_json::Value,
-    coalesced: bool,
-) {
-    let (read, written) = (packets(tap, "tx"), packets(tap, "rx"));
-    eprintln!(
-        "{host}: TAP frames read {read} -> datagrams sent {}; datagrams received {} -> TAP frames written {written}",
-        c["tx_packets"], c["rx_packets"]
-    );
-    assert!(
-        read < c["tx_packets"],
-        "{host}: no super-frame was segmented"
-    );
-    if coalesced {
-        assert!(
-            written < c["rx_packets"],
-            "{host}: no received segments were coalesced"
-        );
-    }
-}
-
-fn assert_no_rx_errors(host: &str, dev: &str, stats: &serde_json::Value) {
-    let stats = &stats["rx"];
-    eprintln!("{host}: {dev} rx stats: {stats}");
-    for k in ["errors", "frame_errors", "length_errors"] {
-        if let Some(n) = stats.get(k) {
-            assert_eq!(
-                n.as_u64(),
-                Some(0),
-                "{host}: {dev} rx {k} = {n}: the kernel refused frames\n{stats}"
-            );
-        }
-    }
-}
-
-/// The "offloads" line vtepd logs at start-up must show all three on: otherwise this test would pass
-/// while exercising only the plain path.
-fn assert_offloads_on(host: &str, d: &Vtepd) {
-    let log = strip_ansi(&d.stderr());
-    let line = log
-        .lines()
-        .find(|l| l.contains("offloads"))
-        .unwrap_or_else(|| panic!("{host}: no offloads line:\n{log}"));
-    for want in ["tap_tso=true", "udp_gso=true", "udp_gro=true"] {
-        assert!(
-            line.contains(want),
-            "{host}: offloads not all on ({want} missing): {line}"
-        );
-    }
-}
-
-/// tracing's formatter colours its output even into a pipe.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn assert_no_offload_drops(host: &str, c: &HashMap<String, u64>) {
-    for k in OFFLOAD_DROPS {
-        let n = c
-            .get(*k)
-            .unwrap_or_else(|| panic!("{host}: vtepd printed no {k}\n{}", show_counters(c)));
-        assert_eq!(*n, 0, "{host}: {k} = {n}\n{}", show_counters(c));
-    }
-}
-
-fn assert_moved(host: &str, c: &HashMap<String, u64>, nbytes: usize) {
-    for k in ["rx_bytes", "tx_bytes"] {
-        assert!(
-            c[k] >= nbytes as u64,
-            "{host}: {k} = {} < {nbytes}\n{}",
-            c[k],
-            show_counters(c)
-        );
-    }
-}
 
 #[test]
 fn bulk_both_ways_vtepd_to_vtepd() {
@@ -208,8 +41,8 @@ fn bulk_both_ways_vtepd_to_vtepd() {
     let cfg_b = NodeCfg::host(2, &[1]);
     let vtepd_a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
     let vtepd_b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
-    assert_offloads_on("A", &vtepd_a);
-    assert_offloads_on("B", &vtepd_b);
+    assert_offloads_on("A", &vtepd_a, VXLAN_OFFLOADS);
+    assert_offloads_on("B", &vtepd_b, VXLAN_OFFLOADS);
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");
 
     let (snmp_a, snmp_b) = (snmp(&hosts.a), snmp(&hosts.b));
@@ -260,7 +93,7 @@ fn against_kernel(tag: &str, wire_sized: bool) {
     let dir = TempDir::new(tag);
     let cfg_a = NodeCfg::host(1, &[2]);
     let vtepd_a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
-    assert_offloads_on("A", &vtepd_a);
+    assert_offloads_on("A", &vtepd_a, VXLAN_OFFLOADS);
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");
 
     let (snmp_a, snmp_b) = (snmp(&hosts.a), snmp(&hosts.b));

@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub source_ports: usize,
     /// Switch to this user once devices and sockets exist.
     pub user: Option<String>,
+    /// VXLAN workers spin this long after each packet before sleeping (zero: off).
+    pub busy_poll: std::time::Duration,
     /// The control socket (`--socket`); overrides the config's `control_socket`.
     pub socket: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics on this address (`--metrics`).
@@ -80,6 +82,7 @@ pub fn run(
     reload: Arc<AtomicBool>,
     reload_config: Box<dyn Fn() -> Result<Config, ConfigError> + '_>,
 ) -> Result<Vec<(&'static str, u64)>, RunError> {
+    crate::io::release_free_memory();
     // Bound first: a socket another vtepd is serving is a reason not to start, found before
     // anything is installed.
     let socket_path = opts.socket.clone().unwrap_or_else(|| super::api::socket_path(cfg));
@@ -117,6 +120,8 @@ pub fn start(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<
     if !nl.host_has_addr(cfg.node.public_ip)? {
         return Err(RunError::AddrNotHere(cfg.node.public_ip));
     }
+    let underlay = backend::Underlay::find(&mut nl, cfg.node.public_ip)?;
+    backend::sweep_stale_routes(&mut nl, &underlay, if cfg.direct_routing() { &cfg.peers } else { &[] })?;
     match cfg.node.backend {
         Backend::Vxlan => backend::vxlan::start(nl, cfg, opts, stop),
         Backend::Ipip => backend::ipip::start(nl, cfg, opts, stop),

@@ -93,6 +93,7 @@ impl Supervisor<'_> {
             Err(e) => tracing::error!(error = %crate::error_chain(&e), "config reload only partly applied"),
         }
         self.cfg.peers = new.peers;
+        crate::io::release_free_memory();
     }
 
     /// The sockets stay bound to the address while it is gone; sends fail (and are counted) until

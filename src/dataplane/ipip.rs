@@ -25,6 +25,8 @@
 //! and the kernel then picks an ID itself for packets that may be fragmented (and leaves 0 on DF
 //! packets, which RFC 6864 allows for atomic datagrams).
 use super::encap::complete_checksum;
+use super::offload::segment::{segment_tcp, Outer, Segments};
+use super::offload::Framing;
 use super::{DropReason, IpipRxVerdict, IpipTxVerdict};
 use crate::table::Lpm;
 use crate::wire::ipv4::{self, PROTO_ICMP, PROTO_IPIP};
@@ -69,11 +71,6 @@ pub fn dispatch_packet(t: &Tunnel, routes: &Lpm<Ipv4Addr>, buf: &mut [u8], len: 
     let Ok(vnet) = VnetHdr::parse(&buf[TUN_OFFSET..INNER_OFFSET]) else {
         return IpipTxVerdict::Drop(DropReason::TxBadVnetHdr);
     };
-    // Offloads are off on the TUN device, so the kernel never hands us a super-packet; one here is a
-    // bug we refuse rather than send as a 64 KB datagram.
-    if vnet.is_gso() {
-        return IpipTxVerdict::Drop(DropReason::TxBadVnetHdr);
-    }
     let inner = &buf[INNER_OFFSET..INNER_OFFSET + len];
     if inner.first().map(|b| b >> 4) != Some(4) {
         return IpipTxVerdict::Drop(DropReason::TxNotIpv4);
@@ -84,6 +81,11 @@ pub fn dispatch_packet(t: &Tunnel, routes: &Lpm<Ipv4Addr>, buf: &mut [u8], len: 
     let Some(remote) = routes.lookup(ip.dst()) else {
         return IpipTxVerdict::Drop(DropReason::TxNoRoute);
     };
+    if vnet.is_gso() {
+        // A TSO super-packet (offloads on): each segment gets its own outer header and a complete
+        // checksum, so there is nothing to check against the MTU before cutting it.
+        return IpipTxVerdict::Segment { dst: remote, len: ip.total_len() as usize };
+    }
     let outer = ipv4::Repr {
         src: t.local,
         dst: remote,
@@ -133,21 +135,51 @@ fn too_big(t: &Tunnel, remote: Ipv4Addr, buf: &mut [u8], total: usize) -> IpipTx
     }
 }
 
-/// IPIP packets written back to back by [`fragment`]: `count` of them, each `stride` bytes but
-/// the last (`last_len`), outer header included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fragments {
-    pub count: usize,
-    pub stride: usize,
-    pub last_len: usize,
+/// The RFC 2003 outer header of one segment of a super-packet: TOS and DF copied from the
+/// segment's own inner header, as [`dispatch_packet`] does for a whole packet.
+#[derive(Debug, Clone, Copy)]
+pub struct IpipOuter {
+    pub local: Ipv4Addr,
+    pub remote: Ipv4Addr,
+    pub ttl: u8,
 }
 
-impl Fragments {
-    /// Where packet `i` lies in the output buffer.
-    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
-        let len = if i + 1 == self.count { self.last_len } else { self.stride };
-        i * self.stride..i * self.stride + len
+impl Outer for IpipOuter {
+    const LEN: usize = OUTER_LEN;
+    /// The outer IPv4 total length field.
+    const MAX_PACKET: usize = 65_535;
+
+    fn emit(&self, pkt: &mut [u8]) {
+        let (outer, inner) = pkt.split_at_mut(OUTER_LEN);
+        let repr = ipv4::Repr {
+            src: self.local,
+            dst: self.remote,
+            protocol: PROTO_IPIP,
+            payload_len: inner.len() as u16,
+            ttl: self.ttl,
+            tos: inner[1],
+            ident: 0,
+            dont_frag: inner[6] & 0x40 != 0,
+        };
+        repr.emit(outer);
     }
+}
+
+/// Cuts the TCP super-packet at `buf[INNER_OFFSET..INNER_OFFSET + len]` (its vnet header at
+/// `TUN_OFFSET`) into segments of the kernel's gso_size, each behind its outer header for `remote`,
+/// back to back in `out` for one sendmmsg. Segments are checked against the tunnel MTU: the kernel
+/// sizes them by the TUN's MTU, so a larger one is a malformed header, not a path MTU problem.
+pub fn segment(t: &Tunnel, remote: Ipv4Addr, buf: &[u8], len: usize, out: &mut [u8]) -> Result<Segments, DropReason> {
+    let (Some(vnet), Some(pkt)) = (buf.get(TUN_OFFSET..INNER_OFFSET), buf.get(INNER_OFFSET..INNER_OFFSET + len)) else {
+        return Err(DropReason::TxMalformed);
+    };
+    let vnet = VnetHdr::parse(vnet).map_err(|_| DropReason::TxBadVnetHdr)?;
+    let outer = IpipOuter { local: t.local, remote, ttl: t.ttl };
+    let segs = segment_tcp(&vnet, pkt, Framing::Ip, &outer, out).map_err(|_| DropReason::TxBadGso)?;
+    if segs.range(0).len() - OUTER_LEN > t.mtu as usize {
+        return Err(DropReason::TxBadGso);
+    }
+    Ok(segs)
 }
 
 /// Splits `pkt` (an IPv4 packet without options whose DF is clear) into RFC 791 fragments of at
@@ -155,7 +187,7 @@ impl Fragments {
 /// itself a fragment keeps its offset and MF bit. `None` if `out` is too small or the MTU leaves
 /// no room for data. The peer decapsulates the fragments one by one and the destination host
 /// reassembles them, exactly as if a router on the path had fragmented the packet.
-pub fn fragment(t: &Tunnel, remote: Ipv4Addr, pkt: &[u8], out: &mut [u8]) -> Option<Fragments> {
+pub fn fragment(t: &Tunnel, remote: Ipv4Addr, pkt: &[u8], out: &mut [u8]) -> Option<Segments> {
     let ip = ipv4::Packet::new_checked(pkt).ok()?;
     let hl = ip.header_len();
     let data = &pkt[hl..ip.total_len() as usize];
@@ -165,7 +197,7 @@ pub fn fragment(t: &Tunnel, remote: Ipv4Addr, pkt: &[u8], out: &mut [u8]) -> Opt
     }
     let count = data.len().div_ceil(max);
     let last_data = data.len() - (count - 1) * max;
-    let frags = Fragments { count, stride: OUTER_LEN + hl + max, last_len: OUTER_LEN + hl + last_data };
+    let frags = Segments { count, seg_len: OUTER_LEN + hl + max, last_len: OUTER_LEN + hl + last_data };
     if out.len() < frags.range(count - 1).end {
         return None;
     }
@@ -400,7 +432,69 @@ mod tests {
         let mut buf = tun_buffer(&good);
         buf[TUN_OFFSET + 1] = vnet::GSO_TCPV4;
         let v = dispatch_packet(&tunnel(), &routes(), &mut buf, good.len());
-        assert_eq!(v, IpipTxVerdict::Drop(DropReason::TxBadVnetHdr));
+        assert_eq!(v, IpipTxVerdict::Segment { dst: PEER, len: good.len() });
+        let mut out = vec![0u8; 4096];
+        assert_eq!(segment(&tunnel(), PEER, &buf, good.len(), &mut out), Err(DropReason::TxBadGso), "GSO on an ICMP packet");
+    }
+
+    /// A TCP packet as the TUN hands it (super-packet) or as a segment should look: 10.244.1.2:40000
+    /// → 10.244.2.2:5001, TOS 0x28, DF as given, a timestamp option, FIN|PSH if `last`.
+    fn tcp_packet(seq: u32, id: u16, df: bool, payload: &[u8], last: bool) -> Vec<u8> {
+        let mut b = PacketBuilder::ipv4([10, 244, 1, 2], [10, 244, 2, 2], 63)
+            .tcp(40000, 5001, seq, 1000)
+            .ack(5)
+            .options(&[etherparse::TcpOptionElement::Timestamp(1, 2)])
+            .unwrap();
+        if last {
+            b = b.psh().fin();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out[1] = 0x28;
+        out[4..8].copy_from_slice(&[(id >> 8) as u8, id as u8, if df { 0x40 } else { 0 }, 0]);
+        out[10..12].copy_from_slice(&[0, 0]);
+        let c = Ipv4Header::from_slice(&out).unwrap().0.calc_header_checksum();
+        out[10..12].copy_from_slice(&c.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn segments_a_tun_super_packet_byte_for_byte() {
+        for df in [true, false] {
+            let data: Vec<u8> = (0..1428 * 2 + 100).map(|i| (i * 7 + 3) as u8).collect();
+            let sup = tcp_packet(0xffff_fc00, 0x1000, df, &data, true);
+            let mut buf = tun_buffer(&sup);
+            // As the kernel hands it with TSO: NEEDS_CSUM, the pseudo-header sum in the field (any
+            // value will do: every segment gets a complete checksum).
+            let v = VnetHdr { flags: vnet::F_NEEDS_CSUM, gso_type: vnet::GSO_TCPV4, hdr_len: 52, gso_size: 1428, csum_start: 20, csum_offset: 16 };
+            v.emit(&mut buf[TUN_OFFSET..INNER_OFFSET]);
+            let verdict = dispatch_packet(&tunnel(), &routes(), &mut buf, sup.len());
+            assert_eq!(verdict, IpipTxVerdict::Segment { dst: PEER, len: sup.len() });
+            let mut out = vec![0u8; 8192];
+            let segs = segment(&tunnel(), PEER, &buf, sup.len(), &mut out).unwrap();
+            assert_eq!(segs, Segments { count: 3, seg_len: 20 + 1480, last_len: 20 + 52 + 100 });
+            for (i, chunk) in data.chunks(1428).enumerate() {
+                let inner = tcp_packet(0xffff_fc00u32.wrapping_add(1428 * i as u32), 0x1000 + i as u16, df, chunk, i == 2);
+                let mut outer = Ipv4Header::new(inner.len() as u16, 64, IpNumber::IPV4, LOCAL.octets(), PEER.octets()).unwrap();
+                outer.dont_fragment = df;
+                outer.dscp = etherparse::Ipv4Dscp::try_new(0x28 >> 2).unwrap();
+                outer.header_checksum = outer.calc_header_checksum();
+                let want = [outer.to_bytes().to_vec(), inner].concat();
+                assert_eq!(&out[segs.range(i)], &want[..], "segment {i}, DF {df}");
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_segments_over_the_tunnel_mtu() {
+        let sup = tcp_packet(1, 1, true, &[9u8; 3000], false);
+        let mut buf = tun_buffer(&sup);
+        let v = VnetHdr { flags: vnet::F_NEEDS_CSUM, gso_type: vnet::GSO_TCPV4, hdr_len: 52, gso_size: 1429, csum_start: 20, csum_offset: 16 };
+        v.emit(&mut buf[TUN_OFFSET..INNER_OFFSET]);
+        let mut out = vec![0u8; 8192];
+        assert_eq!(segment(&tunnel(), PEER, &buf, sup.len(), &mut out), Err(DropReason::TxBadGso));
+        VnetHdr { gso_size: 1428, ..v }.emit(&mut buf[TUN_OFFSET..INNER_OFFSET]);
+        assert_eq!(segment(&tunnel(), PEER, &buf, sup.len(), &mut out).map(|s| s.count), Ok(3));
     }
 
     #[test]
@@ -449,7 +543,7 @@ mod tests {
         let mut out = vec![0u8; 8192];
         let f = fragment(&tunnel(), PEER, &buf[INNER_OFFSET..INNER_OFFSET + 3000], &mut out).unwrap();
         // 2980 data bytes in pieces of 1456 (1480 - 20, rounded down to 8): 1456 + 1456 + 68.
-        assert_eq!(f, Fragments { count: 3, stride: 20 + 20 + 1456, last_len: 20 + 20 + 68 });
+        assert_eq!(f, Segments { count: 3, seg_len: 20 + 20 + 1456, last_len: 20 + 20 + 68 });
         let mut data = Vec::new();
         for i in 0..f.count {
             let pkt = &out[f.range(i)];

@@ -34,6 +34,9 @@ pub enum IpipTxVerdict {
     /// The inner packet at `INNER_OFFSET`, `len` bytes, is over the MTU with DF clear: split it into
     /// fragments for `dst` with `ipip::fragment` and send those.
     Fragment { dst: Ipv4Addr, len: usize },
+    /// The inner packet at `INNER_OFFSET`, `len` bytes, is a TCP super-packet (TSO on the TUN): cut
+    /// it into encapsulated segments for `dst` with `ipip::segment` and send those.
+    Segment { dst: Ipv4Addr, len: usize },
     /// An ICMP error was built in place; write `buf[start..start + len]` (vnet header first) to the TUN.
     Reply { start: usize, len: usize },
     Drop(DropReason),

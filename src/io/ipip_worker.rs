@@ -6,13 +6,20 @@
 //! once per batch — with the TUN/raw-socket specifics: the TUN read starts at
 //! [`TUN_OFFSET`] so that the outer header can be written in front of the packet, and raw sockets
 //! need no source-port spreading (there are no ports), so one send socket per worker suffices.
+//!
+//! Offloads: with TSO on the TUN a read may be a 64 KB TCP super-packet; it is cut into MTU-sized
+//! IPIP packets back to back and sent with sendmmsg (raw sockets have no GSO, OFFLOAD.md pitfall 9).
+//! On receive, consecutive segments of one flow in a batch go up as one GSO write ([`Gro`]).
+use super::gro::{FrameRef, Gro};
 use super::tun::TunQueue;
 use super::udp::{MmsgScratch, Received};
 use super::Slots;
-use crate::dataplane::ipip::{dispatch_packet, fragment, process_packet, Tunnel, INNER_OFFSET, OUTER_LEN, TUN_OFFSET};
+use crate::dataplane::ipip::{dispatch_packet, fragment, process_packet, segment, Tunnel, INNER_OFFSET, OUTER_LEN, TUN_OFFSET};
+use crate::dataplane::offload::segment::Segments;
+use crate::dataplane::offload::Framing;
 use crate::dataplane::{Counters, DropReason, IpipRxVerdict, IpipTxVerdict, LocalCounters};
 use crate::table::Tables;
-use crate::wire::vnet;
+use crate::wire::vnet::{self, VnetHdr};
 use socket2::Socket;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -22,8 +29,11 @@ use std::sync::Arc;
 /// Room for the largest packet a TUN can hand us (or an IPv4 packet can be), plus headroom.
 const SLOT_SIZE: usize = INNER_OFFSET + 65_536;
 /// Room for the fragments of the largest packet at the smallest MTU (68: 48 data bytes and 40 of
-/// headers per fragment, 1366 fragments).
-const FRAG_BUF_SIZE: usize = 128 * 1024;
+/// headers per fragment, 1366 fragments), and for a segmented super-packet (64 KB of payload plus
+/// a copy of the headers per segment; a tiny gso_size that needs more is refused as NoRoom).
+const OUT_BUF_SIZE: usize = 256 * 1024;
+/// sendmmsg at least this many at a time: a 64 KB super-packet at MSS 1428 is 46 segments.
+const MIN_MMSG: usize = 64;
 /// How long a worker sleeps in poll before it looks at the stop flag again.
 const POLL_TIMEOUT_MS: i32 = 200;
 
@@ -34,6 +44,8 @@ pub struct IpipWorkerConfig {
     pub tables: Arc<Tables>,
     pub counters: Arc<Counters>,
     pub stop: Arc<AtomicBool>,
+    /// Coalesce received TCP segments into GSO writes to the TUN.
+    pub gro: bool,
     /// A replacement queue after the device was deleted and recreated under us.
     pub new_tun: crossbeam_channel::Receiver<TunQueue>,
 }
@@ -56,9 +68,10 @@ pub struct IpipWorker {
     rx_slots: Slots,
     scratch: MmsgScratch,
     pending: Vec<Pending>,
-    /// Fragments of one oversized packet, back to back.
-    frag_buf: Vec<u8>,
+    /// Fragments of one oversized packet, or the segments of one super-packet, back to back.
+    out_buf: Vec<u8>,
     received: Vec<Received>,
+    gro: Gro,
     local: LocalCounters,
 }
 
@@ -71,10 +84,11 @@ impl IpipWorker {
             rx_slots: Slots::new(if rx.is_some() { b } else { 0 }, SLOT_SIZE),
             rx,
             tx_slots: Slots::new(b, SLOT_SIZE),
-            scratch: MmsgScratch::new(b),
+            scratch: MmsgScratch::new(b.max(MIN_MMSG)),
             pending: Vec::with_capacity(b),
-            frag_buf: vec![0; FRAG_BUF_SIZE],
+            out_buf: vec![0; OUT_BUF_SIZE],
             received: vec![Received::default(); b],
+            gro: Gro::new(Framing::Ip, cfg.tunnel.mtu as usize, cfg.gro),
             local: LocalCounters::default(),
             cfg,
         }
@@ -145,14 +159,24 @@ impl IpipWorker {
                     self.local.drop(DropReason::TxFragNeeded);
                 }
                 IpipTxVerdict::Fragment { dst, len } => {
-                    let Some(frags) = fragment(&self.cfg.tunnel, dst, &buf[INNER_OFFSET..INNER_OFFSET + len], &mut self.frag_buf) else {
+                    let Some(frags) = fragment(&self.cfg.tunnel, dst, &buf[INNER_OFFSET..INNER_OFFSET + len], &mut self.out_buf) else {
                         self.local.drop(DropReason::TxTooBig);
                         continue;
                     };
                     // What was read before goes first, so a flow is never reordered.
                     self.send_pending();
-                    self.send_fragments(frags, dst);
+                    self.send_back_to_back(frags, dst);
                 }
+                IpipTxVerdict::Segment { dst, len } => match segment(&self.cfg.tunnel, dst, buf, len, &mut self.out_buf) {
+                    Ok(segs) => {
+                        self.send_pending();
+                        self.send_back_to_back(segs, dst);
+                    }
+                    Err(r) => {
+                        tracing::trace!(reason = r.name(), "super-packet not segmented");
+                        self.local.drop(r);
+                    }
+                },
                 IpipTxVerdict::Drop(r) => self.local.drop(r),
             }
         }
@@ -176,12 +200,13 @@ impl IpipWorker {
         self.pending.clear();
     }
 
-    /// Sends the fragments in `frag_buf`, as many per sendmmsg as the scratch arrays hold.
-    fn send_fragments(&mut self, frags: crate::dataplane::ipip::Fragments, dst: Ipv4Addr) {
+    /// Sends the packets laid out in `out_buf` (fragments or segments), as many per sendmmsg as
+    /// the scratch arrays hold.
+    fn send_back_to_back(&mut self, frags: Segments, dst: Ipv4Addr) {
         let step = self.scratch.capacity().max(1);
         for first in (0..frags.count).step_by(step) {
             let end = (first + step).min(frags.count);
-            let data = &self.frag_buf;
+            let data = &self.out_buf;
             let sent = self.scratch.send(&self.tx, (first..end).map(|i| (&data[frags.range(i)], dst)), 0);
             self.local.tx_packets += sent as u64;
             self.local.tx_bytes += (first..first + sent).map(|i| (frags.range(i).len() - OUTER_LEN) as u64).sum::<u64>();
@@ -205,20 +230,18 @@ impl IpipWorker {
         for i in 0..got {
             // Raw sockets have no GRO: one packet per buffer, `seg_size == len`.
             let Received { len, src, .. } = self.received[i];
-            let buf = self.rx_slots.get_mut(i);
-            match process_packet(&self.cfg.tunnel, &peers, src, buf, len) {
-                IpipRxVerdict::Deliver { start, len } => match self.tun.send(&buf[start..start + len]) {
-                    Ok(true) => {
-                        self.local.rx_packets += 1;
-                        self.local.rx_bytes += (len - vnet::HEADER_LEN) as u64;
-                    }
-                    Ok(false) | Err(_) => self.local.drop(DropReason::RxTapWrite),
-                },
+            match process_packet(&self.cfg.tunnel, &peers, src, self.rx_slots.get_mut(i), len) {
+                IpipRxVerdict::Deliver { start, len } => {
+                    // The core wrote a plain vnet header in front; the coalescer writes its own.
+                    let f = FrameRef { slot: i as u32, start: (start + vnet::HEADER_LEN) as u32, len: (len - vnet::HEADER_LEN) as u32 };
+                    self.gro.deliver(&mut self.rx_slots, f, &self.tun, &mut self.local, |_| VnetHdr::default());
+                }
                 IpipRxVerdict::Drop(r) => {
                     tracing::trace!(%src, reason = r.name(), "IPIP packet dropped");
                     self.local.drop(r);
                 }
             }
         }
+        self.gro.flush(&mut self.rx_slots, &self.tun, &mut self.local);
     }
 }

@@ -4,21 +4,23 @@
 //! runs them through the core, and acts on the verdicts with as few syscalls as the kernel allows:
 //! sendmmsg for ordinary frames, one UDP_SEGMENT sendmsg per TCP super-frame, and one TAP writev
 //! per run of coalesced TCP segments. Table snapshots are loaded and counters flushed once per batch.
+use super::gro::{FrameRef, Gro};
 use super::tap::TapQueue;
 use super::udp::{MmsgScratch, Received, Underlay};
 use super::Slots;
 use crate::dataplane::decap::{checksum_hint, validate};
 use crate::dataplane::encap::{dispatch_frame, TxTables};
-use crate::dataplane::offload::coalesce::{self, Run};
 use crate::dataplane::offload::segment::{segment_tcp, Segments};
+use crate::dataplane::offload::Framing;
 use crate::dataplane::{Counters, DropReason, LocalCounters, TxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
 use crate::table::Tables;
-use crate::wire::vnet::{self, VnetHdr};
-use crate::wire::{ethernet, vxlan};
+use crate::wire::vnet::VnetHdr;
+use crate::wire::vxlan;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Largest frame a TAP can hand us, plus the vnet header: room for 64 KB super-frames.
 const SLOT_SIZE: usize = FRAME_OFFSET + 65_536;
@@ -50,6 +52,8 @@ pub struct WorkerConfig {
     pub stop: Arc<AtomicBool>,
     /// A replacement queue after the device was deleted and recreated under us.
     pub new_tap: crossbeam_channel::Receiver<TapQueue>,
+    /// Keep polling without sleeping for this long after the last packet (zero: never spin).
+    pub busy_poll: Duration,
 }
 
 /// A datagram waiting for sendmmsg: where it is, where it goes, which send socket.
@@ -59,14 +63,6 @@ struct Pending {
     len: u32,
     dst: Ipv4Addr,
     sock: u32,
-}
-
-/// A received frame by position: `rx_slots[slot][start..start + len]`.
-#[derive(Debug, Clone, Copy)]
-struct FrameRef {
-    slot: u32,
-    start: u32,
-    len: u32,
 }
 
 pub struct Worker {
@@ -79,17 +75,9 @@ pub struct Worker {
     scratch: MmsgScratch,
     pending: Vec<Pending>,
     received: Vec<Received>,
-    /// The current coalescing run: its state and its frames (the first is the head).
-    run: Option<Run>,
-    run_frames: Vec<FrameRef>,
-    iov: Vec<libc::iovec>,
-    vnet_buf: [u8; vnet::HEADER_LEN],
+    gro: Gro,
     local: LocalCounters,
 }
-
-// SAFETY: `iov` holds raw pointers only while a writev is being prepared within one method call;
-// between calls they are dangling-but-unused, and the Worker is moved to its thread before use.
-unsafe impl Send for Worker {}
 
 impl Worker {
     pub fn new(cfg: WorkerConfig, tap: TapQueue, udp: Underlay) -> Worker {
@@ -103,10 +91,7 @@ impl Worker {
             scratch: MmsgScratch::new(b.max(GSO_MAX_SEGMENTS)),
             pending: Vec::with_capacity(b),
             received: vec![Received::default(); b],
-            run: None,
-            run_frames: Vec::with_capacity(coalesce::MAX_SEGMENTS),
-            iov: Vec::with_capacity(coalesce::MAX_SEGMENTS + 1),
-            vnet_buf: [0; vnet::HEADER_LEN],
+            gro: Gro::new(Framing::Ethernet, cfg.vtep.mtu as usize, cfg.offloads.tap_gro),
             local: LocalCounters::default(),
             cfg,
         }
@@ -120,15 +105,23 @@ impl Worker {
             libc::pollfd { fd: self.tap.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: self.udp.rx.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
+        let mut hot: Option<Instant> = None;
         while !self.cfg.stop.load(Ordering::Relaxed) {
             if let Ok(q) = self.cfg.new_tap.try_recv() {
                 self.tap = q;
                 fds[0].fd = self.tap.as_fd().as_raw_fd();
             }
+            // While hot, poll without sleeping: the answer to what we just forwarded (a ping
+            // reply, a TCP ACK) is then picked up without a wake-up, the largest part of the
+            // latency a userspace hop adds. That costs a core's worth of CPU while it lasts.
+            let timeout = if hot.is_some_and(|t| Instant::now() < t) { 0 } else { POLL_TIMEOUT_MS };
             // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, POLL_TIMEOUT_MS) };
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
             if n <= 0 {
                 continue;
+            }
+            if !self.cfg.busy_poll.is_zero() {
+                hot = Some(Instant::now() + self.cfg.busy_poll);
             }
             if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
                 // The device was deleted: stop polling the dead queue (it would wake us forever)
@@ -212,7 +205,7 @@ impl Worker {
         let buf = self.tx_slots.get(slot);
         let Ok(vnet) = VnetHdr::parse(&buf[..FRAME_OFFSET]) else { return };
         let frame = &buf[FRAME_OFFSET..FRAME_OFFSET + len];
-        let segs = match segment_tcp(&vnet, frame, self.cfg.vtep.vni, &mut self.segments) {
+        let segs = match segment_tcp(&vnet, frame, Framing::Ethernet, &self.cfg.vtep.vni, &mut self.segments) {
             Ok(s) => s,
             Err(e) => {
                 tracing::trace!(error = %e, "super-frame not segmented");
@@ -293,85 +286,13 @@ impl Worker {
                 match validate(&self.cfg.vtep, &peers, r.src, dgram, now) {
                     Ok(()) => {
                         let f = FrameRef { slot: i as u32, start: (start + vxlan::HEADER_LEN) as u32, len: (dlen - vxlan::HEADER_LEN) as u32 };
-                        self.deliver(f);
+                        self.gro.deliver(&mut self.rx_slots, f, &self.tap, &mut self.local, checksum_hint);
                     }
                     Err(reason) => self.local.drop(reason),
                 }
                 off += dlen;
             }
         }
-        self.flush_run();
+        self.gro.flush(&mut self.rx_slots, &self.tap, &mut self.local);
     }
-
-    fn frame(&self, f: FrameRef) -> &[u8] {
-        &self.rx_slots.get(f.slot as usize)[f.start as usize..(f.start + f.len) as usize]
-    }
-
-    /// Adds a decapsulated frame to the current coalescing run, or writes it on its own.
-    fn deliver(&mut self, f: FrameRef) {
-        let seg = if self.cfg.offloads.tap_gro { coalesce::candidate(self.frame(f)) } else { None };
-        let Some(seg) = seg else {
-            self.flush_run();
-            let mtu = self.cfg.vtep.mtu as usize;
-            let slot = self.rx_slots.get_mut(f.slot as usize);
-            let frame = &mut slot[f.start as usize..(f.start + f.len) as usize];
-            let vnet = if frame.len() > ethernet::HEADER_LEN + mtu { coalesce::oversized(frame, mtu) } else { None };
-            let vnet = vnet.unwrap_or_else(|| checksum_hint(frame));
-            return self.write_frames(&vnet, f, 1);
-        };
-        // Without any Ethernet padding: a run's payloads are gathered back to back.
-        let f = FrameRef { len: (seg.layout.header_len() + seg.payload_len) as u32, ..f };
-        if let (Some(run), Some(head)) = (&mut self.run, self.run_frames.first()) {
-            let rx = &self.rx_slots;
-            let get = |r: FrameRef| &rx.get(r.slot as usize)[r.start as usize..(r.start + r.len) as usize];
-            if run.accepts(get(*head), get(f), &seg) {
-                run.push(&seg);
-                self.run_frames.push(f);
-                return;
-            }
-        }
-        self.flush_run();
-        self.run = Some(Run::start(seg));
-        self.run_frames.push(f);
-    }
-
-    /// Writes the current run as one (GSO) frame: the head in full, then the others' payloads.
-    fn flush_run(&mut self) {
-        let Some(run) = self.run.take() else { return };
-        let head = self.run_frames[0];
-        let slot = self.rx_slots.get_mut(head.slot as usize);
-        let vnet = coalesce::finish(&mut slot[head.start as usize..(head.start + head.len) as usize], &run, self.cfg.vtep.mtu as usize);
-        self.write_frames(&vnet, head, run.count);
-        self.run_frames.clear();
-    }
-
-    /// One writev: vnet header, `head`, and (for a run) the payloads of `run_frames[1..count]`.
-    fn write_frames(&mut self, vnet: &VnetHdr, head: FrameRef, count: usize) {
-        vnet.emit(&mut self.vnet_buf);
-        self.iov.clear();
-        self.iov.push(iovec(&self.vnet_buf));
-        let head_bytes = &self.rx_slots.get(head.slot as usize)[head.start as usize..(head.start + head.len) as usize];
-        self.iov.push(iovec(head_bytes));
-        let mut bytes = head_bytes.len();
-        if count > 1 {
-            let hdr = vnet.hdr_len as usize;
-            for f in &self.run_frames[1..count] {
-                let payload = &self.rx_slots.get(f.slot as usize)[(f.start as usize + hdr)..(f.start + f.len) as usize];
-                bytes += payload.len();
-                self.iov.push(iovec(payload));
-            }
-        }
-        match self.tap.send_iov(&self.iov) {
-            Ok(true) => {
-                self.local.rx_packets += count as u64;
-                self.local.rx_bytes += bytes as u64;
-            }
-            Ok(false) | Err(_) => (0..count).for_each(|_| self.local.drop(DropReason::RxTapWrite)),
-        }
-        self.iov.clear();
-    }
-}
-
-fn iovec(b: &[u8]) -> libc::iovec {
-    libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() }
 }

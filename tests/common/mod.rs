@@ -8,6 +8,8 @@
 //! Waits are bounded (about 10 s, then a panic that says what was awaited); nothing asserts on speed.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod offload;
+
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};

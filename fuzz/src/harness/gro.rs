@@ -18,6 +18,7 @@
 //! coalescing may legitimately rewrite (IPv4 id and checksum, TCP window, checksum, urgent pointer).
 use super::*;
 use vtepd::dataplane::offload::coalesce::{candidate, finish, Run, MAX_SEGMENTS};
+use vtepd::dataplane::offload::Framing;
 use vtepd::dataplane::offload::segment::{segment_tcp, SegmentError};
 use vtepd::wire::vnet::{VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6};
 
@@ -25,33 +26,39 @@ const MAX_FRAMES: usize = 80;
 
 pub fn run(data: &[u8]) {
     let frames = decode(data);
+    let (runs, lens) = drive(&frames, Framing::Ethernet);
+    let trimmed: Vec<&[u8]> = frames.iter().zip(&lens).map(|(f, n)| &f[..*n]).collect();
+    for (run, members) in &runs {
+        check_run(run, members, &trimmed);
+    }
+}
+
+/// The runs `io::gro` would form over `frames` (each with its members' indices), and each frame's
+/// length as gathered (a candidate without trailing bytes, anything else whole).
+pub fn drive(frames: &[Vec<u8>], framing: Framing) -> (Vec<(Run, Vec<usize>)>, Vec<usize>) {
+    let mut runs = Vec::new();
+    let mut lens = Vec::with_capacity(frames.len());
     let mut open: Option<(Run, Vec<usize>)> = None;
-    let mut trimmed: Vec<&[u8]> = Vec::with_capacity(frames.len());
     for (k, f) in frames.iter().enumerate() {
-        let Some(seg) = candidate(f) else {
-            trimmed.push(f);
-            if let Some((run, members)) = open.take() {
-                check_run(&run, &members, &trimmed);
-            }
+        let Some(seg) = candidate(f, framing) else {
+            lens.push(f.len());
+            runs.extend(open.take());
             continue;
         };
-        // The worker gathers runs without any Ethernet padding.
-        trimmed.push(&f[..seg.layout.header_len() + seg.payload_len]);
+        lens.push(seg.layout.header_len() + seg.payload_len);
         if let Some((run, members)) = &mut open {
-            if run.accepts(trimmed[members[0]], trimmed[k], &seg) {
+            let head = &frames[members[0]][..lens[members[0]]];
+            if run.accepts(head, &f[..lens[k]], &seg) {
                 run.push(&seg);
                 members.push(k);
                 continue;
             }
         }
-        if let Some((run, members)) = open.take() {
-            check_run(&run, &members, &trimmed);
-        }
+        runs.extend(open.take());
         open = Some((Run::start(seg), vec![k]));
     }
-    if let Some((run, members)) = open.take() {
-        check_run(&run, &members, &trimmed);
-    }
+    runs.extend(open);
+    (runs, lens)
 }
 
 fn decode(data: &[u8]) -> Vec<Vec<u8>> {
@@ -125,7 +132,7 @@ fn independent_candidate(f: &[u8]) -> (RefTcp, bool) {
     (l, partial)
 }
 
-fn check_run(run: &Run, members: &[usize], frames: &[&[u8]]) {
+pub fn check_run(run: &Run, members: &[usize], frames: &[&[u8]]) {
     assert_eq!(run.count, members.len());
     assert!(run.count <= MAX_SEGMENTS);
     let facts: Vec<(RefTcp, bool)> = members.iter().map(|&k| independent_candidate(frames[k])).collect();
@@ -185,7 +192,7 @@ fn check_run(run: &Run, members: &[usize], frames: &[&[u8]]) {
     // segment_tcp, standing in for it, must give back the members' bytes.
     let gso_size = vnet.gso_size as usize;
     let mut out = vec![0u8; merged.len().div_ceil(gso_size.max(1)) * (8 + hdr + gso_size)];
-    let segs = match segment_tcp(&vnet, &merged, vtepd::wire::vxlan::Vni::new(VNI).unwrap(), &mut out) {
+    let segs = match segment_tcp(&vnet, &merged, Framing::Ethernet, &vtepd::wire::vxlan::Vni::new(VNI).unwrap(), &mut out) {
         Err(SegmentError::BadSize) if gso_size < super::tso::MIN_GSO_SIZE => {
             // segment_tcp refuses gso_size < 8 (as a TAP read it is malformed); the kernel takes
             // any size on a TAP write, so coalescing such tiny segments is allowed.

@@ -19,6 +19,7 @@ pub mod control;
 pub mod decap;
 pub mod encap;
 pub mod gro;
+pub mod ipip;
 pub mod seeds;
 pub mod tso;
 
@@ -35,6 +36,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("encap", encap::run),
     ("tso_segment", tso::run),
     ("gro_coalesce", gro::run),
+    ("ipip_decap", ipip::run),
     ("config", config::run),
     ("control_request", control::run),
 ];

@@ -112,6 +112,40 @@ fn gro_run(v6: bool, n: usize, size: usize, last_psh: bool) -> Vec<u8> {
     input
 }
 
+/// An inner TCP packet from a pod behind peer 0 (10.244.2.2) to one of ours (10.244.1.2), as a TUN
+/// packet: no Ethernet header, a timestamp option, ACK plus `psh`/`fin`.
+fn ipip_tcp(seq: u32, payload: &[u8], psh: bool, fin: bool) -> Vec<u8> {
+    let mut b = PacketBuilder::ipv4([10, 244, 2, 2], [10, 244, 1, 2], 63).tcp(5001, 40000, seq, 500).ack(9);
+    b = b.options(&[TcpOptionElement::Timestamp(5, 6)]).unwrap();
+    if psh {
+        b = b.psh();
+    }
+    if fin {
+        b = b.fin();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn ipip_icmp(dst: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ipv4([10, 244, 2, 0], dst, 64).icmpv4_echo_request(7, 1).write(&mut out, &[0x5a; 56]).unwrap();
+    out
+}
+
+/// A receive batch of `n` contiguous wrapped segments of `size` bytes from peer 0: the first record
+/// a full inner packet, the others compact (its headers + payload, everything repaired), PSH last.
+fn ipip_run(n: usize, size: usize) -> Vec<u8> {
+    let data = pattern(n * size);
+    let mut input = ipip::record(4, &ipip_tcp(100, &data[..size], n == 1, false));
+    for i in 1..n {
+        let ctrl = 4 | 8 | 16 | 32 | 64 | if i + 1 == n { 128 } else { 0 };
+        input.extend(ipip::record(ctrl, &data[i * size..(i + 1) * size]));
+    }
+    input
+}
+
 /// Inputs the fuzzer starts from (fuzz/seeds/<target>/).
 pub fn seeds() -> Vec<Seed> {
     let mut s: Vec<Seed> = Vec::new();
@@ -203,6 +237,21 @@ pub fn seeds() -> Vec<Seed> {
     ]
     .concat();
     add("gro_coalesce", "short-then-long", short_then_long);
+
+    // ipip_decap: the IPIP unit tests' packets, and runs for the coalescer.
+    add("ipip_decap", "tcp-run", ipip_run(4, 1000));
+    add("ipip_decap", "tcp-run-mss", ipip_run(3, 1428));
+    add("ipip_decap", "icmp", ipip::record(4, &ipip_icmp([10, 244, 1, 0])));
+    add("ipip_decap", "stranger", ipip::record(2 | 4, &ipip_icmp([10, 244, 1, 0])));
+    add("ipip_decap", "not-ours", ipip::record(4, &ipip_icmp([10, 244, 9, 0])));
+    let mut frag = ipip::wrap(PEER_IPS[0], &ipip_icmp([10, 244, 1, 0]));
+    frag[6] = 0x20; // MF
+    add("ipip_decap", "outer-fragment", ipip::record(0, &frag));
+    let mut bad = ipip_icmp([10, 244, 1, 0]);
+    bad[8] ^= 1; // TTL: the inner header checksum no longer matches
+    add("ipip_decap", "bad-inner-checksum", ipip::record(4, &bad));
+    let mixed = [ipip_run(2, 500), ipip::record(2 | 4, &ipip_icmp([10, 244, 1, 0])), ipip_run(2, 500)].concat();
+    add("ipip_decap", "runs-and-a-stranger", mixed);
 
     // config: the config unit tests' files.
     add("config", "good", GOOD_CONFIG.as_bytes().to_vec());
@@ -325,6 +374,22 @@ pub fn nasty() -> Vec<Seed> {
     add("gro_coalesce", "tcp-ae-flag-on-second", [gro::record(0, &seg(0, &[4; 100])), gro::record(16, &ae)].concat());
     add("gro_coalesce", "one-byte-segments", gro_run(false, 5, 1, false));
     add("gro_coalesce", "max-segments", gro_run(false, 70, 8, false));
+
+    // ipip_decap
+    let mut ihl15 = ipip::wrap(PEER_IPS[0], &ipip_tcp(1, &pattern(100), true, false));
+    ihl15.splice(20..20, [0u8; 40]);
+    ihl15[0] = 0x4f;
+    let total = ihl15.len() as u16;
+    ihl15[2..4].copy_from_slice(&total.to_be_bytes());
+    add("ipip_decap", "outer-ihl15", ipip::record(0, &ihl15));
+    let mut long = ipip::wrap(PEER_IPS[0], &ipip_icmp([10, 244, 1, 0]));
+    long[2..4].copy_from_slice(&2000u16.to_be_bytes());
+    add("ipip_decap", "outer-total-len-beyond-packet", ipip::record(0, &long));
+    let mut inner_long = ipip_icmp([10, 244, 1, 0]);
+    inner_long.extend([0xee; 30]); // trailing bytes after the inner total length
+    add("ipip_decap", "inner-shorter-than-outer", ipip::record(4, &inner_long));
+    add("ipip_decap", "oversized-fin", ipip::record(4, &ipip_tcp(1, &pattern(3000), false, true)));
+    add("ipip_decap", "oversized-ack", ipip::record(4, &ipip_tcp(1, &pattern(5000), false, false)));
 
     // config
     add("config", "deep-nesting", "a = ".bytes().chain(std::iter::repeat_n(b'[', 5000)).collect());

@@ -15,6 +15,7 @@
 //! every other header byte is the super-frame's, and the payloads concatenate to the input payload.
 use super::*;
 use std::cell::RefCell;
+use vtepd::dataplane::offload::Framing;
 use vtepd::dataplane::offload::segment::{segment_tcp, SegmentError, Segments};
 use vtepd::wire::vnet::VnetHdr;
 
@@ -40,7 +41,7 @@ pub fn run(data: &[u8]) {
     OUT.with_borrow_mut(|out| {
         out.fill(SENTINEL);
         let out = if ctrl & 16 != 0 { &mut out[..room] } else { &mut out[..] };
-        let got = segment_tcp(&hdr, &frame, vtepd::wire::vxlan::Vni::new(VNI).unwrap(), out);
+        let got = segment_tcp(&hdr, &frame, Framing::Ethernet, &vtepd::wire::vxlan::Vni::new(VNI).unwrap(), out);
         let want = reference(&hdr, &frame, out.len());
         match (got, want) {
             (Ok(s), Ok(l)) => check_segments(&hdr, &frame, &l, &s, out),

@@ -11,7 +11,8 @@ use crate::control::run::{RunError, RunOptions};
 use crate::dataplane::ipip::Tunnel;
 use crate::io::ipip_worker::{IpipWorker, IpipWorkerConfig};
 use crate::io::raw;
-use crate::io::tap::Kind;
+use crate::io::tap::{self, Kind};
+use crate::io::tun::TunQueue;
 use crate::table::Tables;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -72,9 +73,7 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     // Sockets before the device: a missing capability fails before anything is created.
     let rx = raw::open_rx(cfg.node.public_ip)?;
     let tx = (0..opts.workers.max(1)).map(|_| raw::open_tx()).collect::<Result<Vec<_>, _>>()?;
-    // Offloads stay off: the kernel then hands over only whole, checksummed packets, which is
-    // all the core handles on this path so far (no userspace TSO segmentation for TUN yet).
-    let device = DeviceSpec {
+    let mut device = DeviceSpec {
         kind: Kind::Tun,
         name: cfg.ipip.device.clone(),
         mtu,
@@ -84,6 +83,8 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
         queues: opts.workers.max(1),
     };
     let queues = device.open()?;
+    // Recorded in the spec so a device re-created after a deletion gets the same mask.
+    device.offload = tun_offload(opts.offload, &queues);
     let ifindex = device.configure(&mut nl)?;
     let tables = Tables::new();
     let direct = cfg.ipip.direct_routing.then_some(DirectRoutes { underlay });
@@ -94,6 +95,7 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     let overlay = install(Overlay::with_installer(nl, tables.clone(), Box::new(installer)), &cfg.peers)?;
     tracing::info!(device = %device.name, mtu, ttl = cfg.ipip.ttl, peers = cfg.peers.len(), workers = queues.len(), "forwarding (ipip)");
 
+    let opts_offload = opts.offload;
     let tunnel = Tunnel { local: cfg.node.public_ip, subnet: cfg.node.subnet, mtu: mtu as u16, ttl: cfg.ipip.ttl };
     let mut rx = Some(rx);
     let mut started = Started::without_workers(overlay);
@@ -101,9 +103,28 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     for (i, (queue, tx)) in queues.into_iter().zip(tx).enumerate() {
         let (tables, stop, batch, rx) = (tables.clone(), stop.clone(), opts.batch, rx.take());
         spawn_worker(&mut started, i, move |counters, new_tun| {
-            let wc = IpipWorkerConfig { tunnel, batch, tables, counters, stop, new_tun };
+            let wc = IpipWorkerConfig { tunnel, batch, tables, counters, stop, gro: opts_offload, new_tun };
             IpipWorker::new(wc, queue, tx, rx).run()
         })?;
     }
     Ok(started)
+}
+
+/// TSO and checksum offload on the TUN (TSO4 only: the device carries IPv4, IPv6 is disabled on
+/// it), so the kernel hands the workers 64 KB TCP super-packets and partial checksums, which they
+/// segment and complete. A kernel that refuses is logged and the device stays at plain packets;
+/// `--no-offload` asks for nothing.
+fn tun_offload(wanted: bool, queues: &[TunQueue]) -> u32 {
+    let flags = tap::TUN_F_CSUM | tap::TUN_F_TSO4;
+    let mut granted = wanted;
+    if let Err(e) = queues.iter().try_for_each(|q| q.set_offload(if wanted { flags } else { 0 })) {
+        tracing::warn!(error = %e, "TUN refuses TSO/checksum offload; reading plain packets");
+        granted = false;
+        // The mask is device-wide: queues set before the refusal must not keep it.
+        for q in queues {
+            let _ = q.set_offload(0);
+        }
+    }
+    tracing::info!(tun_tso = granted, tun_gro = wanted, "offloads");
+    if granted { flags } else { 0 }
 }

@@ -8,7 +8,7 @@ pub mod hostgw;
 pub mod ipip;
 pub mod vxlan;
 
-use super::netlink::{Netlink, NetlinkError, Op, Route};
+use super::netlink::{Netlink, NetlinkError, Op, Route, RTPROT_VTEPD};
 use super::overlay::{Overlay, RemoteNode};
 use super::run::RunError;
 use crate::dataplane::{counters, Counters};
@@ -197,6 +197,22 @@ impl DirectRoutes {
     pub fn remove(&self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
         nl.del_route(&self.route(n))
     }
+}
+
+/// Removes the routes through the underlay that a previous run left behind — after SIGKILL nothing
+/// else would: host-gw and direct routes outlive the process, unlike those on its own device. A
+/// route is ours if it carries [`RTPROT_VTEPD`] and goes out of our underlay interface; those that
+/// `keep` would install again stay, so traffic through them never blinks across a restart.
+pub fn sweep_stale_routes(nl: &mut Netlink, underlay: &Underlay, keep: &[RemoteNode]) -> Result<(), NetlinkError> {
+    let direct = DirectRoutes { underlay: underlay.clone() };
+    let wanted: Vec<Route> = keep.iter().filter(|n| direct.is_direct(n)).map(|n| direct.route(n)).collect();
+    for r in nl.routes_by_protocol(RTPROT_VTEPD)? {
+        if r.ifindex == underlay.ifindex && !wanted.contains(&r) {
+            nl.del_route(&r)?;
+            tracing::info!(route = %r, device = %underlay.name, "removed a stale route left by an earlier run");
+        }
+    }
+    Ok(())
 }
 
 /// Switches to `opts.user`, if given, keeping CAP_NET_ADMIN and CAP_NET_RAW. Called once devices

@@ -1,15 +1,15 @@
-//! TCP coalescing (software GRO) of decapsulated frames into one TAP write.
+//! TCP coalescing (software GRO) of decapsulated frames (TAP) or packets (TUN) into one write.
 //!
 //! The driver walks received frames in order, asks [`candidate`] whether each could be merged,
 //! and [`Run::accepts`] whether it continues the current run; at the end of a run [`finish`]
 //! rewrites the first frame's headers so that `first frame + the payloads of the others` is a
 //! valid GSO super-frame. Rules, as the kernel's `tcp_gro_receive` and wireguard-go apply them: same
-//! Ethernet and IP addresses, ports, TOS/TTL/DF (traffic class, hop limit); same ACK number and
+//! Ethernet header (TAP) and IP addresses, ports, TOS/TTL/DF (traffic class, hop limit); same ACK number and
 //! identical TCP options; only ACK or ACK|PSH segments, PSH ending a run; contiguous sequence
 //! numbers; all segments the size of the first except a shorter last one. Every checksum is
 //! verified before merging — the merged frame goes up with the checksum marked "to be done", so a
 //! corrupt segment merged into it would otherwise be accepted.
-use super::TcpLayout;
+use super::{Framing, TcpLayout};
 use crate::wire::vnet::{VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, GSO_TCPV6};
 use crate::wire::{be32, checksum, put_be16};
 
@@ -33,8 +33,8 @@ pub struct Segment {
 
 /// Returns the segment's facts if `frame` is an ACK or ACK|PSH TCP segment with data, no IPv4
 /// options, a correct IPv4 header checksum, and a correct (or still partial) TCP checksum.
-pub fn candidate(frame: &[u8]) -> Option<Segment> {
-    let l = TcpLayout::parse(frame)?;
+pub fn candidate(frame: &[u8], framing: Framing) -> Option<Segment> {
+    let l = TcpLayout::parse(frame, framing)?;
     let tcp_bytes = ip_payload_len(frame, &l)?;
     // The merged frame gets one fresh IPv4 header checksum, which would make a corrupt header valid.
     if !l.v6 && (l.ip_len != 20 || checksum::fold(checksum::sum(&frame[l.ip_off..l.ip_off + 20], 0)) != 0xffff) {
@@ -54,8 +54,8 @@ pub fn candidate(frame: &[u8]) -> Option<Segment> {
     Some(Segment { layout: l, seq: be32(frame, l.tcp_off + 4), payload_len: tcp_bytes - l.tcp_len, psh: flags & TCP_PSH != 0, partial })
 }
 
-/// TCP header + payload length from the IP header, which must fit the frame exactly (less any
-/// Ethernet padding, which is then ignored).
+/// TCP header + payload length from the IP header, which must fit the frame (any bytes after it,
+/// such as Ethernet padding, are then ignored).
 fn ip_payload_len(frame: &[u8], l: &TcpLayout) -> Option<usize> {
     let ip = &frame[l.ip_off..];
     let n = if l.v6 {
@@ -111,12 +111,12 @@ impl Run {
     }
 }
 
-/// MACs and every IP field but length, id and checksum (IPv4) or payload length (IPv6); the IPv4
-/// flags are compared whole (DF and the reserved bit: the kernel does not merge a segment with
-/// the reserved bit set).
+/// The link header (MACs; the layouts already agree on the EtherType) and every IP field but
+/// length, id and checksum (IPv4) or payload length (IPv6); the IPv4 flags are compared whole (DF
+/// and the reserved bit: the kernel does not merge a segment with the reserved bit set).
 fn same_ip_identity(x: &[u8], y: &[u8], l: &TcpLayout) -> bool {
     let (p, q) = (&x[l.ip_off..], &y[l.ip_off..]);
-    x[..12] == y[..12]
+    x[..l.ip_off] == y[..l.ip_off]
         && if l.v6 {
             p[..4] == q[..4] && p[6..40] == q[6..40]
         } else {
@@ -185,8 +185,8 @@ fn mss_for(l: &TcpLayout, mtu: usize) -> usize {
 /// For a TCP frame that is not a coalescing candidate (FIN, SYN, URG...) but carries more than one
 /// MTU of payload: the GSO header that lets the kernel forward it, if its checksum is correct or
 /// still partial. `None` leaves the frame to the caller's plain path.
-pub fn oversized(frame: &mut [u8], mtu: usize) -> Option<VnetHdr> {
-    let l = TcpLayout::parse(frame)?;
+pub fn oversized(frame: &mut [u8], framing: Framing, mtu: usize) -> Option<VnetHdr> {
+    let l = TcpLayout::parse(frame, framing)?;
     let tcp_bytes = ip_payload_len(frame, &l)?;
     let mss = mss_for(&l, mtu);
     if tcp_bytes - l.tcp_len <= mss {
@@ -215,6 +215,14 @@ mod tests {
     use super::*;
     use crate::wire::vnet::GSO_NONE;
 
+    fn candidate_eth(frame: &[u8]) -> Option<Segment> {
+        candidate(frame, Framing::Ethernet)
+    }
+
+    fn oversized_eth(frame: &mut [u8], mtu: usize) -> Option<VnetHdr> {
+        oversized(frame, Framing::Ethernet, mtu)
+    }
+
     fn seg(seq: u32, payload: &[u8], psh: bool, v6: bool) -> Vec<u8> {
         let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]);
         let b = if v6 {
@@ -233,10 +241,10 @@ mod tests {
 
     /// Merges `frames` as the driver would; returns the merged frame (first + later payloads) and its vnet header.
     fn merge(frames: &[Vec<u8>]) -> (Vec<u8>, VnetHdr, usize) {
-        let s0 = candidate(&frames[0]).unwrap();
+        let s0 = candidate_eth(&frames[0]).unwrap();
         let mut run = Run::start(s0);
         for f in &frames[1..] {
-            let s = candidate(f).unwrap();
+            let s = candidate_eth(f).unwrap();
             if !run.accepts(&frames[0], f, &s) {
                 break;
             }
@@ -269,11 +277,11 @@ mod tests {
             assert!(vnet.needs_csum());
             // The kernel would segment this back into the original frames: check by doing so.
             let mut out = vec![0u8; 10_000];
-            let segs = super::super::segment::segment_tcp(&vnet, &merged, crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
+            let segs = super::super::segment::segment_tcp(&vnet, &merged, Framing::Ethernet, &crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
             assert_eq!(segs.count, 4);
             for (i, f) in frames.iter().enumerate() {
                 let d = &out[i * segs.seg_len + 8..i * segs.seg_len + 8 + f.len()];
-                let (a, b) = (TcpLayout::parse(d).unwrap(), TcpLayout::parse(f).unwrap());
+                let (a, b) = (TcpLayout::parse(d, Framing::Ethernet).unwrap(), TcpLayout::parse(f, Framing::Ethernet).unwrap());
                 assert_eq!(a, b);
                 // Identical but for the IPv4 id (TSO numbers it per segment) and its checksum.
                 let skip = |j: usize| !v6 && (18..20).contains(&j) || !v6 && (24..26).contains(&j);
@@ -282,6 +290,83 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A TUN packet (no Ethernet header): IPv4 10.244.2.2:5001 → 10.244.1.2:40000 with a timestamp
+    /// option, IP id `id`, DF set.
+    fn ip_seg(seq: u32, id: u16, payload: &[u8], psh: bool) -> Vec<u8> {
+        let mut b = etherparse::PacketBuilder::ipv4([10, 244, 2, 2], [10, 244, 1, 2], 63)
+            .tcp(5001, 40000, seq, 500)
+            .ack(9)
+            .options(&[etherparse::TcpOptionElement::Timestamp(5, 6)])
+            .unwrap();
+        if psh {
+            b = b.psh();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out[4..6].copy_from_slice(&id.to_be_bytes());
+        out[10..12].copy_from_slice(&[0, 0]);
+        let c = etherparse::Ipv4Header::from_slice(&out).unwrap().0.calc_header_checksum();
+        out[10..12].copy_from_slice(&c.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn merges_tun_packets_byte_for_byte() {
+        let data: Vec<u8> = (0..1428 * 3 + 77).map(|i| (i * 13 + 1) as u8).collect();
+        let pkts: Vec<Vec<u8>> = data.chunks(1428).enumerate().map(|(i, c)| ip_seg(7 + 1428 * i as u32, 40 + i as u16, c, i == 3)).collect();
+        let s0 = candidate(&pkts[0], Framing::Ip).unwrap();
+        assert_eq!(s0.layout, TcpLayout { ip_off: 0, ip_len: 20, tcp_off: 20, tcp_len: 32, v6: false });
+        let mut run = Run::start(s0);
+        for p in &pkts[1..] {
+            let s = candidate(p, Framing::Ip).unwrap();
+            assert!(run.accepts(&pkts[0], p, &s));
+            run.push(&s);
+        }
+        let mut first = pkts[0].clone();
+        let vnet = finish(&mut first, &run, 1480);
+        let want_vnet = VnetHdr { flags: F_NEEDS_CSUM, gso_type: GSO_TCPV4, hdr_len: 52, gso_size: 1428, csum_start: 20, csum_offset: 16 };
+        assert_eq!(vnet, want_vnet);
+        let merged = [&first[..52 + 1428], &pkts[1][52..], &pkts[2][52..], &pkts[3][52..]].concat();
+
+        // What it must be: one packet with the first's id, ACK|PSH, the whole payload, a valid IPv4
+        // checksum and the pseudo-header sum (RFC 793: addresses, protocol 6, TCP length) in the
+        // TCP checksum field.
+        let mut want = ip_seg(7, 40, &data, true);
+        let tcp_len = (32 + data.len()) as u32;
+        let pseudo = 0x0af4 + 0x0202 + 0x0af4 + 0x0102 + 6 + tcp_len;
+        let pseudo = ((pseudo & 0xffff) + (pseudo >> 16)) as u16;
+        want[36..38].copy_from_slice(&pseudo.to_be_bytes());
+        assert_eq!(merged, want);
+
+        // The kernel segments it back at gso_size: the originals come back but for id and checksum.
+        let mut out = vec![0u8; 10_000];
+        let segs = super::super::segment::segment_tcp(&vnet, &merged, Framing::Ip, &crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
+        assert_eq!(segs.count, 4);
+        for (i, p) in pkts.iter().enumerate() {
+            let d = &out[segs.range(i)][8..];
+            let skip = |j: usize| (4..6).contains(&j) || (10..12).contains(&j);
+            assert_eq!(d.len(), p.len());
+            assert!((0..p.len()).all(|j| skip(j) || d[j] == p[j]), "segment {i}");
+        }
+    }
+
+    #[test]
+    fn tun_packets_of_another_flow_or_with_fin_are_not_merged() {
+        let p = [5u8; 400];
+        let a = ip_seg(0, 1, &p, false);
+        let s = candidate(&a, Framing::Ip).unwrap();
+        let mut tos = ip_seg(400, 2, &p, false);
+        tos[1] = 0x10;
+        tos[10..12].copy_from_slice(&[0, 0]);
+        let c = etherparse::Ipv4Header::from_slice(&tos).unwrap().0.calc_header_checksum();
+        tos[10..12].copy_from_slice(&c.to_be_bytes());
+        assert!(!Run::start(s).accepts(&a, &tos, &candidate(&tos, Framing::Ip).unwrap()), "TOS differs");
+        let mut fin = ip_seg(400, 2, &p, false);
+        fin[33] |= 0x01;
+        assert!(candidate(&fin, Framing::Ip).is_none(), "FIN is never merged");
+        assert!(candidate(&a, Framing::Ethernet).is_none(), "a TUN packet is not an Ethernet frame");
     }
 
     #[test]
@@ -293,13 +378,13 @@ mod tests {
         assert_eq!(merge(&[seg(0, &p[..100], false, false), seg(100, &p[..100], false, false), seg(200, &p, false, false)]).2, 2, "longer after shorter");
         let mut other = seg(500, &p, false, false);
         other[35] ^= 1; // source port
-        let s = candidate(&a).unwrap();
-        let o = candidate(&fix_tcp_csum(other.clone())).unwrap();
+        let s = candidate_eth(&a).unwrap();
+        let o = candidate_eth(&fix_tcp_csum(other.clone())).unwrap();
         assert!(!Run::start(s).accepts(&a, &other, &o));
     }
 
     fn fix_tcp_csum(mut f: Vec<u8>) -> Vec<u8> {
-        let l = TcpLayout::parse(&f).unwrap();
+        let l = TcpLayout::parse(&f, Framing::Ethernet).unwrap();
         put_be16(&mut f, l.tcp_off + 16, 0);
         let n = f.len() - l.tcp_off;
         let c = checksum::finish(checksum::sum(&f[l.tcp_off..], l.pseudo_sum(&f, n)));
@@ -311,12 +396,12 @@ mod tests {
     fn bad_checksum_is_not_a_candidate_but_partial_is() {
         let mut f = seg(0, &[1u8; 300], false, false);
         f[60] ^= 0xff;
-        assert!(candidate(&f).is_none());
+        assert!(candidate_eth(&f).is_none());
         let mut f = seg(0, &[1u8; 300], false, false);
-        let l = TcpLayout::parse(&f).unwrap();
+        let l = TcpLayout::parse(&f, Framing::Ethernet).unwrap();
         let pseudo = checksum::fold(l.pseudo_sum(&f, f.len() - l.tcp_off));
         put_be16(&mut f, l.tcp_off + 16, pseudo);
-        let s = candidate(&f).unwrap();
+        let s = candidate_eth(&f).unwrap();
         assert!(s.partial);
         assert_eq!(finish(&mut f, &Run::start(s), 1500).flags, F_NEEDS_CSUM);
     }
@@ -327,19 +412,19 @@ mod tests {
         // by the first segment's (found by the gro_coalesce fuzz target).
         let p = [7u8; 500];
         let a = seg(0, &p, false, false);
-        let s = candidate(&a).unwrap();
+        let s = candidate_eth(&a).unwrap();
         let mut ae = seg(500, &p, false, false);
         ae[46] |= 0x01;
         let ae = fix_tcp_csum(ae);
-        assert!(!Run::start(s).accepts(&a, &ae, &candidate(&ae).unwrap()));
+        assert!(!Run::start(s).accepts(&a, &ae, &candidate_eth(&ae).unwrap()));
         let mut evil = seg(500, &p, false, false);
         evil[20] |= 0x80;
         put_be16(&mut evil, 24, 0);
         let c = checksum::finish(checksum::sum(&evil[14..34], 0));
         put_be16(&mut evil, 24, c);
-        assert!(!Run::start(s).accepts(&a, &evil, &candidate(&evil).unwrap()));
+        assert!(!Run::start(s).accepts(&a, &evil, &candidate_eth(&evil).unwrap()));
         let same = seg(500, &p, false, false);
-        assert!(Run::start(s).accepts(&a, &same, &candidate(&same).unwrap()));
+        assert!(Run::start(s).accepts(&a, &same, &candidate_eth(&same).unwrap()));
     }
 
     #[test]
@@ -348,7 +433,7 @@ mod tests {
         // header checksum (found by the gro_coalesce fuzz target).
         let mut f = seg(0, &[1u8; 300], false, false);
         f[22] ^= 0x01;
-        assert!(candidate(&f).is_none());
+        assert!(candidate_eth(&f).is_none());
     }
 
     #[test]
@@ -356,15 +441,15 @@ mod tests {
         // A whole TSO super-frame in one datagram, as a kernel VXLAN peer on veth sends it.
         let data: Vec<u8> = (0..20_000).map(|i| (i * 7) as u8).collect();
         let mut f = seg(1, &data, true, false);
-        let l = TcpLayout::parse(&f).unwrap();
+        let l = TcpLayout::parse(&f, Framing::Ethernet).unwrap();
         let pseudo = checksum::fold(l.pseudo_sum(&f, f.len() - l.tcp_off));
         put_be16(&mut f, l.tcp_off + 16, pseudo); // partial, as it arrives
-        let run = Run::start(candidate(&f).unwrap());
+        let run = Run::start(candidate_eth(&f).unwrap());
         let v = finish(&mut f, &run, 1450);
         assert_eq!((v.gso_type, v.gso_size, v.flags), (GSO_TCPV4, 1450 - 20 - 32, F_NEEDS_CSUM));
         // The kernel segments it into valid MTU-sized packets: check by doing the same.
         let mut out = vec![0u8; 40_000];
-        let segs = super::super::segment::segment_tcp(&v, &f, crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
+        let segs = super::super::segment::segment_tcp(&v, &f, Framing::Ethernet, &crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
         assert_eq!(segs.count, 20_000usize.div_ceil(1398));
         assert!(segs.seg_len - 8 <= 14 + 1450);
     }
@@ -373,26 +458,26 @@ mod tests {
     fn oversized_fin_segment_is_marked_but_a_corrupt_one_is_not() {
         let data = vec![3u8; 5000];
         let fin = |mut f: Vec<u8>| {
-            let l = TcpLayout::parse(&f).unwrap();
+            let l = TcpLayout::parse(&f, Framing::Ethernet).unwrap();
             f[l.tcp_off + 13] |= 0x01;
             fix_tcp_csum(f)
         };
         let mut f = fin(seg(1, &data, false, false));
-        let v = oversized(&mut f, 1450).unwrap();
+        let v = oversized_eth(&mut f, 1450).unwrap();
         assert_eq!(v.gso_type, GSO_TCPV4);
         let mut small = fin(seg(1, &data[..1000], false, false));
-        assert_eq!(oversized(&mut small, 1450), None, "fits the MTU");
+        assert_eq!(oversized_eth(&mut small, 1450), None, "fits the MTU");
         let mut bad = fin(seg(1, &data, false, false));
         bad[100] ^= 0xff;
-        assert_eq!(oversized(&mut bad, 1450), None, "a wrong checksum is never laundered");
+        assert_eq!(oversized_eth(&mut bad, 1450), None, "a wrong checksum is never laundered");
     }
 
     #[test]
     fn lone_segment_is_marked_valid() {
         let mut f = seg(0, &[1u8; 300], false, false);
-        let v = finish(&mut f.clone(), &Run::start(candidate(&f).unwrap()), 1500);
+        let v = finish(&mut f.clone(), &Run::start(candidate_eth(&f).unwrap()), 1500);
         assert_eq!((v.flags, v.gso_type), (F_DATA_VALID, GSO_NONE));
         f[47] = 0x02; // SYN: never merged
-        assert!(candidate(&f).is_none());
+        assert!(candidate_eth(&f).is_none());
     }
 }

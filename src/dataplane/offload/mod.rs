@@ -1,12 +1,15 @@
-//! Software TSO and GRO for an Ethernet (TAP) device.
+//! Software TSO and GRO for a TAP (Ethernet) or TUN (bare IP) device.
 //!
-//! With offloads on, the TAP hands vtepd TCP super-frames of up to 64 KB (a virtio-net header with
-//! a GSO type and segment size) and accepts the same in return. Nothing in the kernel or in any
-//! crate segments or coalesces at L2 for a TAP (OFFLOAD.md: tun-rs's code assumes L3 offsets), so:
-//! - [`segment`] cuts a super-frame into MTU-sized VXLAN datagrams, laid back to back so one
-//!   `sendmsg` with `UDP_SEGMENT` carries them all;
+//! With offloads on, the device hands vtepd TCP super-frames of up to 64 KB (a virtio-net header
+//! with a GSO type and segment size) and accepts the same in return. Nothing in the kernel or in any
+//! crate segments or coalesces at L2 for a TAP (OFFLOAD.md: tun-rs's code assumes L3 offsets), so
+//! vtepd has its own, written once for both kinds: the only difference is where the IP header
+//! starts ([`Framing`]).
+//! - [`segment`] cuts a super-frame into MTU-sized packets, each behind its outer header (VXLAN
+//!   or RFC 2003 IPv4), laid back to back for one `UDP_SEGMENT` sendmsg or one sendmmsg;
 //! - [`coalesce`] recognises consecutive segments of one TCP flow among received frames so the
-//!   driver can write them to the TAP as one GSO frame.
+//!   driver can write them to the device as one GSO frame.
+//!
 //! Both are pure functions over byte slices, tested byte-for-byte and fuzzed.
 pub mod coalesce;
 pub mod segment;
@@ -14,6 +17,25 @@ pub mod segment;
 use crate::wire::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::{be16, checksum};
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// What comes before the IP header in the frames a device exchanges with vtepd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// A TAP: an Ethernet header (no VLAN tag; vtepd's TAP is untagged).
+    Ethernet,
+    /// A TUN opened with IFF_NO_PI: the IP header comes first, its version nibble says which.
+    Ip,
+}
+
+impl Framing {
+    /// Bytes before the IP header.
+    pub fn link_len(self) -> usize {
+        match self {
+            Framing::Ethernet => ethernet::HEADER_LEN,
+            Framing::Ip => 0,
+        }
+    }
+}
 
 /// Where the IP and TCP headers of a frame are, and what the TCP checksum's pseudo-header is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,28 +53,31 @@ impl TcpLayout {
         self.tcp_off + self.tcp_len
     }
 
-    /// Finds the TCP header of an Ethernet frame carrying IPv4 (no fragment) or IPv6 (no extension
-    /// headers). `None` for anything else or for any length that does not fit.
-    pub fn parse(frame: &[u8]) -> Option<TcpLayout> {
-        let ip_off = ethernet::HEADER_LEN;
-        let (ip_len, v6) = match be16(frame.get(..ip_off)?, 12) {
-            ETHERTYPE_IPV4 => {
-                let ip = frame.get(ip_off..ip_off + 20)?;
-                let ihl = ((ip[0] & 0x0f) as usize) * 4;
-                let frag = be16(ip, 6) & 0x3fff;
-                if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != 6 || frag != 0 {
-                    return None;
-                }
-                (ihl, false)
+    /// Finds the TCP header of a frame carrying IPv4 (no fragment) or IPv6 (no extension headers).
+    /// `None` for anything else or for any length that does not fit.
+    pub fn parse(frame: &[u8], framing: Framing) -> Option<TcpLayout> {
+        let (ip_off, v6) = match framing {
+            Framing::Ethernet => match be16(frame.get(..ethernet::HEADER_LEN)?, 12) {
+                ETHERTYPE_IPV4 => (framing.link_len(), false),
+                ETHERTYPE_IPV6 => (framing.link_len(), true),
+                _ => return None,
+            },
+            Framing::Ip => (framing.link_len(), frame.first()? >> 4 == 6),
+        };
+        let ip_len = if v6 {
+            let ip = frame.get(ip_off..ip_off + 40)?;
+            if ip[0] >> 4 != 6 || ip[6] != 6 {
+                return None;
             }
-            ETHERTYPE_IPV6 => {
-                let ip = frame.get(ip_off..ip_off + 40)?;
-                if ip[0] >> 4 != 6 || ip[6] != 6 {
-                    return None;
-                }
-                (40, true)
+            40
+        } else {
+            let ip = frame.get(ip_off..ip_off + 20)?;
+            let ihl = ((ip[0] & 0x0f) as usize) * 4;
+            let frag = be16(ip, 6) & 0x3fff;
+            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != 6 || frag != 0 {
+                return None;
             }
-            _ => return None,
+            ihl
         };
         let tcp_off = ip_off + ip_len;
         let doff = ((frame.get(tcp_off + 12)? >> 4) as usize) * 4;

@@ -1,12 +1,14 @@
-//! TCP segmentation (software TSO) of a TAP super-frame into VXLAN datagrams.
+//! TCP segmentation (software TSO) of a TAP or TUN super-frame into encapsulated packets.
 //!
-//! Each output datagram is `VXLAN header | Ethernet | IP | TCP | payload chunk`, written back to
-//! back so that all but the last have the same length: exactly the layout one `sendmsg` with
-//! `UDP_SEGMENT` needs. Per segment, as a NIC's TSO engine would: IPv4 total length, identification
+//! Each output packet is `outer header | [Ethernet] | IP | TCP | payload chunk` — the outer header
+//! is VXLAN's 8 bytes for a TAP frame (an [`Outer`] for [`Vni`]) or RFC 2003's IPv4 header for a
+//! TUN packet (`dataplane::ipip`) — written back to back so that all but the last have the same
+//! length: exactly the layout one `sendmsg` with `UDP_SEGMENT` needs, and a fixed stride for
+//! sendmmsg. Per segment, as a NIC's TSO engine would: IPv4 total length, identification
 //! (+1 per segment) and header checksum; IPv6 payload length; TCP sequence number advanced by the
 //! bytes before it; FIN and PSH only on the last segment, CWR only on the first; a complete TCP
 //! checksum, because the underlay carries no offload state to the peer.
-use super::TcpLayout;
+use super::{Framing, TcpLayout};
 use crate::wire::vnet::{VnetHdr, GSO_ECN, GSO_TCPV4, GSO_TCPV6};
 use crate::wire::vxlan::{self, Vni};
 use crate::wire::{be16, be32, checksum, put_be16, put_be32};
@@ -17,9 +19,27 @@ const TCP_CWR: u8 = 0x80;
 /// The kernel's smallest MSS is 88 bytes less headers; anything smaller is a malformed header
 /// and would make one frame explode into thousands of datagrams.
 const MIN_GSO_SIZE: usize = 8;
-/// The largest UDP payload over IPv4 (65535 - 20 - 8). A segment that does not fit would also
-/// overflow its own IPv4 total length / IPv6 payload length field.
-const MAX_DATAGRAM: usize = 65_507;
+
+/// The encapsulation each segment gets in front of it.
+pub trait Outer {
+    /// Bytes in front of each segment.
+    const LEN: usize;
+    /// The largest segment, outer header included, the encapsulation can carry: a larger one would
+    /// also overflow its own inner IPv4 total length / IPv6 payload length field.
+    const MAX_PACKET: usize;
+    /// Writes the outer header into `pkt[..LEN]`; `pkt[LEN..]` is the finished inner segment.
+    fn emit(&self, pkt: &mut [u8]);
+}
+
+impl Outer for Vni {
+    const LEN: usize = vxlan::HEADER_LEN;
+    /// The largest UDP payload over IPv4 (65535 - 20 - 8).
+    const MAX_PACKET: usize = 65_507;
+
+    fn emit(&self, pkt: &mut [u8]) {
+        vxlan::emit(pkt, *self);
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SegmentError {
@@ -33,7 +53,7 @@ pub enum SegmentError {
     NoRoom,
 }
 
-/// The datagrams written: `count` of them, each `seg_len` bytes but the last (`last_len`).
+/// Packets written back to back: `count` of them, each `seg_len` bytes but the last (`last_len`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segments {
     pub count: usize,
@@ -45,26 +65,32 @@ impl Segments {
     pub fn total_len(&self) -> usize {
         (self.count - 1) * self.seg_len + self.last_len
     }
+
+    /// Where packet `i` lies in the output buffer.
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let len = if i + 1 == self.count { self.last_len } else { self.seg_len };
+        i * self.seg_len..i * self.seg_len + len
+    }
 }
 
-/// Cuts the super-frame `frame` (described by `vnet`) into VXLAN datagrams in `out`.
-pub fn segment_tcp(vnet: &VnetHdr, frame: &[u8], vni: Vni, out: &mut [u8]) -> Result<Segments, SegmentError> {
+/// Cuts the super-frame `frame` (described by `vnet`) into packets behind `outer` headers in `out`.
+pub fn segment_tcp<O: Outer>(vnet: &VnetHdr, frame: &[u8], framing: Framing, outer: &O, out: &mut [u8]) -> Result<Segments, SegmentError> {
     let want_v6 = match vnet.gso_type & !GSO_ECN {
         GSO_TCPV4 => false,
         GSO_TCPV6 => true,
         _ => return Err(SegmentError::UnsupportedType),
     };
     // Rebuild the header length ourselves: the kernel's hdr_len is only a hint (OFFLOAD.md).
-    let l = TcpLayout::parse(frame).filter(|l| l.v6 == want_v6).ok_or(SegmentError::BadHeaders)?;
+    let l = TcpLayout::parse(frame, framing).filter(|l| l.v6 == want_v6).ok_or(SegmentError::BadHeaders)?;
     let mss = vnet.gso_size as usize;
     let hdr = l.header_len();
     let payload = frame.len() - hdr;
-    if mss < MIN_GSO_SIZE || payload == 0 || vxlan::HEADER_LEN + hdr + mss.min(payload) > MAX_DATAGRAM {
+    if mss < MIN_GSO_SIZE || payload == 0 || O::LEN + hdr + mss.min(payload) > O::MAX_PACKET {
         return Err(SegmentError::BadSize);
     }
     let count = payload.div_ceil(mss);
-    let seg_len = vxlan::HEADER_LEN + hdr + mss;
-    let last_len = vxlan::HEADER_LEN + hdr + (payload - (count - 1) * mss);
+    let seg_len = O::LEN + hdr + mss;
+    let last_len = O::LEN + hdr + (payload - (count - 1) * mss);
     let segs = Segments { count, seg_len, last_len };
     if out.len() < segs.total_len() {
         return Err(SegmentError::NoRoom);
@@ -74,9 +100,8 @@ pub fn segment_tcp(vnet: &VnetHdr, frame: &[u8], vni: Vni, out: &mut [u8]) -> Re
     let flags0 = frame[l.tcp_off + 13];
     for i in 0..count {
         let chunk = &frame[hdr + i * mss..hdr + (payload.min((i + 1) * mss))];
-        let dgram = &mut out[i * seg_len..i * seg_len + vxlan::HEADER_LEN + hdr + chunk.len()];
-        vxlan::emit(dgram, vni);
-        let f = &mut dgram[vxlan::HEADER_LEN..];
+        let pkt = &mut out[i * seg_len..i * seg_len + O::LEN + hdr + chunk.len()];
+        let f = &mut pkt[O::LEN..];
         f[..hdr].copy_from_slice(&frame[..hdr]);
         f[hdr..].copy_from_slice(chunk);
         let last = i + 1 == count;
@@ -88,6 +113,7 @@ pub fn segment_tcp(vnet: &VnetHdr, frame: &[u8], vni: Vni, out: &mut [u8]) -> Re
             flags &= !TCP_CWR;
         }
         fix_headers(f, &l, seq0.wrapping_add((i * mss) as u32), id0.wrapping_add(i as u16), flags);
+        outer.emit(pkt);
     }
     Ok(segs)
 }
@@ -120,15 +146,17 @@ mod tests {
         Vni::new(7).unwrap()
     }
 
-    /// A super-frame as the TAP hands it: one IP/TCP header over the whole payload.
-    fn super_frame(v6: bool, payload: &[u8], flags: (bool, bool), with_options: bool) -> Vec<u8> {
-        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-        let b = if v6 {
-            b.ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
-        } else {
-            b.ipv4([10, 244, 1, 2], [10, 244, 2, 2], 64)
+    /// A super-frame as the TAP (or, with `Framing::Ip`, the TUN) hands it: one IP/TCP header over
+    /// the whole payload.
+    fn super_packet(framing: Framing, v6: bool, payload: &[u8], flags: (bool, bool), with_options: bool) -> Vec<u8> {
+        let (src6, dst6) = ([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        let ip = match (framing, v6) {
+            (Framing::Ethernet, true) => etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv6(src6, dst6, 64),
+            (Framing::Ethernet, false) => etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4([10, 244, 1, 2], [10, 244, 2, 2], 64),
+            (Framing::Ip, true) => etherparse::PacketBuilder::ipv6(src6, dst6, 64),
+            (Framing::Ip, false) => etherparse::PacketBuilder::ipv4([10, 244, 1, 2], [10, 244, 2, 2], 64),
         };
-        let mut b = b.tcp(40000, 5001, 0xffff_fff0, 500).ack(77);
+        let mut b = ip.tcp(40000, 5001, 0xffff_fff0, 500).ack(77);
         if flags.0 {
             b = b.psh();
         }
@@ -140,10 +168,15 @@ mod tests {
         }
         let mut out = Vec::new();
         b.write(&mut out, payload).unwrap();
+        let ip_off = if framing == Framing::Ethernet { 14 } else { 0 };
         if !v6 {
-            out[18..20].copy_from_slice(&0x1234u16.to_be_bytes()); // a known IP id
+            out[ip_off + 4..ip_off + 6].copy_from_slice(&0x1234u16.to_be_bytes()); // a known IP id
         }
         out
+    }
+
+    fn super_frame(v6: bool, payload: &[u8], flags: (bool, bool), with_options: bool) -> Vec<u8> {
+        super_packet(Framing::Ethernet, v6, payload, flags, with_options)
     }
 
     fn vnet(v6: bool, mss: u16) -> VnetHdr {
@@ -152,17 +185,25 @@ mod tests {
 
     /// Splits the output, checks every segment with etherparse (an independent parser and checksum).
     fn check(v6: bool, payload_len: usize, mss: u16, flags: (bool, bool), options: bool) {
+        check_framed(Framing::Ethernet, v6, payload_len, mss, flags, options);
+        check_framed(Framing::Ip, v6, payload_len, mss, flags, options);
+    }
+
+    fn check_framed(framing: Framing, v6: bool, payload_len: usize, mss: u16, flags: (bool, bool), options: bool) {
         let payload: Vec<u8> = (0..payload_len).map(|i| (i * 31 + 7) as u8).collect();
-        let frame = super_frame(v6, &payload, flags, options);
+        let frame = super_packet(framing, v6, &payload, flags, options);
         let mut out = vec![0u8; 200_000];
-        let s = segment_tcp(&vnet(v6, mss), &frame, vni(), &mut out).unwrap();
+        let s = segment_tcp(&vnet(v6, mss), &frame, framing, &vni(), &mut out).unwrap();
         assert_eq!(s.count, payload_len.div_ceil(mss as usize));
         let mut rebuilt = Vec::new();
         for i in 0..s.count {
             let len = if i + 1 == s.count { s.last_len } else { s.seg_len };
             let d = &out[i * s.seg_len..i * s.seg_len + len];
             assert_eq!(&d[..8], &[0x08, 0, 0, 0, 0, 0, 7, 0]);
-            let p = SlicedPacket::from_ethernet(&d[8..]).unwrap();
+            let p = match framing {
+                Framing::Ethernet => SlicedPacket::from_ethernet(&d[8..]).unwrap(),
+                Framing::Ip => SlicedPacket::from_ip(&d[8..]).unwrap(),
+            };
             let Some(TransportSlice::Tcp(tcp)) = p.transport else { panic!("no tcp") };
             let ipsum = match p.net.as_ref().unwrap() {
                 NetSlice::Ipv4(ip) => {
@@ -213,10 +254,10 @@ mod tests {
         let hdr = frame.len() - 100;
         frame.resize(hdr + 65_500, 1);
         let mut out = vec![0u8; 200_000];
-        assert_eq!(segment_tcp(&vnet(false, 65_535), &frame, vni(), &mut out), Err(SegmentError::BadSize));
-        let largest = MAX_DATAGRAM - vxlan::HEADER_LEN - hdr;
-        let s = segment_tcp(&vnet(false, largest as u16), &frame, vni(), &mut out).unwrap();
-        assert_eq!((s.count, s.seg_len), (2, MAX_DATAGRAM));
+        assert_eq!(segment_tcp(&vnet(false, 65_535), &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadSize));
+        let largest = Vni::MAX_PACKET - vxlan::HEADER_LEN - hdr;
+        let s = segment_tcp(&vnet(false, largest as u16), &frame, Framing::Ethernet, &vni(), &mut out).unwrap();
+        assert_eq!((s.count, s.seg_len), (2, Vni::MAX_PACKET));
         let ip = &out[vxlan::HEADER_LEN + 14..];
         assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, hdr - 14 + largest);
     }
@@ -227,10 +268,10 @@ mod tests {
         let mut out = vec![0u8; 10_000];
         let mut v = vnet(false, 1000);
         v.gso_type = 5;
-        assert_eq!(segment_tcp(&v, &frame, vni(), &mut out), Err(SegmentError::UnsupportedType));
-        assert_eq!(segment_tcp(&vnet(true, 1000), &frame, vni(), &mut out), Err(SegmentError::BadHeaders));
-        assert_eq!(segment_tcp(&vnet(false, 0), &frame, vni(), &mut out), Err(SegmentError::BadSize));
-        assert_eq!(segment_tcp(&vnet(false, 1000), &frame, vni(), &mut out[..100]), Err(SegmentError::NoRoom));
-        assert_eq!(segment_tcp(&vnet(false, 1000), &frame[..40], vni(), &mut out), Err(SegmentError::BadHeaders));
+        assert_eq!(segment_tcp(&v, &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::UnsupportedType));
+        assert_eq!(segment_tcp(&vnet(true, 1000), &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadHeaders));
+        assert_eq!(segment_tcp(&vnet(false, 0), &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadSize));
+        assert_eq!(segment_tcp(&vnet(false, 1000), &frame, Framing::Ethernet, &vni(), &mut out[..100]), Err(SegmentError::NoRoom));
+        assert_eq!(segment_tcp(&vnet(false, 1000), &frame[..40], Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadHeaders));
     }
 }

@@ -1,0 +1,120 @@
+//! The driver half of software GRO, shared by the VXLAN (TAP) and IPIP (TUN) workers: it walks a
+//! receive batch's decapsulated frames in order, gathers runs that `dataplane::offload::coalesce`
+//! accepts, and writes each run to the device as one GSO frame with one writev — the head frame in
+//! full, then only the payloads of the others, so nothing is copied together first.
+use super::tap::TapQueue;
+use super::Slots;
+use crate::dataplane::offload::coalesce::{self, Run};
+use crate::dataplane::offload::Framing;
+use crate::dataplane::{DropReason, LocalCounters};
+use crate::wire::vnet::{self, VnetHdr};
+
+/// A received frame by position: `slots[slot][start..start + len]`.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRef {
+    pub slot: u32,
+    pub start: u32,
+    pub len: u32,
+}
+
+pub struct Gro {
+    framing: Framing,
+    mtu: usize,
+    /// Off: every frame is written on its own (offloads disabled).
+    enabled: bool,
+    /// The current run: its state and its frames (the first is the head).
+    run: Option<Run>,
+    frames: Vec<FrameRef>,
+    iov: Vec<libc::iovec>,
+    vnet_buf: [u8; vnet::HEADER_LEN],
+}
+
+// SAFETY: `iov` holds raw pointers only while a writev is being prepared within one method call;
+// between calls they are dangling-but-unused, and the Gro is moved to its thread before use.
+unsafe impl Send for Gro {}
+
+impl Gro {
+    /// `mtu` is the device's (an IP MTU): a frame carrying more than that must go up as GSO.
+    pub fn new(framing: Framing, mtu: usize, enabled: bool) -> Gro {
+        Gro {
+            framing,
+            mtu,
+            enabled,
+            run: None,
+            frames: Vec::with_capacity(coalesce::MAX_SEGMENTS),
+            iov: Vec::with_capacity(coalesce::MAX_SEGMENTS + 1),
+            vnet_buf: [0; vnet::HEADER_LEN],
+        }
+    }
+
+    /// Adds the received frame `f` to the current run, or writes it on its own with the header
+    /// `hint` gives for it (the backend's checksum rules for frames that are not merged).
+    pub fn deliver(&mut self, slots: &mut Slots, f: FrameRef, dev: &TapQueue, local: &mut LocalCounters, hint: impl Fn(&[u8]) -> VnetHdr) {
+        let seg = if self.enabled { coalesce::candidate(frame(slots, f), self.framing) } else { None };
+        let Some(seg) = seg else {
+            self.flush(slots, dev, local);
+            let frame = &mut slots.get_mut(f.slot as usize)[f.start as usize..(f.start + f.len) as usize];
+            let big = frame.len() > self.framing.link_len() + self.mtu;
+            let vnet = if big { coalesce::oversized(frame, self.framing, self.mtu) } else { None };
+            let vnet = vnet.unwrap_or_else(|| hint(frame));
+            return self.write(slots, &vnet, f, 1, dev, local);
+        };
+        // Without any trailing bytes (Ethernet padding): a run's payloads are gathered back to back.
+        let f = FrameRef { len: (seg.layout.header_len() + seg.payload_len) as u32, ..f };
+        if let (Some(run), Some(head)) = (&mut self.run, self.frames.first()) {
+            if run.accepts(frame(slots, *head), frame(slots, f), &seg) {
+                run.push(&seg);
+                self.frames.push(f);
+                return;
+            }
+        }
+        self.flush(slots, dev, local);
+        self.run = Some(Run::start(seg));
+        self.frames.push(f);
+    }
+
+    /// Writes the current run as one (GSO) frame. Called at the end of every receive batch: a run
+    /// never waits for the next batch.
+    pub fn flush(&mut self, slots: &mut Slots, dev: &TapQueue, local: &mut LocalCounters) {
+        let Some(run) = self.run.take() else { return };
+        let head = self.frames[0];
+        let bytes = &mut slots.get_mut(head.slot as usize)[head.start as usize..(head.start + head.len) as usize];
+        let vnet = coalesce::finish(bytes, &run, self.mtu);
+        self.write(slots, &vnet, head, run.count, dev, local);
+        self.frames.clear();
+    }
+
+    /// One writev: vnet header, `head`, and (for a run) the payloads of `frames[1..count]`.
+    fn write(&mut self, slots: &Slots, vnet: &VnetHdr, head: FrameRef, count: usize, dev: &TapQueue, local: &mut LocalCounters) {
+        vnet.emit(&mut self.vnet_buf);
+        self.iov.clear();
+        self.iov.push(iovec(&self.vnet_buf));
+        let head_bytes = frame(slots, head);
+        self.iov.push(iovec(head_bytes));
+        let mut bytes = head_bytes.len();
+        if count > 1 {
+            let hdr = vnet.hdr_len as usize;
+            for f in &self.frames[1..count] {
+                let payload = &slots.get(f.slot as usize)[(f.start as usize + hdr)..(f.start + f.len) as usize];
+                bytes += payload.len();
+                self.iov.push(iovec(payload));
+            }
+        }
+        match dev.send_iov(&self.iov) {
+            Ok(true) => {
+                local.rx_packets += count as u64;
+                local.rx_bytes += bytes as u64;
+            }
+            Ok(false) | Err(_) => (0..count).for_each(|_| local.drop(DropReason::RxTapWrite)),
+        }
+        self.iov.clear();
+    }
+}
+
+fn frame(slots: &Slots, f: FrameRef) -> &[u8] {
+    &slots.get(f.slot as usize)[f.start as usize..(f.start + f.len) as usize]
+}
+
+fn iovec(b: &[u8]) -> libc::iovec {
+    libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() }
+}
