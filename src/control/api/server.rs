@@ -113,9 +113,12 @@ impl Server {
     fn stop_now(&mut self) {
         let Some(t) = self.thread.take() else { return };
         self.stop.store(true, Ordering::Relaxed);
-        // accept() has no timeout; a connection of our own wakes it to see the flag.
-        let _ = UnixStream::connect(&self.path);
-        let _ = t.join();
+        // accept() has no timeout; a connection of our own wakes it to see the flag. After --user
+        // the socket (0600, root's) refuses us: then the thread is left blocked in accept() and
+        // ends with the process, which is about to exit anyway.
+        if UnixStream::connect(&self.path).is_ok() {
+            let _ = t.join();
+        }
         if let Err(e) = std::fs::remove_file(&self.path) {
             // With --user the daemon may no longer own the directory; the next start removes it.
             tracing::warn!(path = %self.path.display(), error = %e, "cannot remove control socket");
