@@ -145,8 +145,8 @@ fn encap(c: &mut Criterion) {
 
 fn decap(c: &mut Criterion) {
     let vtep = vtep();
-    let mut peers = FxHashMap::default();
-    peers.insert(PEER_IP, ());
+    let mut peers = vtepd::table::PeerSet::default();
+    peers.insert(PEER_IP, Default::default());
     let full = tcp_frame(OUR_MAC, PEER_MAC, 1, &payload(MSS, 2), false);
     let small = udp_frame(OUR_MAC, PEER_MAC, 64);
     let mut g = c.benchmark_group("decap");
@@ -159,7 +159,7 @@ fn decap(c: &mut Criterion) {
         // round validates a real datagram, and check that it was delivered.
         both(&mut g, name, 1, frame.len() as u64, || {
             buf[VXLAN_OFFSET..FRAME_OFFSET].copy_from_slice(&VXLAN_HDR);
-            let v = process_datagram(&vtep, &peers, PEER_IP, black_box(&mut buf), black_box(len));
+            let v = process_datagram(&vtep, &peers, PEER_IP, black_box(&mut buf), black_box(len), 1);
             assert!(matches!(v, RxVerdict::Deliver { .. }), "{name}: {v:?}");
         });
     }

@@ -105,7 +105,7 @@ fn main() {
 
     let tables = Tables::new();
     // One copy-on-write update per table: `add_peer` per peer would copy the tables 100k times.
-    tables.peers.update(|m| m.extend((1..=peers as u32).map(|i| (peer(i).0, ()))));
+    tables.peers.update(|m| m.extend((1..=peers as u32).map(|i| (peer(i).0, Default::default()))));
     tables.fdb.update(|m| m.extend((1..=peers as u32).map(|i| (peer(i).1, peer(i).0))));
     tables.neigh.update(|m| m.extend((1..=peers as u32).map(|i| (peer(i).2, peer(i).1))));
     assert_eq!((tables.fdb.len(), tables.neigh.len(), tables.peers.len()), (peers, peers, peers));

@@ -1,9 +1,11 @@
 //! The `vtepd` command line. Only argument handling lives here; the work is in the library.
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use vtepd::control::api::client;
+use vtepd::control::api::proto::{self, ProtoError, Request};
 use vtepd::control::config::Config;
 use vtepd::control::run::{self, RunOptions};
 
@@ -42,12 +44,101 @@ enum Cmd {
         /// lowers round-trip latency at the cost of CPU [default: 0, off].
         #[arg(long, value_name = "USECS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
         busy_poll: u32,
+        /// Control socket to serve [default: control_socket from the config, else /run/vtepd/<device>.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Serve Prometheus metrics (counters, table sizes, datastore state) on ADDR, e.g. 127.0.0.1:9476.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
+    /// The running vtepd's forwarding database (MAC → remote VTEP), like `bridge fdb`.
+    Fdb {
+        #[command(subcommand)]
+        op: FdbOp,
+    },
+    /// The running vtepd's neighbour table (VTEP address → MAC), like `ip neigh`.
+    Neigh {
+        #[command(subcommand)]
+        op: NeighOp,
+    },
+    /// The running vtepd's routes to peers' subnets, like `ip route`.
+    Route {
+        #[command(subcommand)]
+        op: RouteOp,
+    },
+    /// Each peer: backend mode, whether it is reachable, when it was last heard from.
+    Peers(Conn),
+    /// Every counter of the running vtepd, table sizes and datastore state.
+    Stats(Conn),
+    /// Subnet leases in the etcd datastore (etcd mode only).
+    Leases(Conn),
     /// Validate a config file without touching the system; exit 0 if good, 2 if not.
     Check {
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+/// How to reach a running vtepd and how to print its answer.
+#[derive(Args)]
+struct Conn {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The vtepd's control socket [default: the only socket in /run/vtepd].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum FdbOp {
+    Show(Conn),
+    /// `vtepd fdb add MAC dst IP`: frames to MAC go to the VTEP at IP.
+    Add {
+        #[arg(value_name = "MAC")]
+        mac: String,
+        #[arg(value_name = "dst", value_parser = ["dst"], hide_possible_values = true)]
+        _kw: String,
+        #[arg(value_name = "IP")]
+        dst: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// `vtepd fdb del MAC`: removes a manual entry.
+    Del {
+        #[arg(value_name = "MAC")]
+        mac: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum NeighOp {
+    Show(Conn),
+    /// `vtepd neigh add IP lladdr MAC`: vtepd answers ARP for IP with MAC.
+    Add {
+        #[arg(value_name = "IP")]
+        ip: String,
+        #[arg(value_name = "lladdr", value_parser = ["lladdr"], hide_possible_values = true)]
+        _kw: String,
+        #[arg(value_name = "MAC")]
+        mac: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// `vtepd neigh del IP`: removes a manual entry.
+    Del {
+        #[arg(value_name = "IP")]
+        ip: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum RouteOp {
+    Show(Conn),
 }
 
 fn main() -> ExitCode {
@@ -67,7 +158,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(2, &e),
         },
-        Cmd::Run { config, workers, batch, no_offload, source_ports, user, busy_poll } => {
+        Cmd::Run { config, workers, batch, no_offload, source_ports, user, busy_poll, socket, metrics } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
@@ -79,10 +170,63 @@ fn main() -> ExitCode {
                 source_ports: source_ports.into(),
                 user,
                 busy_poll: std::time::Duration::from_micros(busy_poll.into()),
+                socket,
+                metrics,
             };
             run_daemon(&cfg, &opts, &config)
         }
+        Cmd::Fdb { op } => match op {
+            FdbOp::Show(c) => control(&c, Ok(Request::FdbShow)),
+            FdbOp::Add { mac, dst, conn, .. } => {
+                control(&conn, mac_arg("MAC", &mac).and_then(|mac| Ok(Request::FdbAdd { mac, dst: ip_arg("IP", &dst)? })))
+            }
+            FdbOp::Del { mac, conn } => control(&conn, mac_arg("MAC", &mac).map(|mac| Request::FdbDel { mac })),
+        },
+        Cmd::Neigh { op } => match op {
+            NeighOp::Show(c) => control(&c, Ok(Request::NeighShow)),
+            NeighOp::Add { ip, mac, conn, .. } => {
+                control(&conn, ip_arg("IP", &ip).and_then(|ip| Ok(Request::NeighAdd { ip, mac: mac_arg("MAC", &mac)? })))
+            }
+            NeighOp::Del { ip, conn } => control(&conn, ip_arg("IP", &ip).map(|ip| Request::NeighDel { ip })),
+        },
+        Cmd::Route { op: RouteOp::Show(c) } => control(&c, Ok(Request::RouteShow)),
+        Cmd::Peers(c) => control(&c, Ok(Request::Peers)),
+        Cmd::Stats(c) => control(&c, Ok(Request::Stats)),
+        Cmd::Leases(c) => control(&c, Ok(Request::Leases)),
     }
+}
+
+/// Asks the running vtepd; exit 2 for a bad argument, 1 if vtepd cannot be reached or refuses.
+fn control(conn: &Conn, req: Result<Request, String>) -> ExitCode {
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vtepd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match client::ask(conn.socket.as_deref(), &req, conn.json) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e),
+    }
+}
+
+fn arg_error(name: &str, e: ProtoError) -> String {
+    match e {
+        ProtoError::Invalid { problem, .. } => format!("argument {name}: {problem}"),
+        other => format!("argument {name}: {other}"),
+    }
+}
+
+fn mac_arg(name: &str, s: &str) -> Result<vtepd::wire::MacAddr, String> {
+    proto::unicast_mac("mac", s).map_err(|e| arg_error(name, e))
+}
+
+fn ip_arg(name: &str, s: &str) -> Result<std::net::Ipv4Addr, String> {
+    proto::unicast_ip("ip", s).map_err(|e| arg_error(name, e))
 }
 
 fn run_daemon(cfg: &Config, opts: &RunOptions, path: &std::path::Path) -> ExitCode {

@@ -57,6 +57,8 @@ pub struct Config {
     /// `Some`: the subnet, backend and peers come from etcd (see [`super::etcd`]); until the node
     /// has joined, `node.subnet` is [`Node::UNJOINED`] and `node.backend` a placeholder.
     pub etcd: Option<Etcd>,
+    /// The control API's Unix socket; `None`: the default, see [`crate::control::api::default_socket`].
+    pub control_socket: Option<PathBuf>,
 }
 
 /// The `[etcd]` section: where the cluster's Flannel-style datastore is.
@@ -132,6 +134,7 @@ impl Node {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    control_socket: Option<String>,
     node: RawNode,
     vxlan: Option<RawVxlan>,
     ipip: Option<RawIpip>,
@@ -199,8 +202,9 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax { path: PathBuf::new(), message: e.to_string() })?;
+        let control_socket = parse_control_socket(raw.control_socket.as_deref())?;
         if raw.etcd.is_some() {
-            return parse_etcd_mode(raw);
+            return Ok(Config { control_socket, ..parse_etcd_mode(raw)? });
         }
         let node = parse_node(&raw.node)?;
         let backend = node.backend;
@@ -210,7 +214,7 @@ impl Config {
         let ipip = parse_ipip(raw.ipip.unwrap_or_default())?;
         let peers =
             raw.peer.iter().enumerate().map(|(i, p)| parse_peer(i, p, backend)).collect::<Result<Vec<_>, _>>()?;
-        let cfg = Config { node, vxlan, ipip, peers, etcd: None };
+        let cfg = Config { node, vxlan, ipip, peers, etcd: None, control_socket };
         cfg.check_consistency()?;
         Ok(cfg)
     }
@@ -333,7 +337,14 @@ fn parse_etcd_mode(raw: RawConfig) -> Result<Config, ConfigError> {
     let vxlan = parse_vxlan(raw.vxlan.unwrap_or_default(), public_ip)?;
     let ipip = parse_ipip(raw.ipip.unwrap_or_default())?;
     let etcd = raw.etcd.map(parse_etcd).transpose()?;
-    Ok(Config { node, vxlan, ipip, peers: Vec::new(), etcd })
+    Ok(Config { node, vxlan, ipip, peers: Vec::new(), etcd, control_socket: None })
+}
+
+fn parse_control_socket(raw: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
+    match raw {
+        Some(p) if p.is_empty() || p.ends_with('/') => Err(invalid("control_socket", format!("'{p}' is not a file path"))),
+        p => Ok(p.map(PathBuf::from)),
+    }
 }
 
 fn parse_etcd(raw: RawEtcd) -> Result<Etcd, ConfigError> {
@@ -482,6 +493,14 @@ vtep_mac = "02:00:00:00:00:02"
 
     fn err_of(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn control_socket_is_a_top_level_path() {
+        assert_eq!(Config::parse(GOOD).unwrap().control_socket, None);
+        let c = Config::parse(&format!("control_socket = \"/run/x/a.sock\"\n{GOOD}")).unwrap();
+        assert_eq!(c.control_socket, Some(PathBuf::from("/run/x/a.sock")));
+        assert_eq!(err_of(&format!("control_socket = \"/run/x/\"\n{GOOD}")), "config key control_socket: '/run/x/' is not a file path");
     }
 
     #[test]

@@ -1,3 +1,4 @@
+pub mod api;
 pub mod backend;
 pub mod config;
 pub mod etcd;

@@ -8,6 +8,8 @@
 use super::backend::{self, Started};
 use super::config::{Backend, Config, ConfigError};
 use super::netlink::{Netlink, NetlinkError};
+use super::api::metrics::Metrics;
+use super::api::server::ControlSocket;
 use super::supervise::Supervisor;
 use crate::io::raw::RawError;
 use crate::io::tap::TapError;
@@ -31,6 +33,10 @@ pub struct RunOptions {
     pub user: Option<String>,
     /// VXLAN workers spin this long after each packet before sleeping (zero: off).
     pub busy_poll: std::time::Duration,
+    /// The control socket (`--socket`); overrides the config's `control_socket`.
+    pub socket: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics on this address (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +61,9 @@ pub enum RunError {
     Privilege(#[from] crate::io::privilege::PrivilegeError),
     #[error(transparent)]
     Etcd(#[from] super::etcd::EtcdError),
+    Socket(#[from] super::api::server::SocketError),
+    #[error(transparent)]
+    Metrics(#[from] super::api::metrics::MetricsError),
     #[error("cannot start worker thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -75,6 +84,11 @@ pub fn run(
     reload_config: Box<dyn Fn() -> Result<Config, ConfigError> + '_>,
 ) -> Result<Vec<(&'static str, u64)>, RunError> {
     crate::io::release_free_memory();
+    // Bound first: a socket another vtepd is serving is a reason not to start, found before
+    // anything is installed (or leased).
+    let socket_path = opts.socket.clone().unwrap_or_else(|| super::api::socket_path(cfg));
+    let socket = ControlSocket::bind(&socket_path)?;
+    let metrics = opts.metrics.map(Metrics::bind).transpose()?;
     // In etcd mode the node joins first: the subnet it leases is the device's address. A lease for
     // an address this host does not have would mislead every other node, so that is checked first.
     if cfg.etcd.is_some() && !Netlink::open()?.host_has_addr(cfg.node.public_ip)? {
@@ -97,6 +111,8 @@ pub fn run(
             return Err(e.into());
         }
     };
+    let server = socket.serve(events_tx.clone()).map_err(RunError::Thread)?;
+    let metrics = metrics.map(|m| m.serve(events_tx.clone())).transpose().map_err(RunError::Thread)?;
     Supervisor {
         cfg: cfg.clone(),
         device: started.device.clone(),
@@ -110,6 +126,10 @@ pub fn run(
     .watch(&stop, &reload);
     // Stops renewing; the lease stays in etcd so a restart gets the same subnet.
     drop(session);
+    server.shutdown();
+    if let Some(m) = metrics {
+        m.shutdown();
+    }
     drop(events_tx);
     tracing::info!("stopping");
     Ok(started.finish())

@@ -8,22 +8,23 @@ use crate::wire::ipv4::{self, PROTO_TCP, PROTO_UDP};
 use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
 use crate::wire::vxlan::{self, HeaderFault};
 use crate::wire::{be16, checksum};
-use rustc_hash::FxHashMap;
+use crate::table::PeerSet;
 use std::net::Ipv4Addr;
 
 /// Decides what to do with the UDP payload at `buf[VXLAN_OFFSET..VXLAN_OFFSET + len]` sent by `src`.
 /// On `Deliver` the virtio-net header has been written over the VXLAN header.
 pub fn process_datagram(
     vtep: &Vtep,
-    peers: &FxHashMap<Ipv4Addr, ()>,
+    peers: &PeerSet,
     src: Ipv4Addr,
     buf: &mut [u8],
     len: usize,
+    now: u32,
 ) -> RxVerdict {
     let Some(dgram) = buf.get(VXLAN_OFFSET..VXLAN_OFFSET + len) else {
         return RxVerdict::Drop(DropReason::RxTruncated);
     };
-    if let Err(r) = validate(vtep, peers, src, dgram) {
+    if let Err(r) = validate(vtep, peers, src, dgram, now) {
         return RxVerdict::Drop(r);
     }
     let frame_len = len - vxlan::HEADER_LEN;
@@ -32,11 +33,12 @@ pub fn process_datagram(
     RxVerdict::Deliver { frame_len }
 }
 
-/// Checks one VXLAN datagram (UDP payload) from `src`; on success the inner frame is `dgram[8..]`.
-pub fn validate(vtep: &Vtep, peers: &FxHashMap<Ipv4Addr, ()>, src: Ipv4Addr, dgram: &[u8]) -> Result<(), DropReason> {
-    if !peers.contains_key(&src) {
+/// Checks one VXLAN datagram (UDP payload) from `src`; on success the inner frame is `dgram[8..]`
+/// and the peer is marked as heard from at `now` ([`crate::table::coarse_now`] seconds).
+pub fn validate(vtep: &Vtep, peers: &PeerSet, src: Ipv4Addr, dgram: &[u8], now: u32) -> Result<(), DropReason> {
+    let Some(heard) = peers.get(&src) else {
         return Err(DropReason::RxUnknownSource);
-    }
+    };
     let hdr = vxlan::Packet::new_checked(dgram).map_err(|_| DropReason::RxTruncated)?;
     match hdr.fault() {
         Some(HeaderFault::NoIFlag) => return Err(DropReason::RxNoIFlag),
@@ -51,6 +53,7 @@ pub fn validate(vtep: &Vtep, peers: &FxHashMap<Ipv4Addr, ()>, src: Ipv4Addr, dgr
     if dst != vtep.mac && !dst.is_multicast() {
         return Err(DropReason::RxNotForUs);
     }
+    heard.note(now);
     Ok(())
 }
 
@@ -95,18 +98,19 @@ pub fn checksum_hint(frame: &[u8]) -> VnetHdr {
 mod tests {
     use super::*;
     use crate::dataplane::testvec;
+    use crate::table::LastHeard;
 
     const GOOD: [u8; 8] = [0x08, 0, 0, 0, 0, 0, 1, 0];
 
-    fn peers() -> FxHashMap<Ipv4Addr, ()> {
-        let mut p = FxHashMap::default();
-        p.insert(testvec::PEER_IP, ());
+    fn peers() -> PeerSet {
+        let mut p = PeerSet::default();
+        p.insert(testvec::PEER_IP, LastHeard::default());
         p
     }
 
     fn run(hdr: [u8; 8], frame: &[u8], src: Ipv4Addr) -> (RxVerdict, Vec<u8>) {
         let (mut buf, len) = testvec::datagram_buffer(hdr, frame);
-        let v = process_datagram(&testvec::vtep(), &peers(), src, &mut buf, len);
+        let v = process_datagram(&testvec::vtep(), &peers(), src, &mut buf, len, 1);
         (v, buf)
     }
 
@@ -135,8 +139,24 @@ mod tests {
             assert_eq!(run(hdr, f, src).0, RxVerdict::Drop(want), "{want:?}");
         }
         let (mut buf, _) = testvec::datagram_buffer(GOOD, &frame);
-        let v = process_datagram(&testvec::vtep(), &peers(), testvec::PEER_IP, &mut buf, 4);
+        let v = process_datagram(&testvec::vtep(), &peers(), testvec::PEER_IP, &mut buf, 4, 1);
         assert_eq!(v, RxVerdict::Drop(DropReason::RxTruncated));
+    }
+
+    #[test]
+    fn only_a_valid_datagram_marks_the_peer_heard() {
+        let p = peers();
+        let heard = |p: &PeerSet| p[&testvec::PEER_IP].get();
+        let frame = testvec::icmp_frame(testvec::OUR_MAC, testvec::PEER_MAC);
+        let (mut buf, len) = testvec::datagram_buffer([0x08, 0, 0, 0, 0, 0, 2, 0], &frame);
+        let _ = process_datagram(&testvec::vtep(), &p, testvec::PEER_IP, &mut buf, len, 7);
+        assert_eq!(heard(&p), None, "a wrong-VNI datagram is not the peer speaking VXLAN to us");
+        let (mut buf, len) = testvec::datagram_buffer(GOOD, &frame);
+        let _ = process_datagram(&testvec::vtep(), &p, testvec::PEER_IP, &mut buf, len, 7);
+        assert_eq!(heard(&p), Some(7));
+        let (mut buf, len) = testvec::datagram_buffer(GOOD, &frame);
+        let _ = process_datagram(&testvec::vtep(), &p, testvec::PEER_IP, &mut buf, len, 9);
+        assert_eq!(heard(&p), Some(9));
     }
 
     #[test]

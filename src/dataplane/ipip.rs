@@ -33,7 +33,6 @@ use crate::wire::ipv4::{self, PROTO_ICMP, PROTO_IPIP};
 use crate::wire::vnet::{self, VnetHdr};
 use crate::wire::{checksum, put_be16};
 use ipnet::Ipv4Net;
-use rustc_hash::FxHashMap;
 use std::net::Ipv4Addr;
 
 /// Length of the outer header vtepd builds.
@@ -292,7 +291,7 @@ fn frag_needed(buf: &mut [u8], total: usize, mtu: u16) -> Option<usize> {
 ///
 /// Checks run cheapest and most hostile first: a stranger's packet is dropped before a header byte
 /// is trusted, and every length is checked against the one before it.
-pub fn process_packet(t: &Tunnel, peers: &FxHashMap<Ipv4Addr, ()>, src: Ipv4Addr, buf: &mut [u8], len: usize) -> IpipRxVerdict {
+pub fn process_packet(t: &Tunnel, peers: &crate::table::PeerSet, src: Ipv4Addr, buf: &mut [u8], len: usize) -> IpipRxVerdict {
     if !peers.contains_key(&src) {
         return IpipRxVerdict::Drop(DropReason::RxUnknownSource);
     }
@@ -347,9 +346,9 @@ mod tests {
         r
     }
 
-    fn peers() -> FxHashMap<Ipv4Addr, ()> {
-        let mut p = FxHashMap::default();
-        p.insert(PEER, ());
+    fn peers() -> crate::table::PeerSet {
+        let mut p = crate::table::PeerSet::default();
+        p.insert(PEER, Default::default());
         p
     }
 

@@ -8,6 +8,7 @@ pub mod raw;
 pub mod tap;
 pub mod tun;
 pub mod udp;
+pub mod unix;
 pub mod worker;
 
 use std::io;

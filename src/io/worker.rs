@@ -269,6 +269,7 @@ impl Worker {
         };
         let tables = self.cfg.tables.clone();
         let peers = tables.peers.load();
+        let now = crate::table::coarse_now();
         for i in 0..got {
             let r = self.received[i];
             if r.len == 0 {
@@ -282,7 +283,7 @@ impl Worker {
                 let dlen = seg.min(r.len - off);
                 let start = VXLAN_OFFSET + off;
                 let dgram = &self.rx_slots.get(i)[start..start + dlen];
-                match validate(&self.cfg.vtep, &peers, r.src, dgram) {
+                match validate(&self.cfg.vtep, &peers, r.src, dgram, now) {
                     Ok(()) => {
                         let f = FrameRef { slot: i as u32, start: (start + vxlan::HEADER_LEN) as u32, len: (dlen - vxlan::HEADER_LEN) as u32 };
                         self.gro.deliver(&mut self.rx_slots, f, &self.tap, &mut self.local, checksum_hint);

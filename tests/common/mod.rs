@@ -479,10 +479,21 @@ fn capture(mut r: impl Read + Send + 'static) -> (Captured, JoinHandle<()>) {
     (buf, h)
 }
 
+/// A control socket path no other test uses: the namespace name is unique per test and process.
+pub fn test_socket(ns: &Netns) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join("vtepd-test-sockets");
+    std::fs::create_dir_all(&dir).expect("create socket dir");
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!("{}-{n}.sock", ns.name()))
+}
+
 /// A running `vtepd run` inside a namespace. Drop kills it if [`Vtepd::stop`] was not called, and prints
 /// its stderr when the test is panicking so the failure shows what the daemon said.
 pub struct Vtepd {
     ns: String,
+    /// The control socket it serves (`--socket`).
+    pub socket: PathBuf,
     child: Option<Child>,
     stdout: Captured,
     stderr: Captured,
@@ -536,6 +547,17 @@ impl Vtepd {
             args.push(level);
         }
         args.extend(extra.iter().map(|a| a.to_string()));
+        // Namespaces share the filesystem, so the default /run/vtepd/<device>.sock would collide
+        // between tests running in parallel: each daemon gets a socket of its own.
+        let socket = match extra.iter().position(|a| *a == "--socket") {
+            Some(i) => PathBuf::from(extra[i + 1]),
+            None => {
+                let s = test_socket(ns);
+                args.push("--socket".into());
+                args.push(s.display().to_string());
+                s
+            }
+        };
         // `ip netns exec` execs the program after setns, so the child's pid is vtepd's own.
         let mut child = Command::new("ip")
             .args(&args)
@@ -548,6 +570,7 @@ impl Vtepd {
         let (stderr, h2) = capture(child.stderr.take().unwrap());
         let mut d = Vtepd {
             ns: ns.name().into(),
+            socket,
             child: Some(child),
             stdout,
             stderr,

@@ -73,7 +73,9 @@ fn check(c: &Config) {
 /// `c` as a config file (every key explicit).
 fn emit(c: &Config) -> String {
     let s = |v: &dyn std::fmt::Display| toml_string(&v.to_string());
-    let mut t = format!("[node]\npublic_ip = {}\nsubnet = {}\nbackend = \"vxlan\"\n", s(&c.node.public_ip), s(&c.node.subnet));
+    // A top-level key goes before the first table.
+    let mut t = c.control_socket.as_ref().map_or(String::new(), |p| format!("control_socket = {}\n", toml_string(&p.to_string_lossy())));
+    t += &format!("[node]\npublic_ip = {}\nsubnet = {}\nbackend = \"vxlan\"\n", s(&c.node.public_ip), s(&c.node.subnet));
     t += &format!(
         "[vxlan]\ndevice = {}\nvni = {}\nport = {}\nmac = {}\n",
         toml_string(&c.vxlan.device),

@@ -31,7 +31,7 @@ pub fn run(data: &[u8]) {
     let len = dgram.len() + if lie & 0x80 != 0 { (lie & 0x7f) as usize } else { 0 };
     let before = buf.clone();
 
-    let verdict = process_datagram(&vtep(), &peers(), src, &mut buf, len);
+    let verdict = process_datagram(&vtep(), &peers(), src, &mut buf, len, 1);
 
     let expected = reference(src, &before, len);
     match verdict {

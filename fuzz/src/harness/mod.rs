@@ -15,6 +15,7 @@
 
 pub mod arp;
 pub mod config;
+pub mod control;
 pub mod decap;
 pub mod encap;
 pub mod gro;
@@ -37,6 +38,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("gro_coalesce", gro::run),
     ("ipip_decap", ipip::run),
     ("config", config::run),
+    ("control_request", control::run),
 ];
 
 // The node under test and its two peers, as in src/dataplane/testvec.rs.
@@ -53,8 +55,8 @@ pub fn vtep() -> Vtep {
     Vtep { vni: Vni::new(VNI).unwrap(), mac: OUR_MAC, ip: OUR_VTEP_IP, mtu: MTU }
 }
 
-pub fn peers() -> FxHashMap<Ipv4Addr, ()> {
-    PEER_IPS.iter().map(|ip| (*ip, ())).collect()
+pub fn peers() -> vtepd::table::PeerSet {
+    PEER_IPS.iter().map(|ip| (*ip, Default::default())).collect()
 }
 
 pub fn fdb() -> FxHashMap<MacAddr, Ipv4Addr> {

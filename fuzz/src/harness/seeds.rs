@@ -259,8 +259,28 @@ pub fn seeds() -> Vec<Seed> {
     add("config", "example", include_str!("../../../config/vxlan.toml").as_bytes().to_vec());
     let two = format!("{GOOD_CONFIG}[[peer]]\npublic_ip = \"192.0.2.3\"\nsubnet = \"10.244.3.0/24\"\nvtep_mac = \"02:00:00:00:00:03\"\n");
     add("config", "two-peers", two.into_bytes());
+
+    // control_request: one line of each command, as the CLI sends them.
+    for (name, line) in CONTROL_REQUESTS {
+        add("control_request", name, line.as_bytes().to_vec());
+    }
     s
 }
+
+const CONTROL_REQUESTS: [(&str, &str); 12] = [
+    ("fdb-show", r#"{"cmd":"fdb_show"}"#),
+    ("fdb-add", r#"{"cmd":"fdb_add","mac":"02:00:00:00:00:09","dst":"192.0.2.2"}"#),
+    ("fdb-add-peer-mac", r#"{"cmd":"fdb_add","mac":"02:00:00:00:00:02","dst":"192.0.2.9"}"#),
+    ("fdb-del", r#"{"cmd":"fdb_del","mac":"02:00:00:00:00:09"}"#),
+    ("neigh-show", r#"{"cmd":"neigh_show"}"#),
+    ("neigh-add", r#"{"cmd":"neigh_add","ip":"10.244.9.0","mac":"02:00:00:00:00:09"}"#),
+    ("neigh-del-peer", r#"{"cmd":"neigh_del","ip":"10.244.2.0"}"#),
+    ("route-show", r#"{"cmd":"route_show"}"#),
+    ("peers", r#"{"cmd":"peers"}"#),
+    ("stats", r#"{"cmd":"stats"}"#),
+    ("leases", r#"{"cmd":"leases"}"#),
+    ("fdb-add-newline", "{\"cmd\":\"fdb_add\",\"dst\":\"192.0.2.2\",\"mac\":\"02:00:00:00:00:0a\"}\n"),
+];
 
 /// Hand-made hostile inputs kept as regression tests (tests/fuzz-regressions/<target>/).
 pub fn nasty() -> Vec<Seed> {
@@ -378,5 +398,17 @@ pub fn nasty() -> Vec<Seed> {
     add("config", "vni-max", GOOD_CONFIG.replace("vni = 1", "vni = 16777215").into_bytes());
     add("config", "peer-slash-0", GOOD_CONFIG.replace("10.244.2.0/24", "0.0.0.0/0").into_bytes());
     add("config", "adjacent-subnets", GOOD_CONFIG.replace("10.244.2.0/24", "10.244.0.0/24").into_bytes());
+
+    // control_request
+    add("control_request", "too-long", [b"{\"cmd\":\"stats\"}".as_slice(), &[b' '; 4096]].concat());
+    add("control_request", "not-utf8", b"{\"cmd\":\"st\xffats\"}".to_vec());
+    add("control_request", "deep-nesting", std::iter::repeat_n(b'[', 4000).collect());
+    add("control_request", "long-unknown-cmd", format!("{{\"cmd\":\"{}\"}}", "x".repeat(4000)).into_bytes());
+    add("control_request", "long-bad-mac", format!("{{\"cmd\":\"fdb_del\",\"mac\":\"{}\"}}", "é".repeat(1500)).into_bytes());
+    add("control_request", "duplicate-field", br#"{"cmd":"fdb_del","mac":"02:00:00:00:00:09","mac":"02:00:00:00:00:02"}"#.to_vec());
+    add("control_request", "cmd-not-string", br#"{"cmd":{"cmd":"stats"}}"#.to_vec());
+    add("control_request", "null-field", br#"{"cmd":"fdb_del","mac":null}"#.to_vec());
+    add("control_request", "broadcast-dst", br#"{"cmd":"fdb_add","mac":"02:00:00:00:00:09","dst":"255.255.255.255"}"#.to_vec());
+    add("control_request", "own-mac", br#"{"cmd":"fdb_add","mac":"02:00:00:00:00:01","dst":"192.0.2.2"}"#.to_vec());
     s
 }

@@ -45,7 +45,7 @@ impl Installer for IpipInstaller {
             return d.add(nl, n);
         }
         self.tables.routes.insert(n.subnet, n.public_ip);
-        self.tables.peers.insert(n.public_ip, ());
+        self.tables.peers.insert(n.public_ip, Default::default());
         nl.add_route(&self.route(n))
     }
 

@@ -1,0 +1,75 @@
+//! What `vtepd fdb show` and the other control subcommands use to ask a running vtepd.
+use super::proto::{Reply, Request, Response};
+use super::SOCKET_DIR;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longer than the server's own limits (its supervisor timeout), so its answer arrives first.
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to vtepd's control socket {path}: {source}; is vtepd running? (start it with `vtepd run`, or pass --socket with the path it serves)")]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("control socket {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("control socket {path} answered something that is not a vtepd response: {problem}")]
+    BadResponse { path: PathBuf, problem: String },
+    #[error("no vtepd control socket in {SOCKET_DIR}; is vtepd running? (start it with `vtepd run`, or pass --socket with the path it serves)")]
+    NoSocket,
+    #[error("several vtepd control sockets in {SOCKET_DIR} ({0}); pick one with --socket")]
+    Several(String),
+    /// vtepd understood the request and refused it.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The socket to talk to: `explicit` if given, else the only one in [`SOCKET_DIR`].
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ClientError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(SOCKET_DIR)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    match found.len() {
+        0 => Err(ClientError::NoSocket),
+        1 => Ok(found.remove(0)),
+        _ => Err(ClientError::Several(found.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))),
+    }
+}
+
+/// Sends one request and returns vtepd's answer.
+pub fn call(path: &Path, req: &Request) -> Result<Reply, ClientError> {
+    let io_err = |source| ClientError::Io { path: path.into(), source };
+    let mut s = UnixStream::connect(path).map_err(|source| ClientError::Connect { path: path.into(), source })?;
+    s.set_read_timeout(Some(TIMEOUT)).map_err(io_err)?;
+    s.set_write_timeout(Some(TIMEOUT)).map_err(io_err)?;
+    s.write_all((req.to_line() + "\n").as_bytes()).map_err(io_err)?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).map_err(io_err)?;
+    let bad = |problem: String| ClientError::BadResponse { path: path.into(), problem };
+    if line.is_empty() {
+        return Err(bad("the connection closed without an answer".into()));
+    }
+    match Response::from_line(&line).map_err(bad)? {
+        Response::Ok(r) => Ok(r),
+        Response::Error(e) => Err(ClientError::Refused(e)),
+    }
+}
+
+/// The whole CLI step: find the socket, ask, and format the answer (`--json` or for humans).
+pub fn ask(socket: Option<&Path>, req: &Request, json: bool) -> Result<String, ClientError> {
+    let path = locate(socket)?;
+    let reply = call(&path, req)?;
+    Ok(if json { super::show::json(&reply) } else { super::show::human(&reply) })
+}

@@ -1,0 +1,158 @@
+//! `vtepd run --metrics ADDR`: the counters, table sizes and datastore state as Prometheus text,
+//! served by a tiny HTTP/1.0 responder on a thread of its own.
+//!
+//! Any GET is answered with the metrics (Prometheus asks for /metrics; nothing else is served);
+//! anything else gets 400. One scrape at a time, each bounded by [`DEADLINE`] — a scraper is a
+//! single, polite client, and a stuck one only delays the next scrape. The numbers come from the
+//! supervisor exactly as `vtepd stats` gets them.
+use super::proto::{Reply, Request, Response, StatsReply};
+use super::server::answer_request;
+use crate::control::event::EventTx;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(3);
+const MAX_HEAD: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+#[error("--metrics {addr}: cannot listen: {source}")]
+pub struct MetricsError {
+    addr: SocketAddr,
+    source: io::Error,
+}
+
+/// A bound metrics listener; [`Metrics::serve`] starts answering.
+pub struct Metrics {
+    addr: SocketAddr,
+    listener: TcpListener,
+}
+
+impl Metrics {
+    pub fn bind(addr: SocketAddr) -> Result<Metrics, MetricsError> {
+        let listener = TcpListener::bind(addr).map_err(|source| MetricsError { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| MetricsError { addr, source })?;
+        Ok(Metrics { addr, listener })
+    }
+
+    pub fn serve(self, events: EventTx) -> io::Result<MetricsServer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let listener = self.listener;
+        let thread = std::thread::Builder::new().name("vtepd-metrics".into()).spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Ok(c) = conn {
+                    let _ = scrape(c, &events);
+                }
+            }
+        })?;
+        tracing::info!(addr = %self.addr, "metrics endpoint ready");
+        Ok(MetricsServer { addr: self.addr, stop, thread: Some(thread) })
+    }
+}
+
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        let Some(t) = self.thread.take() else { return };
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the blocking accept() so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        let _ = t.join();
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+fn scrape(mut c: TcpStream, events: &EventTx) -> io::Result<()> {
+    let deadline = Instant::now() + DEADLINE;
+    c.set_write_timeout(Some(DEADLINE))?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(io::ErrorKind::TimedOut)?;
+        c.set_read_timeout(Some(left))?;
+        let n = c.read(&mut buf)?;
+        if n == 0 || head.len() + n > MAX_HEAD {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    if !head.starts_with(b"GET ") {
+        return c.write_all(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n\r\nonly GET is served\n");
+    }
+    let (status, body) = match answer_request(Request::Stats, events) {
+        Response::Ok(Reply::Stats(s)) => ("200 OK", prometheus(&s)),
+        Response::Ok(_) => ("500 Internal Server Error", "unexpected answer\n".to_string()),
+        Response::Error(e) => ("503 Service Unavailable", e + "\n"),
+    };
+    let hdr = format!("HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n", body.len());
+    c.write_all(hdr.as_bytes())?;
+    c.write_all(body.as_bytes())
+}
+
+/// The Prometheus text exposition of `vtepd stats`.
+pub fn prometheus(s: &StatsReply) -> String {
+    let mut out = String::new();
+    let mut drops = Vec::new();
+    for (name, v) in &s.counters {
+        match name.strip_prefix("drop_") {
+            Some(reason) => drops.push((reason, *v)),
+            None => out += &format!("# TYPE vtepd_{name}_total counter\nvtepd_{name}_total {v}\n"),
+        }
+    }
+    out += "# HELP vtepd_drops_total Packets dropped, by reason (see the README's counter table).\n# TYPE vtepd_drops_total counter\n";
+    for (reason, v) in drops {
+        out += &format!("vtepd_drops_total{{reason=\"{reason}\"}} {v}\n");
+    }
+    out += "# TYPE vtepd_table_entries gauge\n";
+    for (table, v) in &s.tables {
+        out += &format!("vtepd_table_entries{{table=\"{table}\"}} {v}\n");
+    }
+    if let Some(ds) = &s.datastore {
+        let state = ds.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ");
+        out += &format!("# TYPE vtepd_datastore_info gauge\nvtepd_datastore_info{{state=\"{state}\"}} 1\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_format() {
+        let s = StatsReply {
+            counters: vec![("rx_packets".into(), 5), ("drop_rx_wrong_vni".into(), 2)],
+            tables: vec![("fdb".into(), 1)],
+            datastore: Some("connected to \"etcd\"".into()),
+        };
+        assert_eq!(
+            prometheus(&s),
+            "# TYPE vtepd_rx_packets_total counter\nvtepd_rx_packets_total 5\n\
+             # HELP vtepd_drops_total Packets dropped, by reason (see the README's counter table).\n\
+             # TYPE vtepd_drops_total counter\nvtepd_drops_total{reason=\"rx_wrong_vni\"} 2\n\
+             # TYPE vtepd_table_entries gauge\nvtepd_table_entries{table=\"fdb\"} 1\n\
+             # TYPE vtepd_datastore_info gauge\nvtepd_datastore_info{state=\"connected to \\\"etcd\\\"\"} 1\n"
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! The control API against real vtepd daemons in namespaces: every subcommand in text and JSON,
+//! manual FDB/neighbour entries that change what the data path does, hostile requests that change
+//! nothing, and the socket's life cycle (mode 0600, default paths, stale files, a path in use).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `vtepd <args> --socket S` (no namespace needed: the socket is a file).
+fn cli(socket: &Path, args: &[&str]) -> Output {
+    Command::new(vtepd_bin()).args(args).arg("--socket").arg(socket).output().expect("run vtepd CLI")
+}
+
+fn cli_ok(socket: &Path, args: &[&str]) -> String {
+    let out = cli(socket, args);
+    assert!(out.status.success(), "vtepd {args:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cli_json(socket: &Path, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let text = cli_ok(socket, &a);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("vtepd {a:?} printed no JSON ({e}):\n{text}"))
+}
+
+/// Exit code and stderr of a command that should fail.
+fn cli_err(socket: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = cli(socket, args);
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn stat(socket: &Path, name: &str) -> u64 {
+    let v = cli_json(socket, &["stats"]);
+    v["counters"].as_array().unwrap().iter().find(|c| c[0] == name).and_then(|c| c[1].as_u64()).unwrap_or_else(|| panic!("no counter {name}: {v}"))
+}
+
+/// Sends raw bytes on the socket and returns the first response line.
+fn raw(socket: &Path, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(socket).expect("connect control socket");
+    // A huge request may be refused before it is all written; the answer is what matters.
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).expect("read response");
+    line
+}
+
+/// One HTTP exchange with A's metrics endpoint (on A's loopback).
+fn scrape(ns: &Netns, request: &'static str) -> String {
+    in_netns(ns.name(), move || {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9476").expect("connect to --metrics");
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+}
+
+/// Fires one ping that is not expected to be answered (it only makes the data path act).
+fn poke(ns: &Netns, dst: &str) {
+    let _ = ns.exec("ping", &["-c", "1", "-W", "1", dst]);
+}
+
+#[test]
+fn every_subcommand_against_a_running_vtepd() {
+    let hosts = TwoHosts::new("capi");
+    let dir = TempDir::new("capi");
+    let (cfg_a, cfg_b) = (NodeCfg::host(1, &[2]), NodeCfg::host(2, &[1]));
+    let a = Vtepd::start_with(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a, &["--metrics", "127.0.0.1:9476"]);
+    let b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
+    let (sa, sb) = (a.socket.as_path(), b.socket.as_path());
+
+    let mode = std::fs::metadata(sa).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode is {mode:o}");
+
+    // Nothing has crossed the tunnel yet (no BUM replication, permanent neighbours): B is silent.
+    let p = cli_json(sa, &["peers"]);
+    assert_eq!(p["peers"][0]["last_heard_secs"], Value::Null, "{p}");
+    assert_eq!(p["peers"][0]["reachable"], false, "{p}");
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    let p = cli_json(sa, &["peers"]);
+    let peer = &p["peers"][0];
+    assert_eq!((&peer["public_ip"], &peer["mode"], &peer["reachable"]), (&"192.0.2.2".into(), &"vxlan".into(), &true.into()), "{p}");
+    assert!(peer["last_heard_secs"].as_u64().is_some_and(|s| s < 60), "{p}");
+    let text = cli_ok(sa, &["peers"]);
+    assert!(text.contains("| 192.0.2.2    | 10.244.2.0/24 | vxlan | 02:00:00:00:00:02 | up    |"), "{text}");
+
+    assert_eq!(cli_ok(sa, &["fdb", "show"]), "02:00:00:00:00:02 dev vtep0 dst 192.0.2.2 self permanent\n");
+    assert_eq!(cli_ok(sa, &["neigh", "show"]), "10.244.2.0 dev vtep0 lladdr 02:00:00:00:00:02 PERMANENT\n");
+    assert_eq!(cli_ok(sa, &["route", "show"]), "10.244.2.0/24 via 10.244.2.0 dev vtep0 onlink\n");
+    let fdb = cli_json(sa, &["fdb", "show"]);
+    assert_eq!(fdb, serde_json::json!([{"mac": "02:00:00:00:00:02", "dst": "192.0.2.2", "dev": "vtep0", "origin": "peer"}]));
+    assert_eq!(cli_json(sa, &["neigh", "show"])[0]["lladdr"], "02:00:00:00:00:02");
+    assert_eq!(cli_json(sa, &["route", "show"])[0]["dst"], "10.244.2.0/24");
+    let stats = cli_ok(sa, &["stats"]);
+    assert!(stats.contains("table_fdb_entries "), "{stats}");
+    assert!(stat(sa, "rx_packets") >= 3 && stat(sa, "tx_packets") >= 3, "{stats}");
+    let (code, err) = cli_err(sa, &["leases"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not in etcd mode"), "{err}");
+
+    let metrics = scrape(&hosts.a, "GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(metrics.starts_with("HTTP/1.0 200 OK\r\n"), "{metrics}");
+    assert!(metrics.contains("\nvtepd_table_entries{table=\"fdb\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("\nvtepd_drops_total{reason=\"rx_unknown_source\"} 0\n"), "{metrics}");
+    let tx = metrics.lines().find_map(|l| l.strip_prefix("vtepd_tx_packets_total ")).and_then(|v| v.parse::<u64>().ok());
+    assert!(tx.is_some_and(|n| n >= 3), "{metrics}");
+    assert!(scrape(&hosts.a, "POST / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 400"));
+
+    manual_entries_steer_the_data_path(&hosts, sa, sb);
+    bad_input_is_refused(sa);
+    // None of it disturbed forwarding.
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    let (ca, cb) = (a.stop(), b.stop());
+    assert_eq!((ca["drop_rx_unknown_source"], cb["drop_rx_unknown_source"]), (0, 0));
+}
+
+/// A route to 10.244.9.0/24 through vtep0 in A: the kernel ARPs for 10.244.9.0, which only a manual
+/// neighbour entry answers; the frame then goes to MAC ..:99, which only a manual FDB entry sends
+/// to B (whose vtepd drops it as not for its MAC — proof it crossed the tunnel).
+fn manual_entries_steer_the_data_path(hosts: &TwoHosts, sa: &Path, sb: &Path) {
+    hosts.a.ip(&["route", "add", "10.244.9.0/24", "via", "10.244.9.0", "dev", "vtep0", "onlink"]);
+    let arp_unknown = stat(sa, "drop_tx_arp_unknown");
+    poke(&hosts.a, "10.244.9.1");
+    wait_until("A's vtepd counts the unanswerable ARP", || stat(sa, "drop_tx_arp_unknown") > arp_unknown);
+
+    assert_eq!(cli_ok(sa, &["neigh", "add", "10.244.9.0", "lladdr", "02:00:00:00:00:99"]), "neigh 10.244.9.0 lladdr 02:00:00:00:00:99 added\n");
+    assert!(cli_ok(sa, &["neigh", "show"]).contains("10.244.9.0 dev vtep0 lladdr 02:00:00:00:00:99 PERMANENT manual\n"));
+    hosts.a.ip(&["neigh", "flush", "dev", "vtep0", "nud", "failed"]);
+    let unknown_mac = stat(sa, "drop_tx_unknown_dst_mac");
+    wait_until("vtepd answers ARP for 10.244.9.0 from the manual entry", || {
+        poke(&hosts.a, "10.244.9.1");
+        hosts.a.ip(&["neigh", "show", "10.244.9.0"]).contains("lladdr 02:00:00:00:00:99")
+    });
+    wait_until("A drops frames to ..:99 for want of an FDB entry", || stat(sa, "drop_tx_unknown_dst_mac") > unknown_mac);
+
+    cli_ok(sa, &["fdb", "add", "02:00:00:00:00:99", "dst", "192.0.2.2"]);
+    assert!(cli_ok(sa, &["fdb", "show"]).contains("02:00:00:00:00:99 dev vtep0 dst 192.0.2.2 self permanent manual\n"));
+    let not_for_b = stat(sb, "drop_rx_not_for_us");
+    wait_until("frames to ..:99 reach B through the tunnel", || {
+        poke(&hosts.a, "10.244.9.1");
+        stat(sb, "drop_rx_not_for_us") > not_for_b
+    });
+
+    // The peer's own entries belong to the config: refused, and unchanged.
+    let (code, err) = cli_err(sa, &["fdb", "del", "02:00:00:00:00:02"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("peer 192.0.2.2"), "{err}");
+    let (code, err) = cli_err(sa, &["neigh", "add", "10.244.2.0", "lladdr", "02:00:00:00:00:77"]);
+    assert!(code == Some(1) && err.contains("peer 192.0.2.2"), "{err}");
+
+    cli_ok(sa, &["fdb", "del", "02:00:00:00:00:99"]);
+    let unknown_mac = stat(sa, "drop_tx_unknown_dst_mac");
+    wait_until("without the FDB entry, frames to ..:99 are dropped again", || {
+        poke(&hosts.a, "10.244.9.1");
+        stat(sa, "drop_tx_unknown_dst_mac") > unknown_mac
+    });
+    cli_ok(sa, &["neigh", "del", "10.244.9.0"]);
+    assert_eq!(cli_ok(sa, &["fdb", "show"]), "02:00:00:00:00:02 dev vtep0 dst 192.0.2.2 self permanent\n");
+    assert_eq!(cli_ok(sa, &["neigh", "show"]), "10.244.2.0 dev vtep0 lladdr 02:00:00:00:00:02 PERMANENT\n");
+    hosts.a.ip(&["route", "del", "10.244.9.0/24"]);
+}
+
+fn bad_input_is_refused(sa: &Path) {
+    let (code, err) = cli_err(sa, &["fdb", "add", "02:00:00:00:00:zz", "dst", "192.0.2.2"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("argument MAC") && err.contains("02:00:00:00:00:zz"), "{err}");
+    let (code, err) = cli_err(sa, &["neigh", "add", "10.244.9.300", "lladdr", "02:00:00:00:00:99"]);
+    assert!(code == Some(2) && err.contains("argument IP"), "{err}");
+    let (code, err) = cli_err(sa, &["fdb", "add", "01:00:5e:00:00:01", "dst", "192.0.2.2"]);
+    assert!(code == Some(2) && err.contains("not a unicast MAC"), "{err}");
+
+    assert!(raw(sa, b"garbage\n").starts_with(r#"{"error":"request is not a JSON object"#));
+    assert!(raw(sa, b"{\"cmd\":\"flush\"}\n").starts_with(r#"{"error":"unknown command 'flush'"#));
+    let bad_mac = raw(sa, b"{\"cmd\":\"fdb_del\",\"mac\":\"nope\"}\n");
+    assert!(bad_mac.contains(r#"field \"mac\""#), "{bad_mac}");
+    let huge = vec![b'x'; 1 << 20];
+    assert!(raw(sa, &huge).contains("the limit is 4096"));
+    // A client that connects and says nothing ties up only its own thread.
+    let idle = UnixStream::connect(sa).unwrap();
+    assert!(raw(sa, b"{\"cmd\":\"stats\"}\n").starts_with(r#"{"ok":{"stats""#));
+    drop(idle);
+
+    let missing = Path::new("/nonexistent/vtepd.sock");
+    let (code, err) = cli_err(missing, &["stats"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("/nonexistent/vtepd.sock") && err.contains("is vtepd running?") && err.contains("--socket"), "{err}");
+}
+
+/// A vtepd started without `--socket`, killed with SIGTERM on drop.
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn start(ns: &Netns, config: &Path, extra: &[&str]) -> Daemon {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns.name(), vtepd_bin(), "run", "--config"])
+            .arg(config)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn vtepd");
+        Daemon(child)
+    }
+
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+        let mut err = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        err
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn single_node(public_ip: &str, subnet: &str, device: &str, extra: &str) -> String {
+    format!("{extra}[node]\npublic_ip = \"{public_ip}\"\nsubnet = \"{subnet}\"\n\n[vxlan]\ndevice = \"{device}\"\n")
+}
+
+#[test]
+fn sockets_default_stale_and_in_use() {
+    let hosts = TwoHosts::new("csock");
+    hosts.a.ip(&["addr", "add", "192.0.2.11/24", "dev", UNDERLAY_DEV]);
+    let dir = TempDir::new("csock");
+    // Device names are per namespace, but sockets share /run: unique names keep parallel runs apart.
+    let id = std::process::id() % 100_000;
+    let (dev1, dev2) = (format!("cs1v{id}"), format!("cs2v{id}"));
+    let c1 = dir.write("1.toml", &single_node("192.0.2.1", "10.244.1.0/24", &dev1, ""));
+    let c2 = dir.write("2.toml", &single_node("192.0.2.11", "10.244.11.0/24", &dev2, ""));
+    let d1 = Daemon::start(&hosts.a, &c1, &[]);
+    let d2 = Daemon::start(&hosts.a, &c2, &[]);
+    let (s1, s2) = (Path::new("/run/vtepd").join(format!("{dev1}.sock")), Path::new("/run/vtepd").join(format!("{dev2}.sock")));
+    for s in [&s1, &s2] {
+        wait_until(&format!("{} answers", s.display()), || cli(s, &["stats"]).status.success());
+        assert_eq!(std::fs::metadata(s).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert!(cli_ok(&s1, &["neigh", "show"]).is_empty());
+
+    // A second vtepd may not take over a socket a live one serves.
+    let out = Command::new("ip")
+        .args(["netns", "exec", hosts.b.name(), vtepd_bin(), "run", "--config"])
+        .arg(&c1)
+        .args(["--socket", s1.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("belongs to a vtepd that is running"), "{err}");
+    assert!(cli(&s1, &["stats"]).status.success(), "the first vtepd lost its socket");
+
+    d1.stop();
+    d2.stop();
+    assert!(!s1.exists() && !s2.exists(), "sockets left behind after SIGTERM");
+
+    // A socket file from a vtepd that died (nothing listens) is replaced.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let cfg_b = NodeCfg::host(2, &[]);
+    let b = Vtepd::start_with(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b, &["--socket", stale.to_str().unwrap()]);
+    assert!(cli(&stale, &["stats"]).status.success());
+    let err = b.stderr();
+    assert!(err.contains("removing stale control socket"), "{err}");
+    b.stop();
+    assert!(!stale.exists());
+}
