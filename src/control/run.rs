@@ -61,6 +61,7 @@ pub enum RunError {
     Privilege(#[from] crate::io::privilege::PrivilegeError),
     #[error(transparent)]
     Etcd(#[from] super::etcd::EtcdError),
+    #[error(transparent)]
     Socket(#[from] super::api::server::SocketError),
     #[error(transparent)]
     Metrics(#[from] super::api::metrics::MetricsError),
