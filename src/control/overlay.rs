@@ -29,11 +29,16 @@ impl RemoteNode {
     }
 }
 
-/// How one backend puts a single peer in place and takes it away again: data-path tables first and
+/// How one backend puts peers in place and takes them away again: data-path tables first and
 /// kernel state second on the way in (by the time the kernel routes a packet to us, we can forward
-/// it), the reverse on the way out. `remove` is also the best-effort teardown at exit.
+/// it), the reverse on the way out. The tables change for a whole batch of peers at once (each
+/// snapshot is copied once per change, not once per peer); the kernel's entries one peer at a time.
 pub trait Installer: Send {
+    /// Publishes the data-path entries of `adding` and withdraws those of `removing`.
+    fn update_tables(&mut self, adding: &[RemoteNode], removing: &[RemoteNode]);
+    /// The kernel's entries for one peer.
     fn add(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError>;
+    /// Removes what `add` installed; also the best-effort teardown at exit.
     fn remove(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError>;
     /// The backend's device was recreated with a new index (backends without a device ignore it).
     fn set_device(&mut self, _ifindex: u32) {}
@@ -85,38 +90,53 @@ impl Overlay {
         // would otherwise cost millions of comparisons.
         let wanted: std::collections::HashSet<&RemoteNode> = want.iter().collect();
         let gone: Vec<RemoteNode> = self.installed.values().filter(|old| !wanted.contains(old)).copied().collect();
-        for old in gone {
-            self.remove(&old)?;
-        }
-        for w in want {
-            if self.installed.get(&w.public_ip) != Some(w) {
-                self.add(w)?;
+        self.remove_all(&gone)?;
+        let new: Vec<RemoteNode> =
+            want.iter().filter(|w| self.installed.get(&w.public_ip) != Some(*w)).copied().collect();
+        self.add_all(&new)
+    }
+
+    /// Tables once, then the kernel's entries peer by peer; a peer whose kernel entries fail is
+    /// withdrawn from the tables again, with every peer after it.
+    fn add_all(&mut self, new: &[RemoteNode]) -> Result<(), NetlinkError> {
+        self.installer.update_tables(new, &[]);
+        for (i, n) in new.iter().enumerate() {
+            if let Err(e) = self.installer.add(&mut self.nl, n) {
+                self.installer.update_tables(&[], &new[i..]);
+                return Err(e);
             }
+            self.installed.insert(n.public_ip, *n);
+            tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "peer added");
         }
         Ok(())
     }
 
-    fn add(&mut self, n: &RemoteNode) -> Result<(), NetlinkError> {
-        self.installer.add(&mut self.nl, n)?;
-        self.installed.insert(n.public_ip, *n);
-        tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "peer added");
-        Ok(())
-    }
-
-    fn remove(&mut self, n: &RemoteNode) -> Result<(), NetlinkError> {
-        self.installer.remove(&mut self.nl, n)?;
-        self.installed.remove(&n.public_ip);
-        tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "peer removed");
-        Ok(())
+    /// The kernel's entries peer by peer, then the tables once for those that are gone.
+    fn remove_all(&mut self, gone: &[RemoteNode]) -> Result<(), NetlinkError> {
+        let mut result = Ok(());
+        let mut done = 0;
+        for n in gone {
+            if let Err(e) = self.installer.remove(&mut self.nl, n) {
+                result = Err(e);
+                break;
+            }
+            self.installed.remove(&n.public_ip);
+            tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "peer removed");
+            done += 1;
+        }
+        self.installer.update_tables(&[], &gone[..done]);
+        result
     }
 
     /// Removes every peer's entries (best effort, logged). Workers that are still draining may
     /// drop the odd packet for a peer that is gone; that is the point of stopping.
     pub fn uninstall(&mut self) {
-        for n in std::mem::take(&mut self.installed).values() {
+        let all: Vec<RemoteNode> = std::mem::take(&mut self.installed).into_values().collect();
+        for n in &all {
             if let Err(e) = self.installer.remove(&mut self.nl, n) {
                 tracing::warn!(peer = %n.public_ip, error = %crate::error_chain(&e), "peer removal failed");
             }
         }
+        self.installer.update_tables(&[], &all);
     }
 }

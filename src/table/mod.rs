@@ -49,18 +49,38 @@ impl Tables {
 
     /// Installs a peer's FDB, neighbour and allow-list entries.
     pub fn add_peer(&self, p: &Peer) {
-        self.peers.update(|m| {
-            m.entry(p.underlay_ip).or_default();
-        });
-        self.fdb.insert(p.vtep_mac, p.underlay_ip);
-        self.neigh.insert(p.vtep_ip, p.vtep_mac);
+        self.add_peers(std::slice::from_ref(p));
     }
 
     /// Removes what `add_peer` installed.
     pub fn remove_peer(&self, p: &Peer) {
-        self.neigh.remove(&p.vtep_ip);
-        self.fdb.remove(&p.vtep_mac);
-        self.peers.remove(&p.underlay_ip);
+        self.remove_peers(std::slice::from_ref(p));
+    }
+
+    /// `add_peer` for many peers, copying each table once rather than once per peer (which made
+    /// 10,000 etcd leases take 20 s to install). The allow-list goes first and the FDB last, so a
+    /// reader never finds an FDB entry whose replies it would refuse.
+    pub fn add_peers(&self, ps: &[Peer]) {
+        if ps.is_empty() {
+            return;
+        }
+        self.peers.update(|m| {
+            for p in ps {
+                m.entry(p.underlay_ip).or_default();
+            }
+        });
+        self.neigh.update(|m| m.extend(ps.iter().map(|p| (p.vtep_ip, p.vtep_mac))));
+        self.fdb.update(|m| m.extend(ps.iter().map(|p| (p.vtep_mac, p.underlay_ip))));
+    }
+
+    /// Removes what `add_peers` installed, in the reverse order.
+    pub fn remove_peers(&self, ps: &[Peer]) {
+        if ps.is_empty() {
+            return;
+        }
+        self.fdb.update(|m| ps.iter().for_each(|p| _ = m.remove(&p.vtep_mac)));
+        self.neigh.update(|m| ps.iter().for_each(|p| _ = m.remove(&p.vtep_ip)));
+        self.peers.update(|m| ps.iter().for_each(|p| _ = m.remove(&p.underlay_ip)));
     }
 }
 
@@ -95,4 +115,35 @@ pub fn coarse_now() -> u32 {
     static START: OnceLock<Instant> = OnceLock::new();
     let secs = START.get_or_init(Instant::now).elapsed().as_secs();
     u32::try_from(secs).unwrap_or(u32::MAX - 1) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::MacAddr;
+
+    fn peer(i: u8) -> Peer {
+        Peer { underlay_ip: Ipv4Addr::new(192, 0, 2, i), vtep_mac: MacAddr([2, 0, 0, 0, 0, i]), vtep_ip: Ipv4Addr::new(10, 244, i, 0) }
+    }
+
+    #[test]
+    fn batch_and_single_updates_agree_and_keep_last_heard() {
+        let (one, many) = (Tables::default(), Tables::default());
+        let ps: Vec<Peer> = (2..40).map(peer).collect();
+        ps.iter().for_each(|p| one.add_peer(p));
+        many.add_peers(&ps);
+        assert_eq!(one.fdb.entries(), many.fdb.entries());
+        assert_eq!(one.neigh.entries(), many.neigh.entries());
+        assert_eq!(many.peers.len(), ps.len());
+        // Re-adding a present peer must not reset when it was last heard from.
+        many.peers.load()[&peer(2).underlay_ip].note(7);
+        many.add_peers(&ps[..1]);
+        assert_eq!(many.peers.load()[&peer(2).underlay_ip].get(), Some(7));
+        many.remove_peers(&ps[1..]);
+        one.remove_peer(&ps[0]);
+        assert_eq!(many.fdb.entries(), vec![(ps[0].vtep_mac, ps[0].underlay_ip)]);
+        assert_eq!(many.neigh.len(), 1);
+        assert_eq!(many.peers.len(), 1);
+        assert_eq!(one.fdb.len(), ps.len() - 1);
+    }
 }

@@ -10,6 +10,9 @@ use crate::control::run::{RunError, RunOptions};
 use crate::table::Tables;
 
 impl Installer for DirectRoutes {
+    /// host-gw has no data path: the kernel routes are everything.
+    fn update_tables(&mut self, _adding: &[RemoteNode], _removing: &[RemoteNode]) {}
+
     fn add(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
         DirectRoutes::add(self, nl, n)
     }

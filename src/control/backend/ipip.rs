@@ -40,12 +40,24 @@ impl IpipInstaller {
 }
 
 impl Installer for IpipInstaller {
+    fn update_tables(&mut self, adding: &[RemoteNode], removing: &[RemoteNode]) {
+        let tunnelled = |ns: &[RemoteNode]| ns.iter().filter(|n| self.direct_for(n).is_none()).copied().collect::<Vec<_>>();
+        let (adding, removing) = (tunnelled(adding), tunnelled(removing));
+        // Routes before the allow-list on the way out, after it on the way in, as VXLAN does.
+        if !removing.is_empty() {
+            self.tables.routes.update(|r| removing.iter().for_each(|n| _ = r.remove(n.subnet)));
+            self.tables.peers.update(|m| removing.iter().for_each(|n| _ = m.remove(&n.public_ip)));
+        }
+        if !adding.is_empty() {
+            self.tables.peers.update(|m| adding.iter().for_each(|n| _ = m.entry(n.public_ip).or_default()));
+            self.tables.routes.update(|r| adding.iter().for_each(|n| _ = r.insert(n.subnet, n.public_ip)));
+        }
+    }
+
     fn add(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
         if let Some(d) = self.direct_for(n) {
             return d.add(nl, n);
         }
-        self.tables.routes.insert(n.subnet, n.public_ip);
-        self.tables.peers.insert(n.public_ip, Default::default());
         nl.add_route(&self.route(n))
     }
 
@@ -53,10 +65,7 @@ impl Installer for IpipInstaller {
         if let Some(d) = self.direct_for(n) {
             return d.remove(nl, n);
         }
-        nl.del_route(&self.route(n))?;
-        self.tables.peers.remove(&n.public_ip);
-        self.tables.routes.remove(n.subnet);
-        Ok(())
+        nl.del_route(&self.route(n))
     }
 
     fn set_device(&mut self, ifindex: u32) {

@@ -51,11 +51,16 @@ fn peer(n: &RemoteNode) -> Peer {
 }
 
 impl Installer for VxlanInstaller {
+    fn update_tables(&mut self, adding: &[RemoteNode], removing: &[RemoteNode]) {
+        let tunnelled = |ns: &[RemoteNode]| ns.iter().filter(|n| self.direct_for(n).is_none()).map(peer).collect::<Vec<_>>();
+        self.tables.remove_peers(&tunnelled(removing));
+        self.tables.add_peers(&tunnelled(adding));
+    }
+
     fn add(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
         if let Some(d) = self.direct_for(n) {
             return d.add(nl, n);
         }
-        self.tables.add_peer(&peer(n));
         nl.add_neigh(self.ifindex, n.subnet.network(), n.vtep_mac.0)?;
         nl.add_route(&self.route(n))
     }
@@ -65,9 +70,7 @@ impl Installer for VxlanInstaller {
             return d.remove(nl, n);
         }
         nl.del_route(&self.route(n))?;
-        nl.del_neigh(self.ifindex, n.subnet.network())?;
-        self.tables.remove_peer(&peer(n));
-        Ok(())
+        nl.del_neigh(self.ifindex, n.subnet.network())
     }
 
     fn set_device(&mut self, ifindex: u32) {
