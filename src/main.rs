@@ -44,7 +44,7 @@ enum Cmd {
         /// lowers round-trip latency at the cost of CPU [default: 0, off].
         #[arg(long, value_name = "USECS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
         busy_poll: u32,
-        /// Control socket to serve [default: control_socket from the config, else /run/vtepd/<device>.sock].
+        /// Control socket to serve [default: control_socket from the config, else /run/vtepd/<device>.sock, or /run/vtepd/netns/<name>/<device>.sock in a named network namespace].
         #[arg(long)]
         socket: Option<PathBuf>,
         /// Serve Prometheus metrics (counters, table sizes, datastore state) on ADDR, e.g. 127.0.0.1:9476.
@@ -85,7 +85,7 @@ struct Conn {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// The vtepd's control socket [default: the only socket in /run/vtepd].
+    /// The vtepd's control socket [default: the only socket in /run/vtepd, or in /run/vtepd/netns/<name> in a named network namespace].
     #[arg(long)]
     socket: Option<PathBuf>,
 }

@@ -233,24 +233,47 @@ fn single_node(public_ip: &str, subnet: &str, device: &str, extra: &str) -> Stri
     format!("{extra}[node]\npublic_ip = \"{public_ip}\"\nsubnet = \"{subnet}\"\n\n[vxlan]\ndevice = \"{device}\"\n")
 }
 
+/// `ip netns exec <ns> vtepd <args>` without `--socket`: the CLI finds the socket by itself.
+fn cli_in(ns: &Netns, args: &[&str]) -> Output {
+    Command::new("ip").args(["netns", "exec", ns.name(), vtepd_bin()]).args(args).output().expect("run vtepd CLI")
+}
+
 #[test]
 fn sockets_default_stale_and_in_use() {
     let hosts = TwoHosts::new("csock");
     hosts.a.ip(&["addr", "add", "192.0.2.11/24", "dev", UNDERLAY_DEV]);
     let dir = TempDir::new("csock");
-    // Device names are per namespace, but sockets share /run: unique names keep parallel runs apart.
-    let id = std::process::id() % 100_000;
-    let (dev1, dev2) = (format!("cs1v{id}"), format!("cs2v{id}"));
-    let c1 = dir.write("1.toml", &single_node("192.0.2.1", "10.244.1.0/24", &dev1, ""));
-    let c2 = dir.write("2.toml", &single_node("192.0.2.11", "10.244.11.0/24", &dev2, ""));
+    // Two nodes on one host, each with a `vtep0` and the default socket: one directory per
+    // namespace keeps them apart (the demo and the benchmark run exactly this).
+    let peer = |ip: &str, subnet: &str| format!("\n[[peer]]\npublic_ip = \"{ip}\"\nsubnet = \"{subnet}\"\nvtep_mac = \"02:00:00:00:00:09\"\n");
+    let c1 = dir.write("1.toml", &(single_node("192.0.2.1", "10.244.1.0/24", "vtep0", "") + &peer("192.0.2.2", "10.244.2.0/24")));
+    let c2 = dir.write("2.toml", &(single_node("192.0.2.2", "10.244.2.0/24", "vtep0", "") + &peer("192.0.2.1", "10.244.1.0/24")));
     let d1 = Daemon::start(&hosts.a, &c1, &[]);
-    let d2 = Daemon::start(&hosts.a, &c2, &[]);
-    let (s1, s2) = (Path::new("/run/vtepd").join(format!("{dev1}.sock")), Path::new("/run/vtepd").join(format!("{dev2}.sock")));
+    let d2 = Daemon::start(&hosts.b, &c2, &[]);
+    let netns_dir = |ns: &Netns| Path::new("/run/vtepd/netns").join(ns.name());
+    let (s1, s2) = (netns_dir(&hosts.a).join("vtep0.sock"), netns_dir(&hosts.b).join("vtep0.sock"));
     for s in [&s1, &s2] {
         wait_until(&format!("{} answers", s.display()), || cli(s, &["stats"]).status.success());
         assert_eq!(std::fs::metadata(s).unwrap().permissions().mode() & 0o777, 0o600);
     }
-    assert!(cli_ok(&s1, &["neigh", "show"]).is_empty());
+    for (ns, ip) in [(&hosts.a, "192.0.2.2"), (&hosts.b, "192.0.2.1")] {
+        let out = cli_in(ns, &["peers"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(ip), "vtepd peers in {}: {}\n{text}", ns.name(), String::from_utf8_lossy(&out.stderr));
+    }
+
+    // A second vtepd in the same namespace, another device: its own default socket, and the CLI
+    // there no longer guesses.
+    let c3 = dir.write("3.toml", &single_node("192.0.2.11", "10.244.11.0/24", "vtep1", ""));
+    let d3 = Daemon::start(&hosts.a, &c3, &[]);
+    let s3 = netns_dir(&hosts.a).join("vtep1.sock");
+    wait_until(&format!("{} answers", s3.display()), || cli(&s3, &["stats"]).status.success());
+    let out = cli_in(&hosts.a, &["stats"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("several vtepd control sockets") && err.contains("--socket"), "{err}");
+    assert!(cli_ok(&s1, &["neigh", "show"]).contains("10.244.2.0"));
+    d3.stop();
+    assert!(!s3.exists(), "socket left behind after SIGTERM");
 
     // A second vtepd may not take over a socket a live one serves.
     let out = Command::new("ip")
@@ -267,6 +290,7 @@ fn sockets_default_stale_and_in_use() {
     d1.stop();
     d2.stop();
     assert!(!s1.exists() && !s2.exists(), "sockets left behind after SIGTERM");
+    assert!(!netns_dir(&hosts.a).exists() && !netns_dir(&hosts.b).exists(), "empty namespace socket directories left behind");
 
     // A socket file from a vtepd that died (nothing listens) is replaced.
     let stale = dir.path().join("stale.sock");

@@ -1,6 +1,6 @@
 //! What `vtepd fdb show` and the other control subcommands use to ask a running vtepd.
 use super::proto::{Reply, Request, Response};
-use super::SOCKET_DIR;
+use super::netns::socket_dir;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
@@ -18,21 +18,23 @@ pub enum ClientError {
     Io { path: PathBuf, source: io::Error },
     #[error("control socket {path} answered something that is not a vtepd response: {problem}")]
     BadResponse { path: PathBuf, problem: String },
-    #[error("no vtepd control socket in {SOCKET_DIR}; is vtepd running? (start it with `vtepd run`, or pass --socket with the path it serves)")]
-    NoSocket,
-    #[error("several vtepd control sockets in {SOCKET_DIR} ({0}); pick one with --socket")]
-    Several(String),
+    #[error("no vtepd control socket in {0} (this network namespace's); is vtepd running here? (start it with `vtepd run`, run this command in vtepd's namespace with `ip netns exec`, or pass --socket with the path it serves)")]
+    NoSocket(PathBuf),
+    #[error("several vtepd control sockets in {0} ({1}); pick one with --socket")]
+    Several(PathBuf, String),
     /// vtepd understood the request and refused it.
     #[error("{0}")]
     Refused(String),
 }
 
-/// The socket to talk to: `explicit` if given, else the only one in [`SOCKET_DIR`].
+/// The socket to talk to: `explicit` if given, else the only one in this network namespace's
+/// socket directory ([`socket_dir`]).
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ClientError> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(SOCKET_DIR)
+    let dir = socket_dir();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|d| {
             d.filter_map(Result::ok)
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
@@ -42,9 +44,9 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ClientError> {
         .unwrap_or_default();
     found.sort();
     match found.len() {
-        0 => Err(ClientError::NoSocket),
+        0 => Err(ClientError::NoSocket(dir)),
         1 => Ok(found.remove(0)),
-        _ => Err(ClientError::Several(found.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))),
+        _ => Err(ClientError::Several(dir, found.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))),
     }
 }
 

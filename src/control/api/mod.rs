@@ -7,6 +7,7 @@
 pub mod client;
 pub mod dispatch;
 pub mod metrics;
+pub mod netns;
 pub mod proto;
 pub mod server;
 pub mod show;
@@ -14,19 +15,23 @@ pub mod show;
 use crate::control::config::{Backend, Config};
 use std::path::PathBuf;
 
-/// Where the control sockets live unless the config or `--socket` says otherwise.
-pub const SOCKET_DIR: &str = "/run/vtepd";
+pub use netns::SOCKET_DIR;
 
-/// The default socket: `/run/vtepd/<device>.sock`, named after the backend's TAP or TUN device,
-/// whose name no two vtepd processes in one network namespace can share (the second could not
-/// create it). host-gw has no device and is named after its underlay address instead.
+/// The default socket: `<netns socket dir>/<device>.sock`, named after the backend's TAP or TUN
+/// device, whose name no two vtepd processes in one network namespace can share (the second could
+/// not create it); the directory is per namespace ([`netns`]). host-gw has no device and is named
+/// after its underlay address instead.
 pub fn default_socket(cfg: &Config) -> PathBuf {
+    default_socket_in(&netns::socket_dir(), cfg)
+}
+
+fn default_socket_in(dir: &std::path::Path, cfg: &Config) -> PathBuf {
     let name = match cfg.node.backend {
         Backend::Vxlan => cfg.vxlan.device.clone(),
         Backend::Ipip => cfg.ipip.device.clone(),
         Backend::HostGw => format!("host-gw-{}", cfg.node.public_ip),
     };
-    PathBuf::from(SOCKET_DIR).join(format!("{name}.sock"))
+    dir.join(format!("{name}.sock"))
 }
 
 /// The socket a `vtepd run` with this config serves: `control_socket` if set, else the default.
@@ -42,11 +47,12 @@ mod tests {
     fn default_socket_is_named_after_the_device() {
         let base = "[node]\npublic_ip = \"192.0.2.1\"\nsubnet = \"10.244.1.0/24\"\n";
         let vxlan = Config::parse(&format!("{base}[vxlan]\ndevice = \"flannel.1\"\n")).unwrap();
-        assert_eq!(socket_path(&vxlan), PathBuf::from("/run/vtepd/flannel.1.sock"));
+        let dir = std::path::Path::new(SOCKET_DIR);
+        assert_eq!(default_socket_in(dir, &vxlan), PathBuf::from("/run/vtepd/flannel.1.sock"));
         let ipip = Config::parse(&base.replace("\"10.244.1.0/24\"\n", "\"10.244.1.0/24\"\nbackend = \"ipip\"\n")).unwrap();
-        assert_eq!(socket_path(&ipip), PathBuf::from("/run/vtepd/ipip0.sock"));
+        assert_eq!(default_socket_in(dir, &ipip), PathBuf::from("/run/vtepd/ipip0.sock"));
         let hostgw = Config::parse(&base.replace("\"10.244.1.0/24\"\n", "\"10.244.1.0/24\"\nbackend = \"host-gw\"\n")).unwrap();
-        assert_eq!(socket_path(&hostgw), PathBuf::from("/run/vtepd/host-gw-192.0.2.1.sock"));
+        assert_eq!(default_socket_in(dir, &hostgw), PathBuf::from("/run/vtepd/host-gw-192.0.2.1.sock"));
         let set = Config::parse(&format!("control_socket = \"/tmp/v.sock\"\n{base}")).unwrap();
         assert_eq!(socket_path(&set), PathBuf::from("/tmp/v.sock"));
     }

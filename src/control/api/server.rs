@@ -46,7 +46,7 @@ pub struct ControlSocket {
 impl Drop for ControlSocket {
     fn drop(&mut self) {
         if self.listener.is_some() {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = super::netns::remove_socket(&self.path);
         }
     }
 }
@@ -89,7 +89,7 @@ impl ControlSocket {
         let thread = match thread {
             Ok(t) => t,
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                let _ = super::netns::remove_socket(&path);
                 return Err(e);
             }
         };
@@ -119,7 +119,7 @@ impl Server {
         if UnixStream::connect(&self.path).is_ok() {
             let _ = t.join();
         }
-        if let Err(e) = std::fs::remove_file(&self.path) {
+        if let Err(e) = super::netns::remove_socket(&self.path) {
             // With --user the daemon may no longer own the directory; the next start removes it.
             tracing::warn!(path = %self.path.display(), error = %e, "cannot remove control socket");
         }
