@@ -149,13 +149,13 @@ impl Outer for IpipOuter {
     /// The outer IPv4 total length field.
     const MAX_PACKET: usize = 65_535;
 
-    fn emit(&self, pkt: &mut [u8]) {
-        let (outer, inner) = pkt.split_at_mut(OUTER_LEN);
+    fn emit(&self, hdr: &mut [u8], inner_len: usize) {
+        let (outer, inner) = hdr.split_at_mut(OUTER_LEN);
         let repr = ipv4::Repr {
             src: self.local,
             dst: self.remote,
             protocol: PROTO_IPIP,
-            payload_len: inner.len() as u16,
+            payload_len: inner_len as u16,
             ttl: self.ttl,
             tos: inner[1],
             ident: 0,

@@ -85,6 +85,8 @@ const UDP_SEGMENT: libc::c_int = 103;
 const UDP_GRO: libc::c_int = 104;
 /// Room for one cmsg carrying an int, 8-byte aligned.
 type CmsgBuf = [u64; 4];
+/// Pieces one gathered UDP_SEGMENT send takes: a header and a payload for each of 64 segments.
+pub const GATHER_MAX: usize = 128;
 
 /// Turns on UDP GRO (Linux 5.0+): the kernel hands over runs of same-sized datagrams from one
 /// sender as one buffer. Returns false where the kernel refuses, and vtepd receives one by one.
@@ -122,6 +124,8 @@ impl Default for Received {
 pub struct MmsgScratch {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
+    /// The pieces of one gathered UDP_SEGMENT send.
+    gather: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_in>,
     ctrl: Vec<CmsgBuf>,
 }
@@ -136,6 +140,7 @@ impl MmsgScratch {
             // SAFETY: mmsghdr is a plain C struct for which all-zero (null pointers) is valid.
             hdrs: (0..n).map(|_| unsafe { zeroed() }).collect(),
             iovs: (0..n).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
+            gather: Vec::with_capacity(GATHER_MAX),
             addrs: (0..n).map(|_| sockaddr(Ipv4Addr::UNSPECIFIED, 0)).collect(),
             ctrl: vec![[0; 4]; n],
         }
@@ -223,13 +228,19 @@ impl MmsgScratch {
         sent
     }
 
-    /// Sends `buf` — datagrams of `seg_len` bytes back to back, the last possibly shorter — to
-    /// `dst:port` in one sendmsg with UDP_SEGMENT. The caller keeps `buf` within the kernel's
-    /// limits (64 segments, 65507 bytes). EIO/EINVAL mean the egress device cannot do it.
-    pub fn send_gso(&mut self, s: &Socket, buf: &[u8], seg_len: u16, dst: Ipv4Addr, port: u16) -> io::Result<()> {
+    /// Sends the concatenation of `parts` — datagrams of `seg_len` bytes back to back, the last
+    /// possibly shorter — to `dst:port` in one sendmsg with UDP_SEGMENT. The parts are gathered by
+    /// the kernel, so a datagram's headers and payload may come from different buffers (at most
+    /// [`GATHER_MAX`] parts). The caller keeps the total within the kernel's limits (64 segments,
+    /// 65507 bytes). EIO/EINVAL mean the egress device cannot do it.
+    pub fn send_gso<'a>(&mut self, s: &Socket, parts: impl IntoIterator<Item = &'a [u8]>, seg_len: u16, dst: Ipv4Addr, port: u16) -> io::Result<()> {
         self.addrs[0] = sockaddr(dst, port);
-        self.iovs[0] = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        self.gather.clear();
+        let iov = parts.into_iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() });
+        self.gather.extend(iov.take(GATHER_MAX));
         self.point_header(0, true);
+        self.hdrs[0].msg_hdr.msg_iov = self.gather.as_mut_ptr();
+        self.hdrs[0].msg_hdr.msg_iovlen = self.gather.len();
         let h = &mut self.hdrs[0].msg_hdr;
         // SAFETY: CMSG_SPACE/LEN are pure size computations; the cmsg is written inside ctrl[0]
         // (32 bytes), which CMSG_SPACE(2) (24 bytes) fits.
@@ -242,7 +253,8 @@ impl MmsgScratch {
             std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg_len);
         }
         loop {
-            // SAFETY: header 0 points at a live iovec, address and cmsg buffer for this call.
+            // SAFETY: header 0 points at live iovecs (into buffers borrowed for this call), an
+            // address and a cmsg buffer.
             let rc = unsafe { libc::sendmsg(s.as_raw_fd(), h, 0) };
             if rc >= 0 {
                 return Ok(());
@@ -338,12 +350,17 @@ mod tests {
         for (i, b) in buf.iter_mut().enumerate() {
             *b = (i / 1000) as u8;
         }
-        scratch.send_gso(&tx, &buf, 1000, Ipv4Addr::LOCALHOST, port).unwrap();
+        // Gathered from pieces that do not line up with the datagrams.
+        let (a, b) = buf.split_at(1500);
+        let (b, c) = b.split_at(7);
+        scratch.send_gso(&tx, [a, b, c], 1000, Ipv4Addr::LOCALHOST, port).unwrap();
         let mut slots = Slots::new(8, 70_000);
         let got = recv_all(&rx, &mut scratch, &mut slots, if gro { 1 } else { 4 });
         let total: usize = got.iter().map(|r| r.len).sum();
         assert_eq!(total, buf.len());
         assert!(got.iter().all(|r| r.seg_size == 1000 || r.len == 300));
+        let bytes: Vec<u8> = got.iter().enumerate().flat_map(|(i, r)| slots.get(i)[4..4 + r.len].to_vec()).collect();
+        assert_eq!(bytes, buf);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::udp::{MmsgScratch, Received, Underlay};
 use super::Slots;
 use crate::dataplane::decap::{checksum_hint, validate};
 use crate::dataplane::encap::{dispatch_frame, TxTables};
-use crate::dataplane::offload::segment::{segment_tcp, Segments};
+use crate::dataplane::offload::segment::{cut, segment_tcp};
 use crate::dataplane::offload::Framing;
 use crate::dataplane::{Counters, DropReason, LocalCounters, TxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
 use crate::table::Tables;
@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 /// Largest frame a TAP can hand us, plus the vnet header: room for 64 KB super-frames.
 const SLOT_SIZE: usize = FRAME_OFFSET + 65_536;
-/// A segmented super-frame: 64 KB of payload plus a copy of the headers per segment.
+/// A segmented super-frame: 64 KB of payload plus a copy of the headers per segment (without UDP
+/// GSO; with it, only the headers are written here).
 const SEGMENT_BUF: usize = 256 * 1024;
 /// The kernel's limits for one UDP_SEGMENT send (UDP_MAX_SEGMENTS on older kernels; IPv4 max).
 const GSO_MAX_SEGMENTS: usize = 64;
@@ -54,6 +55,14 @@ pub struct WorkerConfig {
     pub new_tap: crossbeam_channel::Receiver<TapQueue>,
     /// Keep polling without sleeping for this long after the last packet (zero: never spin).
     pub busy_poll: Duration,
+}
+
+/// Why a super-frame did not go out by UDP GSO.
+enum SendError {
+    /// The device refused UDP GSO before anything was sent: fall back to sendmmsg.
+    Refused,
+    /// The frame's virtio-net header or headers do not describe a TCP super-frame.
+    Malformed,
 }
 
 /// A datagram waiting for sendmmsg: where it is, where it goes, which send socket.
@@ -200,8 +209,18 @@ impl Worker {
         self.pending.clear();
     }
 
-    /// Segments the TCP super-frame in `slot` and sends the datagrams, with UDP GSO if possible.
+    /// Segments the TCP super-frame in `slot` and sends the datagrams: with UDP GSO, each
+    /// segment's headers are written to a buffer of their own and the kernel gathers them with the
+    /// payload straight from the frame; without, whole datagrams are built for sendmmsg.
     fn send_segmented(&mut self, slot: usize, len: usize, dst: Ipv4Addr, flow_hash: u32) {
+        let sock = (flow_hash % self.udp.tx.len() as u32) as usize;
+        if self.cfg.offloads.udp_gso {
+            match self.send_gathered(slot, len, sock, dst) {
+                Ok(()) => return,
+                Err(SendError::Refused) => {}
+                Err(SendError::Malformed) => return self.local.drop(DropReason::TxBadGso),
+            }
+        }
         let buf = self.tx_slots.get(slot);
         let Ok(vnet) = VnetHdr::parse(&buf[..FRAME_OFFSET]) else { return };
         let frame = &buf[FRAME_OFFSET..FRAME_OFFSET + len];
@@ -209,48 +228,61 @@ impl Worker {
             Ok(s) => s,
             Err(e) => {
                 tracing::trace!(error = %e, "super-frame not segmented");
-                self.local.drop(DropReason::TxBadGso);
-                return;
+                return self.local.drop(DropReason::TxBadGso);
             }
         };
-        let sock = (flow_hash % self.udp.tx.len() as u32) as usize;
-        let per_send = GSO_MAX_SEGMENTS.min(GSO_MAX_BYTES / segs.seg_len).max(1);
-        let mut first = 0;
-        while first < segs.count {
-            let n = per_send.min(segs.count - first);
-            self.send_segment_chunk(&segs, first, n, sock, dst);
-            first += n;
-        }
+        let data = &self.segments;
+        let items = (0..segs.count).map(|i| (&data[segs.range(i)], dst));
+        let sent = self.scratch.send(&self.udp.tx[sock], items, self.cfg.port);
+        let bytes = (0..sent).map(|i| segs.range(i).len()).sum();
+        self.count_tx(sent, bytes);
+        (sent..segs.count).for_each(|_| self.local.drop(DropReason::TxSendError));
     }
 
-    /// Sends segments `first..first + n`: one GSO sendmsg, or sendmmsg if GSO is unavailable.
-    fn send_segment_chunk(&mut self, segs: &Segments, first: usize, n: usize, sock: usize, dst: Ipv4Addr) {
-        let seg_len = |i: usize| if i + 1 == segs.count { segs.last_len } else { segs.seg_len };
-        let start = first * segs.seg_len;
-        let end = start + (first..first + n).map(seg_len).sum::<usize>();
-        let s = &self.udp.tx[sock];
-        if self.cfg.offloads.udp_gso && n > 1 {
-            match self.scratch.send_gso(s, &self.segments[start..end], segs.seg_len as u16, dst, self.cfg.port) {
-                Ok(()) => return self.count_tx(n, end - start),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+    /// The UDP GSO path: one gathered sendmsg per (at most) 64 segments.
+    fn send_gathered(&mut self, slot: usize, len: usize, sock: usize, dst: Ipv4Addr) -> Result<(), SendError> {
+        let Worker { cfg, udp, tx_slots, segments, scratch, local, .. } = self;
+        let buf = tx_slots.get(slot);
+        let vnet = VnetHdr::parse(&buf[..FRAME_OFFSET]).map_err(|_| SendError::Malformed)?;
+        let c = cut::<vxlan::Vni>(&vnet, &buf[FRAME_OFFSET..FRAME_OFFSET + len], Framing::Ethernet).map_err(|e| {
+            tracing::trace!(error = %e, "super-frame not segmented");
+            SendError::Malformed
+        })?;
+        let h = c.header_len;
+        if c.segs.count * h > segments.len() {
+            // Only a hostile segment size (a few bytes) gets here; the sendmmsg path refuses it too.
+            return Err(SendError::Malformed);
+        }
+        for i in 0..c.segs.count {
+            c.emit_header(i, &cfg.vtep.vni, &mut segments[i * h..(i + 1) * h]);
+        }
+        let per_send = GSO_MAX_SEGMENTS.min(GSO_MAX_BYTES / c.segs.seg_len).max(1);
+        let mut first = 0;
+        while first < c.segs.count {
+            let n = per_send.min(c.segs.count - first);
+            // One sendmsg; for a single segment the kernel sends a plain datagram.
+            let parts = (first..first + n).flat_map(|i| [&segments[i * h..(i + 1) * h], c.payload(i)]);
+            match scratch.send_gso(&udp.tx[sock], parts, c.segs.seg_len as u16, dst, cfg.port) {
+                Ok(()) => {
+                    local.tx_packets += n as u64;
+                    local.tx_bytes += (first..first + n).map(|i| c.segs.range(i).len() as u64).sum::<u64>();
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) && first == 0 => {
                     // The egress device cannot checksum-offload (OFFLOAD.md pitfall 1): stop
-                    // trying for this worker's life and send the same datagrams one by one.
+                    // trying for this worker's life; nothing of this frame has left yet, so the
+                    // caller sends it again as plain datagrams.
                     tracing::warn!(error = %e, "UDP GSO refused by the underlay device; falling back to sendmmsg");
-                    self.cfg.offloads.udp_gso = false;
+                    cfg.offloads.udp_gso = false;
+                    return Err(SendError::Refused);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "UDP GSO send failed");
-                    (0..n).for_each(|_| self.local.drop(DropReason::TxSendError));
-                    return;
+                    (0..n).for_each(|_| local.drop(DropReason::TxSendError));
                 }
             }
+            first += n;
         }
-        let data = &self.segments;
-        let items = (first..first + n).map(|i| (&data[i * segs.seg_len..i * segs.seg_len + seg_len(i)], dst));
-        let sent = self.scratch.send(s, items, self.cfg.port);
-        let bytes = (first..first + sent).map(seg_len).sum();
-        self.count_tx(sent, bytes);
-        (sent..n).for_each(|_| self.local.drop(DropReason::TxSendError));
+        Ok(())
     }
 
     fn count_tx(&mut self, packets: usize, bytes: usize) {

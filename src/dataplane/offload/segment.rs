@@ -27,8 +27,9 @@ pub trait Outer {
     /// The largest segment, outer header included, the encapsulation can carry: a larger one would
     /// also overflow its own inner IPv4 total length / IPv6 payload length field.
     const MAX_PACKET: usize;
-    /// Writes the outer header into `pkt[..LEN]`; `pkt[LEN..]` is the finished inner segment.
-    fn emit(&self, pkt: &mut [u8]);
+    /// Writes the outer header into `hdr[..LEN]`; `hdr[LEN..]` holds the finished inner headers of
+    /// a segment whose inner packet (headers and payload) is `inner_len` bytes long.
+    fn emit(&self, hdr: &mut [u8], inner_len: usize);
 }
 
 impl Outer for Vni {
@@ -36,8 +37,8 @@ impl Outer for Vni {
     /// The largest UDP payload over IPv4 (65535 - 20 - 8).
     const MAX_PACKET: usize = 65_507;
 
-    fn emit(&self, pkt: &mut [u8]) {
-        vxlan::emit(pkt, *self);
+    fn emit(&self, hdr: &mut [u8], _inner_len: usize) {
+        vxlan::emit(hdr, *self);
     }
 }
 
@@ -73,8 +74,26 @@ impl Segments {
     }
 }
 
-/// Cuts the super-frame `frame` (described by `vnet`) into packets behind `outer` headers in `out`.
-pub fn segment_tcp<O: Outer>(vnet: &VnetHdr, frame: &[u8], framing: Framing, outer: &O, out: &mut [u8]) -> Result<Segments, SegmentError> {
+/// How one super-frame is cut: its checked headers, and for each segment where its payload lies
+/// in the frame. The segments' headers are written by [`Cut::emit_header`], wherever the driver
+/// wants them: in front of a copy of the payload ([`segment_tcp`]), or in a buffer of their own
+/// so that a gather send takes the payload straight from the frame (one copy less).
+#[derive(Debug, Clone, Copy)]
+pub struct Cut<'a> {
+    frame: &'a [u8],
+    layout: TcpLayout,
+    mss: usize,
+    seq0: u32,
+    id0: u16,
+    flags0: u8,
+    /// The datagrams it makes (outer header included).
+    pub segs: Segments,
+    /// Bytes of headers (outer and inner) in front of each segment's payload.
+    pub header_len: usize,
+}
+
+/// Checks the super-frame `frame` (described by `vnet`) and works out how it is cut behind `O`.
+pub fn cut<'a, O: Outer>(vnet: &VnetHdr, frame: &'a [u8], framing: Framing) -> Result<Cut<'a>, SegmentError> {
     let want_v6 = match vnet.gso_type & !GSO_ECN {
         GSO_TCPV4 => false,
         GSO_TCPV6 => true,
@@ -89,52 +108,76 @@ pub fn segment_tcp<O: Outer>(vnet: &VnetHdr, frame: &[u8], framing: Framing, out
         return Err(SegmentError::BadSize);
     }
     let count = payload.div_ceil(mss);
-    let seg_len = O::LEN + hdr + mss;
-    let last_len = O::LEN + hdr + (payload - (count - 1) * mss);
-    let segs = Segments { count, seg_len, last_len };
-    if out.len() < segs.total_len() {
-        return Err(SegmentError::NoRoom);
+    let header_len = O::LEN + hdr;
+    let segs = Segments { count, seg_len: header_len + mss, last_len: header_len + (payload - (count - 1) * mss) };
+    Ok(Cut {
+        frame,
+        layout: l,
+        mss,
+        seq0: be32(frame, l.tcp_off + 4),
+        id0: if l.v6 { 0 } else { be16(frame, l.ip_off + 4) },
+        flags0: frame[l.tcp_off + 13],
+        segs,
+        header_len,
+    })
+}
+
+impl<'a> Cut<'a> {
+    /// Segment `i`'s payload, a slice of the super-frame.
+    pub fn payload(&self, i: usize) -> &'a [u8] {
+        let hdr = self.layout.header_len();
+        let end = (hdr + (i + 1) * self.mss).min(self.frame.len());
+        &self.frame[hdr + i * self.mss..end]
     }
-    let seq0 = be32(frame, l.tcp_off + 4);
-    let id0 = if l.v6 { 0 } else { be16(frame, l.ip_off + 4) };
-    let flags0 = frame[l.tcp_off + 13];
-    for i in 0..count {
-        let chunk = &frame[hdr + i * mss..hdr + (payload.min((i + 1) * mss))];
-        let pkt = &mut out[i * seg_len..i * seg_len + O::LEN + hdr + chunk.len()];
-        let f = &mut pkt[O::LEN..];
-        f[..hdr].copy_from_slice(&frame[..hdr]);
-        f[hdr..].copy_from_slice(chunk);
-        let last = i + 1 == count;
-        let mut flags = flags0;
+
+    /// Writes segment `i`'s headers — outer, then the super-frame's inner headers fixed up as a
+    /// NIC's TSO engine would — into `dst` (exactly `header_len` bytes).
+    pub fn emit_header<O: Outer>(&self, i: usize, outer: &O, dst: &mut [u8]) {
+        let (l, hdr) = (&self.layout, self.layout.header_len());
+        let payload = self.payload(i);
+        let f = &mut dst[O::LEN..];
+        f.copy_from_slice(&self.frame[..hdr]);
+        let last = i + 1 == self.segs.count;
+        let mut flags = self.flags0;
         if !last {
             flags &= !(TCP_FIN | TCP_PSH);
         }
         if i > 0 {
             flags &= !TCP_CWR;
         }
-        fix_headers(f, &l, seq0.wrapping_add((i * mss) as u32), id0.wrapping_add(i as u16), flags);
-        outer.emit(pkt);
+        let tcp_bytes = hdr - l.tcp_off + payload.len();
+        if l.v6 {
+            put_be16(f, l.ip_off + 4, tcp_bytes as u16);
+        } else {
+            put_be16(f, l.ip_off + 2, (l.ip_len + tcp_bytes) as u16);
+            put_be16(f, l.ip_off + 4, self.id0.wrapping_add(i as u16));
+            put_be16(f, l.ip_off + 10, 0);
+            let c = checksum::finish(checksum::sum(&f[l.ip_off..l.ip_off + l.ip_len], 0));
+            put_be16(f, l.ip_off + 10, c);
+        }
+        put_be32(f, l.tcp_off + 4, self.seq0.wrapping_add((i * self.mss) as u32));
+        f[l.tcp_off + 13] = flags;
+        put_be16(f, l.tcp_off + 16, 0);
+        // The TCP header is a multiple of 4 bytes long, so its sum and the payload's simply add.
+        let head = checksum::sum(&f[l.tcp_off..], l.pseudo_sum(f, tcp_bytes));
+        put_be16(f, l.tcp_off + 16, checksum::finish(checksum::sum(payload, head)));
+        outer.emit(dst, hdr + payload.len());
     }
-    Ok(segs)
 }
 
-/// Rewrites lengths, ids, sequence number, flags and checksums of one segment `f` (a whole frame).
-fn fix_headers(f: &mut [u8], l: &TcpLayout, seq: u32, id: u16, flags: u8) {
-    let tcp_bytes = f.len() - l.tcp_off;
-    if l.v6 {
-        put_be16(f, l.ip_off + 4, tcp_bytes as u16);
-    } else {
-        put_be16(f, l.ip_off + 2, (l.ip_len + tcp_bytes) as u16);
-        put_be16(f, l.ip_off + 4, id);
-        put_be16(f, l.ip_off + 10, 0);
-        let c = checksum::finish(checksum::sum(&f[l.ip_off..l.ip_off + l.ip_len], 0));
-        put_be16(f, l.ip_off + 10, c);
+/// Cuts the super-frame `frame` (described by `vnet`) into whole packets behind `outer` headers,
+/// back to back in `out`: the layout sendmmsg (or a UDP_SEGMENT send of one buffer) needs.
+pub fn segment_tcp<O: Outer>(vnet: &VnetHdr, frame: &[u8], framing: Framing, outer: &O, out: &mut [u8]) -> Result<Segments, SegmentError> {
+    let c = cut::<O>(vnet, frame, framing)?;
+    if out.len() < c.segs.total_len() {
+        return Err(SegmentError::NoRoom);
     }
-    put_be32(f, l.tcp_off + 4, seq);
-    f[l.tcp_off + 13] = flags;
-    put_be16(f, l.tcp_off + 16, 0);
-    let c = checksum::finish(checksum::sum(&f[l.tcp_off..], l.pseudo_sum(f, tcp_bytes)));
-    put_be16(f, l.tcp_off + 16, c);
+    for i in 0..c.segs.count {
+        let (head, payload) = out[c.segs.range(i)].split_at_mut(c.header_len);
+        payload.copy_from_slice(c.payload(i));
+        c.emit_header(i, outer, head);
+    }
+    Ok(c.segs)
 }
 
 #[cfg(test)]
@@ -234,6 +277,26 @@ mod tests {
         check(false, 1398 * 4, 1398, (true, false), true);
         check(false, 1398 * 4 + 100, 1398, (true, false), true);
         check(false, 65_000, 1448, (false, true), false);
+    }
+
+    #[test]
+    fn gathered_headers_and_payloads_make_the_same_datagrams() {
+        for (framing, v6) in [(Framing::Ethernet, false), (Framing::Ethernet, true), (Framing::Ip, false)] {
+            let payload: Vec<u8> = (0..10_001).map(|i| (i * 13 + 1) as u8).collect();
+            let frame = super_packet(framing, v6, &payload, (true, false), true);
+            let mut whole = vec![0u8; 20_000];
+            let segs = segment_tcp(&vnet(v6, 1398), &frame, framing, &vni(), &mut whole).unwrap();
+            let c = cut::<Vni>(&vnet(v6, 1398), &frame, framing).unwrap();
+            assert_eq!(c.segs, segs);
+            let mut gathered = Vec::new();
+            for i in 0..c.segs.count {
+                let mut h = vec![0u8; c.header_len];
+                c.emit_header(i, &vni(), &mut h);
+                gathered.extend_from_slice(&h);
+                gathered.extend_from_slice(c.payload(i));
+            }
+            assert_eq!(gathered, whole[..segs.total_len()]);
+        }
     }
 
     #[test]
