@@ -238,6 +238,17 @@ fn segment(c: &mut Criterion) {
     g.finish();
 }
 
+/// The Internet checksum alone: a segment's payload and a whole super-frame.
+fn internet_checksum(c: &mut Criterion) {
+    let mut g = c.benchmark_group("checksum");
+    for len in [MSS, 65_536] {
+        let data = payload(len, 6);
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(format!("{len}B"), |b| b.iter(|| black_box(vtepd::wire::checksum::sum(black_box(&data), 0))));
+    }
+    g.finish();
+}
+
 fn coalesce(c: &mut Criterion) {
     const N: usize = 44;
     // 44 full segments of one flow as UDP GRO hands them over: VXLAN datagrams back to back in one
@@ -279,5 +290,5 @@ fn coalesce(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encap, decap, fdb_lookup, segment, coalesce);
+criterion_group!(benches, encap, decap, fdb_lookup, segment, internet_checksum, coalesce);
 criterion_main!(benches);
