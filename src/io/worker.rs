@@ -123,10 +123,17 @@ impl Worker {
             // While hot, poll without sleeping: the answer to what we just forwarded (a ping
             // reply, a TCP ACK) is then picked up without a wake-up, the largest part of the
             // latency a userspace hop adds. That costs a core's worth of CPU while it lasts.
-            let timeout = if hot.is_some_and(|t| Instant::now() < t) { 0 } else { POLL_TIMEOUT_MS };
+            let spinning = hot.is_some_and(|t| Instant::now() < t);
+            let timeout = if spinning { 0 } else { POLL_TIMEOUT_MS };
             // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
             if n <= 0 {
+                if spinning {
+                    // Give the CPU to anything runnable (the application, softirq work) and come
+                    // straight back: the core stays awake without starving others.
+                    // SAFETY: sched_yield has no arguments and no memory effects.
+                    unsafe { libc::sched_yield() };
+                }
                 continue;
             }
             if !self.cfg.busy_poll.is_zero() {
