@@ -9,10 +9,7 @@ use common::*;
 
 #[test]
 fn three_nodes_join_an_empty_network() {
-    let ul = Underlay::new("ec");
-    let etcd = Etcd::in_netns(&ul.hub, HUB_IP, "ec");
-    etcd.put(&format!("{PREFIX}/config"), VXLAN_NETWORK);
-    let dir = TempDir::new("ec");
+    let (ul, etcd, dir) = vxlan_network("ec");
     let hosts: Vec<Netns> = (1..=3).map(|n| ul.host("ec", n)).collect();
     let members: Vec<_> = hosts.iter().zip(1u8..).map(|(ns, n)| start_member(ns, n, &etcd, &dir)).collect();
 
@@ -60,10 +57,7 @@ fn three_nodes_join_an_empty_network() {
 
 #[test]
 fn a_restarted_node_gets_its_subnet_and_mac_back() {
-    let ul = Underlay::new("er");
-    let etcd = Etcd::in_netns(&ul.hub, HUB_IP, "er");
-    etcd.put(&format!("{PREFIX}/config"), VXLAN_NETWORK);
-    let dir = TempDir::new("er");
+    let (ul, etcd, dir) = vxlan_network("er");
     let a = ul.host("er", 1);
     let b = ul.host("er", 2);
     let (da, _) = start_member(&a, 1, &etcd, &dir);

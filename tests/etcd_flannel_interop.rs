@@ -12,10 +12,7 @@ const KERNEL_MAC: &str = "8e:4d:7c:1a:22:0b";
 
 #[test]
 fn vtepd_and_a_flannel_kernel_node_share_one_network() {
-    let ul = Underlay::new("ei");
-    let etcd = Etcd::in_netns(&ul.hub, HUB_IP, "ei");
-    etcd.put(&format!("{PREFIX}/config"), VXLAN_NETWORK);
-    let dir = TempDir::new("ei");
+    let (ul, etcd, dir) = vxlan_network("ei");
     let vt = ul.host("ei", 1);
     let kernel = ul.host("ei", 2);
 

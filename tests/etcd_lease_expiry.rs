@@ -8,10 +8,7 @@ use common::*;
 
 #[test]
 fn deleted_and_expired_leases_leave_the_tables() {
-    let ul = Underlay::new("ex");
-    let etcd = Etcd::in_netns(&ul.hub, HUB_IP, "ex");
-    etcd.put(&format!("{PREFIX}/config"), VXLAN_NETWORK);
-    let dir = TempDir::new("ex");
+    let (ul, etcd, dir) = vxlan_network("ex");
     let a = ul.host("ex", 1);
     let b = ul.host("ex", 2);
     let (da, _) = start_member(&a, 1, &etcd, &dir);

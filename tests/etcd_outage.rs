@@ -10,10 +10,7 @@ use std::time::Duration;
 #[test]
 fn an_etcd_outage_does_not_touch_forwarding() {
     let _heavy = heavy_lock();
-    let ul = Underlay::new("eo");
-    let mut etcd = Etcd::in_netns(&ul.hub, HUB_IP, "eo");
-    etcd.put(&format!("{PREFIX}/config"), VXLAN_NETWORK);
-    let dir = TempDir::new("eo");
+    let (ul, mut etcd, dir) = vxlan_network("eo");
     let a = ul.host("eo", 1);
     let b = ul.host("eo", 2);
     let (mut da, _) = start_member(&a, 1, &etcd, &dir);

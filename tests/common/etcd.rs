@@ -195,6 +195,15 @@ pub fn etcd_toml(n: u8, endpoint: &str, subnet_file: &Path) -> String {
 
 /// Starts vtepd in etcd mode for host n and waits until it has joined (its subnet file exists and
 /// its device is up). Returns the process and the lease key it got.
+/// How most etcd tests begin: an underlay, etcd in its hub holding a VXLAN network config (one
+/// whose nodes are all vtepd), and a scratch directory, all named after `tag`.
+pub fn vxlan_network(tag: &str) -> (Underlay, Etcd, TempDir) {
+    let ul = Underlay::new(tag);
+    let etcd = Etcd::in_netns(&ul.hub, HUB_IP, tag);
+    etcd.put(&format!("{PREFIX}/config"), VXLAN_NETWORK);
+    (ul, etcd, TempDir::new(tag))
+}
+
 pub fn start_member(ns: &Netns, n: u8, etcd: &Etcd, dir: &TempDir) -> (Vtepd, PathBuf) {
     let env = dir.path().join(format!("subnet-{n}.env"));
     let cfg = dir.write(&format!("node{n}.toml"), &etcd_toml(n, &etcd.endpoint(), &env));
