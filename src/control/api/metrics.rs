@@ -10,9 +10,8 @@ use super::server::answer_request;
 use crate::control::event::EventTx;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use super::accept::AcceptThread;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(3);
@@ -39,12 +38,10 @@ impl Metrics {
     }
 
     pub fn serve(self, events: EventTx) -> io::Result<MetricsServer> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
         let listener = self.listener;
-        let thread = std::thread::Builder::new().name("vtepd-metrics".into()).spawn(move || {
+        let thread = AcceptThread::spawn("vtepd-metrics", move |stop| {
             for conn in listener.incoming() {
-                if s.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) {
                     return;
                 }
                 if let Ok(c) = conn {
@@ -53,14 +50,13 @@ impl Metrics {
             }
         })?;
         tracing::info!(addr = %self.addr, "metrics endpoint ready");
-        Ok(MetricsServer { addr: self.addr, stop, thread: Some(thread) })
+        Ok(MetricsServer { addr: self.addr, thread })
     }
 }
 
 pub struct MetricsServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: AcceptThread,
 }
 
 impl MetricsServer {
@@ -69,11 +65,8 @@ impl MetricsServer {
     }
 
     fn stop_now(&mut self) {
-        let Some(t) = self.thread.take() else { return };
-        self.stop.store(true, Ordering::Relaxed);
-        // Wakes the blocking accept() so it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        let _ = t.join();
+        let addr = self.addr;
+        self.thread.stop(|| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok());
     }
 }
 

@@ -4,6 +4,7 @@
 //! The socket is served by its own thread; a request is parsed there ([`proto`]) and only the short
 //! [`dispatch`] step runs on the supervisor thread, which owns the installed state. A slow or
 //! hostile client therefore costs the server thread its time, never the supervisor or the workers.
+mod accept;
 pub mod client;
 pub mod dispatch;
 pub mod metrics;

@@ -13,9 +13,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use super::accept::AcceptThread;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
@@ -79,14 +79,9 @@ impl ControlSocket {
 
     /// Serves requests on a thread of its own until the returned handle is shut down.
     pub fn serve(mut self, events: EventTx) -> io::Result<Server> {
-        let stop = Arc::new(AtomicBool::new(false));
         let path = self.path.clone();
         let Some(listener) = self.listener.take() else { return Err(io::ErrorKind::NotConnected.into()) };
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new().name("vtepd-control".into()).spawn(move || accept_loop(listener, &events, &stop))
-        };
-        let thread = match thread {
+        let thread = match AcceptThread::spawn("vtepd-control", move |stop| accept_loop(listener, &events, stop)) {
             Ok(t) => t,
             Err(e) => {
                 let _ = super::netns::remove_socket(&path);
@@ -94,15 +89,14 @@ impl ControlSocket {
             }
         };
         tracing::info!(path = %path.display(), "control socket ready");
-        Ok(Server { path, stop, thread: Some(thread) })
+        Ok(Server { path, thread })
     }
 }
 
 /// The running server; [`Server::shutdown`] (or drop) stops it and removes the socket file.
 pub struct Server {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: AcceptThread,
 }
 
 impl Server {
@@ -111,14 +105,13 @@ impl Server {
     }
 
     fn stop_now(&mut self) {
-        let Some(t) = self.thread.take() else { return };
-        self.stop.store(true, Ordering::Relaxed);
-        // accept() has no timeout; a connection of our own wakes it to see the flag. After --user
-        // the socket (0600, root's) refuses us: then the thread is left blocked in accept() and
-        // ends with the process, which is about to exit anyway.
-        if UnixStream::connect(&self.path).is_ok() {
-            let _ = t.join();
+        if !self.thread.is_running() {
+            return;
         }
+        // After --user the socket (0600, root's) refuses our wake-up connection: the thread then
+        // ends with the process, which is about to exit anyway.
+        let path = &self.path;
+        self.thread.stop(|| UnixStream::connect(path).is_ok());
         if let Err(e) = super::netns::remove_socket(&self.path) {
             // With --user the daemon may no longer own the directory; the next start removes it.
             tracing::warn!(path = %self.path.display(), error = %e, "cannot remove control socket");

@@ -1,0 +1,39 @@
+//! A listener's accept loop on a thread of its own, stopped on request.
+//!
+//! Blocking `accept()` has no timeout, so stopping takes a flag and a connection of our own to wake
+//! the loop up to see it. The control socket and the metrics endpoint both work this way; only the
+//! wake-up differs (a Unix or a TCP connection).
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub struct AcceptThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AcceptThread {
+    /// Runs `accept_loop` on a thread named `name`; the loop checks the flag it is given after
+    /// every accepted connection and returns once it is set.
+    pub fn spawn(name: &str, accept_loop: impl FnOnce(&AtomicBool) + Send + 'static) -> io::Result<AcceptThread> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || accept_loop(&flag))?;
+        Ok(AcceptThread { stop, thread: Some(thread) })
+    }
+
+    /// Sets the flag, lets `wake` connect, and waits for the thread if the connection got through
+    /// (if it did not, the thread stays blocked in accept() and ends with the process). Idempotent.
+    pub fn stop(&mut self, wake: impl FnOnce() -> bool) {
+        let Some(t) = self.thread.take() else { return };
+        self.stop.store(true, Ordering::Relaxed);
+        if wake() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.thread.is_some()
+    }
+}
