@@ -40,8 +40,8 @@ enum Cmd {
         /// After set-up, run as this user, keeping only CAP_NET_ADMIN and CAP_NET_RAW.
         #[arg(long)]
         user: Option<String>,
-        /// VXLAN: keep polling this many microseconds after each packet instead of sleeping;
-        /// lowers round-trip latency at the cost of CPU [default: 0, off].
+        /// Keep polling this many microseconds after each packet instead of sleeping (yielding
+        /// to other work meanwhile); lowers round-trip latency at the cost of CPU [default: 0, off].
         #[arg(long, value_name = "USECS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
         busy_poll: u32,
         /// Control socket to serve [default: control_socket from the config, else /run/vtepd/<device>.sock, or /run/vtepd/netns/<name>/<device>.sock in a named network namespace].

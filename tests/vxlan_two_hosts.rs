@@ -140,3 +140,23 @@ fn check_rejects_unknown_key() {
         .replace("[vxlan]\n", "[vxlan]\nfrobnicate_level = 3\n");
     assert_rejected("ckunk", &toml, "frobnicate_level");
 }
+
+/// `--busy-poll` changes only how workers wait: traffic both ways must be exactly as without it
+/// (and the spinning workers must not starve the transfer into a timeout).
+#[test]
+fn busy_poll_forwards_both_ways() {
+    let _heavy = heavy_lock();
+    let hosts = TwoHosts::new("2hbp");
+    let dir = TempDir::new("2hbp");
+    let cfg_a = NodeCfg::host(1, &[2]);
+    let cfg_b = NodeCfg::host(2, &[1]);
+    let vtepd_a = Vtepd::start_with(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a, &["--busy-poll", "2000"]);
+    let vtepd_b = Vtepd::start_with(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b, &["--busy-poll", "2000"]);
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    let (ip_a, ip_b) = (Ipv4Addr::new(10, 244, 1, 0), Ipv4Addr::new(10, 244, 2, 0));
+    tcp_transfer(&hosts.a, Some(ip_a), &hosts.b, ip_b, 5001, BIG_TRANSFER);
+    tcp_transfer(&hosts.b, Some(ip_b), &hosts.a, ip_a, 5002, BIG_TRANSFER);
+    assert_clean_traffic("A", &vtepd_a.stop());
+    assert_clean_traffic("B", &vtepd_b.stop());
+}

@@ -11,6 +11,7 @@
 //! IPIP packets back to back and sent with sendmmsg (raw sockets have no GSO, OFFLOAD.md pitfall 9).
 //! On receive, consecutive segments of one flow in a batch go up as one GSO write ([`Gro`]).
 use super::gro::{FrameRef, Gro};
+use super::poll::Poller;
 use super::tun::TunQueue;
 use super::udp::{MmsgScratch, Received};
 use super::Slots;
@@ -34,8 +35,6 @@ const SLOT_SIZE: usize = INNER_OFFSET + 65_536;
 const OUT_BUF_SIZE: usize = 256 * 1024;
 /// sendmmsg at least this many at a time: a 64 KB super-packet at MSS 1428 is 46 segments.
 const MIN_MMSG: usize = 64;
-/// How long a worker sleeps in poll before it looks at the stop flag again.
-const POLL_TIMEOUT_MS: i32 = 200;
 
 /// Everything an IPIP worker needs; built by the control side, moved into the thread.
 pub struct IpipWorkerConfig {
@@ -48,6 +47,8 @@ pub struct IpipWorkerConfig {
     pub gro: bool,
     /// A replacement queue after the device was deleted and recreated under us.
     pub new_tun: crossbeam_channel::Receiver<TunQueue>,
+    /// Keep polling without sleeping for this long after the last packet (zero: never spin).
+    pub busy_poll: std::time::Duration,
 }
 
 /// An encapsulated packet waiting for sendmmsg.
@@ -98,34 +99,23 @@ impl IpipWorker {
     /// Returns the TUN queue rather than closing it: the device disappears with its last queue,
     /// and the control side still has routes on it to remove.
     pub fn run(mut self) -> TunQueue {
-        // poll(2) ignores entries with a negative fd, so workers without the receive socket share
-        // the same two-entry array.
         let rx_fd = self.rx.as_ref().map_or(-1, |s| s.as_raw_fd());
-        let mut fds = [
-            libc::pollfd { fd: self.tun.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: rx_fd, events: libc::POLLIN, revents: 0 },
-        ];
+        let mut poller = Poller::new(self.tun.as_fd().as_raw_fd(), rx_fd, self.cfg.busy_poll);
         while !self.cfg.stop.load(Ordering::Relaxed) {
             if let Ok(q) = self.cfg.new_tun.try_recv() {
                 self.tun = q;
-                fds[0].fd = self.tun.as_fd().as_raw_fd();
+                poller.set_device(self.tun.as_fd().as_raw_fd());
             }
-            // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, POLL_TIMEOUT_MS) };
-            if n <= 0 {
-                continue;
-            }
-            if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                // The device was deleted: stop polling the dead queue (it would wake us forever)
-                // until the supervisor hands over a new one.
-                fds[0].fd = -1;
-            } else if fds[0].revents != 0 {
+            let ready = poller.wait();
+            if ready.device {
                 self.dispatch_tun_batch();
             }
-            if fds[1].revents != 0 {
+            if ready.underlay {
                 self.process_raw_batch();
             }
-            self.cfg.counters.flush(&mut self.local);
+            if ready.device || ready.underlay {
+                self.cfg.counters.flush(&mut self.local);
+            }
         }
         self.cfg.counters.flush(&mut self.local);
         self.tun

@@ -5,6 +5,7 @@
 //! sendmmsg for ordinary frames, one UDP_SEGMENT sendmsg per TCP super-frame, and one TAP writev
 //! per run of coalesced TCP segments. Table snapshots are loaded and counters flushed once per batch.
 use super::gro::{FrameRef, Gro};
+use super::poll::Poller;
 use super::tap::TapQueue;
 use super::udp::{MmsgScratch, Received, Underlay};
 use super::Slots;
@@ -20,7 +21,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Largest frame a TAP can hand us, plus the vnet header: room for 64 KB super-frames.
 const SLOT_SIZE: usize = FRAME_OFFSET + 65_536;
@@ -30,8 +31,6 @@ const SEGMENT_BUF: usize = 256 * 1024;
 /// The kernel's limits for one UDP_SEGMENT send (UDP_MAX_SEGMENTS on older kernels; IPv4 max).
 const GSO_MAX_SEGMENTS: usize = 64;
 const GSO_MAX_BYTES: usize = 65_507;
-/// How long a worker sleeps in poll before it looks at the stop flag again.
-const POLL_TIMEOUT_MS: i32 = 200;
 
 /// Which offloads this worker may use; decided at start-up by probing the kernel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,46 +109,22 @@ impl Worker {
     /// Returns the TAP queue rather than closing it: the device disappears with its last queue,
     /// and the control side still has routes on it to remove.
     pub fn run(mut self) -> TapQueue {
-        let mut fds = [
-            libc::pollfd { fd: self.tap.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: self.udp.rx.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        let mut hot: Option<Instant> = None;
+        let mut poller = Poller::new(self.tap.as_fd().as_raw_fd(), self.udp.rx.as_raw_fd(), self.cfg.busy_poll);
         while !self.cfg.stop.load(Ordering::Relaxed) {
             if let Ok(q) = self.cfg.new_tap.try_recv() {
                 self.tap = q;
-                fds[0].fd = self.tap.as_fd().as_raw_fd();
+                poller.set_device(self.tap.as_fd().as_raw_fd());
             }
-            // While hot, poll without sleeping: the answer to what we just forwarded (a ping
-            // reply, a TCP ACK) is then picked up without a wake-up, the largest part of the
-            // latency a userspace hop adds. That costs a core's worth of CPU while it lasts.
-            let spinning = hot.is_some_and(|t| Instant::now() < t);
-            let timeout = if spinning { 0 } else { POLL_TIMEOUT_MS };
-            // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
-            if n <= 0 {
-                if spinning {
-                    // Give the CPU to anything runnable (the application, softirq work) and come
-                    // straight back: the core stays awake without starving others.
-                    // SAFETY: sched_yield has no arguments and no memory effects.
-                    unsafe { libc::sched_yield() };
-                }
-                continue;
-            }
-            if !self.cfg.busy_poll.is_zero() {
-                hot = Some(Instant::now() + self.cfg.busy_poll);
-            }
-            if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                // The device was deleted: stop polling the dead queue (it would wake us forever)
-                // until the supervisor hands over a new one.
-                fds[0].fd = -1;
-            } else if fds[0].revents != 0 {
+            let ready = poller.wait();
+            if ready.device {
                 self.dispatch_tap_batch();
             }
-            if fds[1].revents != 0 {
+            if ready.underlay {
                 self.process_udp_batch();
             }
-            self.cfg.counters.flush(&mut self.local);
+            if ready.device || ready.underlay {
+                self.cfg.counters.flush(&mut self.local);
+            }
         }
         self.cfg.counters.flush(&mut self.local);
         self.tap

@@ -1,0 +1,86 @@
+//! The wait at the top of every worker loop: the device queue and the underlay socket in one
+//! poll(2), optionally spinning for a while after traffic (`--busy-poll`).
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+/// How long a worker sleeps in poll before it looks at its stop flag again.
+const POLL_TIMEOUT_MS: i32 = 200;
+
+/// Which side has something to read after [`Poller::wait`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ready {
+    pub device: bool,
+    pub underlay: bool,
+}
+
+pub struct Poller {
+    fds: [libc::pollfd; 2],
+    busy_poll: Duration,
+    hot_until: Option<Instant>,
+}
+
+impl Poller {
+    /// `underlay` may be -1 (poll(2) ignores negative fds): an IPIP worker without the receive
+    /// socket.
+    pub fn new(device: RawFd, underlay: RawFd, busy_poll: Duration) -> Poller {
+        let fd = |fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        Poller { fds: [fd(device), fd(underlay)], busy_poll, hot_until: None }
+    }
+
+    /// A replacement device queue (the device was deleted and recreated).
+    pub fn set_device(&mut self, fd: RawFd) {
+        self.fds[0].fd = fd;
+    }
+
+    /// Waits up to the poll timeout — or, while hot, not at all — for either side.
+    pub fn wait(&mut self) -> Ready {
+        // While hot, poll without sleeping: the answer to what we just forwarded (a ping reply, a
+        // TCP ACK) is then picked up without a wake-up, the largest part of the latency a
+        // userspace hop adds. That costs CPU while it lasts.
+        let spinning = self.hot_until.is_some_and(|t| Instant::now() < t);
+        let timeout = if spinning { 0 } else { POLL_TIMEOUT_MS };
+        // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
+        let n = unsafe { libc::poll(self.fds.as_mut_ptr(), 2, timeout) };
+        if n <= 0 {
+            if spinning {
+                // Give the CPU to anything runnable (the application, softirq work) and come
+                // straight back: the core stays awake without starving others.
+                // SAFETY: sched_yield has no arguments and no memory effects.
+                unsafe { libc::sched_yield() };
+            }
+            return Ready::default();
+        }
+        if !self.busy_poll.is_zero() {
+            self.hot_until = Some(Instant::now() + self.busy_poll);
+        }
+        let dev = self.fds[0].revents;
+        if dev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            // The device was deleted: stop polling the dead queue (it would wake us forever) until
+            // the supervisor hands over a new one.
+            self.fds[0].fd = -1;
+        }
+        Ready { device: dev != 0 && self.fds[0].fd >= 0, underlay: self.fds[1].revents != 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+
+    #[test]
+    fn reports_the_readable_side_and_drops_a_hung_up_device() {
+        let (dev, dev_peer) = UnixStream::pair().unwrap();
+        let (ul, ul_peer) = UnixDatagram::pair().unwrap();
+        let mut p = Poller::new(dev.as_raw_fd(), ul.as_raw_fd(), Duration::ZERO);
+        ul_peer.send(b"x").unwrap();
+        assert_eq!(p.wait(), Ready { device: false, underlay: true });
+        drop(dev_peer);
+        let mut buf = [0u8; 4];
+        ul.recv(&mut buf).unwrap();
+        // The device's peer is gone: reported once as not readable, then no longer polled.
+        assert!(!p.wait().device);
+        assert_eq!(p.fds[0].fd, -1);
+    }
+}
