@@ -213,12 +213,17 @@ impl Worker {
                 return self.local.drop(DropReason::TxBadGso);
             }
         };
-        let data = &self.segments;
-        let items = (0..segs.count).map(|i| (&data[segs.range(i)], dst));
-        let sent = self.scratch.send(&self.udp.tx[sock], items, self.cfg.port);
-        let bytes = (0..sent).map(|i| segs.range(i).len()).sum();
-        self.count_tx(sent, bytes);
-        (sent..segs.count).for_each(|_| self.local.drop(DropReason::TxSendError));
+        // In chunks the scratch holds: a small MSS makes more segments than one sendmmsg takes.
+        let per_call = self.scratch.capacity();
+        for first in (0..segs.count).step_by(per_call) {
+            let n = per_call.min(segs.count - first);
+            let data = &self.segments;
+            let items = (first..first + n).map(|i| (&data[segs.range(i)], dst));
+            let sent = self.scratch.send(&self.udp.tx[sock], items, self.cfg.port);
+            let bytes = (first..first + sent).map(|i| segs.range(i).len()).sum();
+            self.count_tx(sent, bytes);
+            (sent..n).for_each(|_| self.local.drop(DropReason::TxSendError));
+        }
     }
 
     /// The UDP GSO path: one gathered sendmsg per (at most) 64 segments.
