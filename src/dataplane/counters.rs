@@ -75,6 +75,19 @@ impl LocalCounters {
     pub fn drop(&mut self, r: DropReason) {
         self.drops[r as usize] += 1;
     }
+
+    /// `n` packets dropped for the same reason (the unsent rest of a batch).
+    #[inline]
+    pub fn drop_n(&mut self, r: DropReason, n: usize) {
+        self.drops[r as usize] += n as u64;
+    }
+
+    /// `packets` packets of `bytes` bytes in all went out to the underlay.
+    #[inline]
+    pub fn sent(&mut self, packets: usize, bytes: usize) {
+        self.tx_packets += packets as u64;
+        self.tx_bytes += bytes as u64;
+    }
 }
 
 /// Shared counters of one worker; read by anyone, written by that worker only.

@@ -113,7 +113,7 @@ impl IpipWorker {
             if ready.underlay {
                 self.process_raw_batch();
             }
-            if ready.device || ready.underlay {
+            if ready.any() {
                 self.cfg.counters.flush(&mut self.local);
             }
         }
@@ -182,28 +182,18 @@ impl IpipWorker {
         let slots = &self.tx_slots;
         let items = self.pending.iter().map(|p| (&slots.get(p.slot as usize)[..p.len as usize], p.dst));
         let sent = self.scratch.send(&self.tx, items, 0);
-        self.local.tx_packets += sent as u64;
-        self.local.tx_bytes += self.pending[..sent].iter().map(|t| t.len as u64 - OUTER_LEN as u64).sum::<u64>();
-        for _ in sent..self.pending.len() {
-            self.local.drop(DropReason::TxSendError);
-        }
+        self.local.sent(sent, self.pending[..sent].iter().map(|t| t.len as usize - OUTER_LEN).sum());
+        self.local.drop_n(DropReason::TxSendError, self.pending.len() - sent);
         self.pending.clear();
     }
 
     /// Sends the packets laid out in `out_buf` (fragments or segments), as many per sendmmsg as
     /// the scratch arrays hold.
     fn send_back_to_back(&mut self, frags: Segments, dst: Ipv4Addr) {
-        let step = self.scratch.capacity().max(1);
-        for first in (0..frags.count).step_by(step) {
-            let end = (first + step).min(frags.count);
-            let data = &self.out_buf;
-            let sent = self.scratch.send(&self.tx, (first..end).map(|i| (&data[frags.range(i)], dst)), 0);
-            self.local.tx_packets += sent as u64;
-            self.local.tx_bytes += (first..first + sent).map(|i| (frags.range(i).len() - OUTER_LEN) as u64).sum::<u64>();
-            for _ in sent..end - first {
-                self.local.drop(DropReason::TxSendError);
-            }
-        }
+        let (sent, bytes) = self.scratch.send_laid_out(&self.tx, &self.out_buf, &frags, dst, 0);
+        // Counted as the inner packets' bytes, like every other send of this worker.
+        self.local.sent(sent, bytes - sent * OUTER_LEN);
+        self.local.drop_n(DropReason::TxSendError, frags.count - sent);
     }
 
     /// Underlay → TUN.

@@ -6,6 +6,7 @@
 //! carry the inner flow's hash; picking the send socket by flow hash does that while keeping the
 //! kernel's UDP path (and, later, UDP GSO) — a raw socket would lose both.
 use super::{retry, Slots};
+use crate::dataplane::offload::segment::Segments;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -226,6 +227,21 @@ impl MmsgScratch {
             }
         }
         sent
+    }
+
+    /// Sends the packets `segs` describes, laid back to back in `data`, to `dst:port`: as many per
+    /// sendmmsg as the scratch holds. Returns how many packets went out and their bytes; the rest
+    /// were refused (see [`MmsgScratch::send`]).
+    pub fn send_laid_out(&mut self, s: &Socket, data: &[u8], segs: &Segments, dst: Ipv4Addr, port: u16) -> (usize, usize) {
+        let (mut packets, mut bytes) = (0, 0);
+        let step = self.capacity().max(1);
+        for first in (0..segs.count).step_by(step) {
+            let end = (first + step).min(segs.count);
+            let sent = self.send(s, (first..end).map(|i| (&data[segs.range(i)], dst)), port);
+            packets += sent;
+            bytes += (first..first + sent).map(|i| segs.range(i).len()).sum::<usize>();
+        }
+        (packets, bytes)
     }
 
     /// Sends the concatenation of `parts` — datagrams of `seg_len` bytes back to back, the last

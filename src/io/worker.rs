@@ -122,7 +122,7 @@ impl Worker {
             if ready.underlay {
                 self.process_udp_batch();
             }
-            if ready.device || ready.underlay {
+            if ready.any() {
                 self.cfg.counters.flush(&mut self.local);
             }
         }
@@ -181,11 +181,8 @@ impl Worker {
             let slots = &self.tx_slots;
             let items = group.iter().map(|p| (&slots.get(p.slot as usize)[VXLAN_OFFSET..VXLAN_OFFSET + p.len as usize], p.dst));
             let sent = self.scratch.send(&self.udp.tx[sock as usize], items, self.cfg.port);
-            self.local.tx_packets += sent as u64;
-            self.local.tx_bytes += group[..sent].iter().map(|p| p.len as u64).sum::<u64>();
-            for _ in sent..group.len() {
-                self.local.drop(DropReason::TxSendError);
-            }
+            self.local.sent(sent, group[..sent].iter().map(|p| p.len as usize).sum());
+            self.local.drop_n(DropReason::TxSendError, group.len() - sent);
             i = end;
         }
         self.pending.clear();
@@ -213,17 +210,10 @@ impl Worker {
                 return self.local.drop(DropReason::TxBadGso);
             }
         };
-        // In chunks the scratch holds: a small MSS makes more segments than one sendmmsg takes.
-        let per_call = self.scratch.capacity();
-        for first in (0..segs.count).step_by(per_call) {
-            let n = per_call.min(segs.count - first);
-            let data = &self.segments;
-            let items = (first..first + n).map(|i| (&data[segs.range(i)], dst));
-            let sent = self.scratch.send(&self.udp.tx[sock], items, self.cfg.port);
-            let bytes = (first..first + sent).map(|i| segs.range(i).len()).sum();
-            self.count_tx(sent, bytes);
-            (sent..n).for_each(|_| self.local.drop(DropReason::TxSendError));
-        }
+        // A small MSS makes more segments than one sendmmsg takes: send_laid_out chunks them.
+        let (sent, bytes) = self.scratch.send_laid_out(&self.udp.tx[sock], &self.segments, &segs, dst, self.cfg.port);
+        self.local.sent(sent, bytes);
+        self.local.drop_n(DropReason::TxSendError, segs.count - sent);
     }
 
     /// The UDP GSO path: one gathered sendmsg per (at most) 64 segments.
@@ -250,10 +240,7 @@ impl Worker {
             // One sendmsg; for a single segment the kernel sends a plain datagram.
             let parts = (first..first + n).flat_map(|i| [&segments[i * h..(i + 1) * h], c.payload(i)]);
             match scratch.send_gso(&udp.tx[sock], parts, c.segs.seg_len as u16, dst, cfg.port) {
-                Ok(()) => {
-                    local.tx_packets += n as u64;
-                    local.tx_bytes += (first..first + n).map(|i| c.segs.range(i).len() as u64).sum::<u64>();
-                }
+                Ok(()) => local.sent(n, (first..first + n).map(|i| c.segs.range(i).len()).sum()),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) && first == 0 => {
                     // The egress device cannot checksum-offload (OFFLOAD.md pitfall 1): stop
                     // trying for this worker's life; nothing of this frame has left yet, so the
@@ -264,7 +251,7 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "UDP GSO send failed");
-                    (0..n).for_each(|_| local.drop(DropReason::TxSendError));
+                    local.drop_n(DropReason::TxSendError, n);
                 }
             }
             first += n;
@@ -272,10 +259,6 @@ impl Worker {
         Ok(())
     }
 
-    fn count_tx(&mut self, packets: usize, bytes: usize) {
-        self.local.tx_packets += packets as u64;
-        self.local.tx_bytes += bytes as u64;
-    }
 
     /// Underlay → TAP.
     fn process_udp_batch(&mut self) {
