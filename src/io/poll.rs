@@ -13,6 +13,12 @@ pub struct Ready {
     pub underlay: bool,
 }
 
+impl Ready {
+    pub fn any(&self) -> bool {
+        self.device || self.underlay
+    }
+}
+
 pub struct Poller {
     fds: [libc::pollfd; 2],
     busy_poll: Duration,

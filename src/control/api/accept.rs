@@ -24,16 +24,14 @@ impl AcceptThread {
     }
 
     /// Sets the flag, lets `wake` connect, and waits for the thread if the connection got through
-    /// (if it did not, the thread stays blocked in accept() and ends with the process). Idempotent.
-    pub fn stop(&mut self, wake: impl FnOnce() -> bool) {
-        let Some(t) = self.thread.take() else { return };
+    /// (if it did not, the thread stays blocked in accept() and ends with the process). Returns
+    /// whether there was a thread to stop: false on every call after the first.
+    pub fn stop(&mut self, wake: impl FnOnce() -> bool) -> bool {
+        let Some(t) = self.thread.take() else { return false };
         self.stop.store(true, Ordering::Relaxed);
         if wake() {
             let _ = t.join();
         }
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.thread.is_some()
+        true
     }
 }

@@ -5,12 +5,12 @@
 //! anything else gets 400. One scrape at a time, each bounded by [`DEADLINE`] — a scraper is a
 //! single, polite client, and a stuck one only delays the next scrape. The numbers come from the
 //! supervisor exactly as `vtepd stats` gets them.
+use super::accept::AcceptThread;
 use super::proto::{Reply, Request, Response, StatsReply};
 use super::server::answer_request;
 use crate::control::event::EventTx;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use super::accept::AcceptThread;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 

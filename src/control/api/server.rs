@@ -6,6 +6,7 @@
 //! [`MAX_CLIENTS`] are served at once (one more is told vtepd is busy), and the supervisor gets
 //! [`SUPERVISOR_TIMEOUT`] to answer before the client is told so. Nothing a client sends reaches the
 //! supervisor unless it parsed.
+use super::accept::AcceptThread;
 use super::dispatch::dispatch;
 use super::proto::{self, Response};
 use crate::control::event::{Event, EventTx};
@@ -13,7 +14,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use super::accept::AcceptThread;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,13 +105,12 @@ impl Server {
     }
 
     fn stop_now(&mut self) {
-        if !self.thread.is_running() {
-            return;
-        }
         // After --user the socket (0600, root's) refuses our wake-up connection: the thread then
         // ends with the process, which is about to exit anyway.
         let path = &self.path;
-        self.thread.stop(|| UnixStream::connect(path).is_ok());
+        if !self.thread.stop(|| UnixStream::connect(path).is_ok()) {
+            return;
+        }
         if let Err(e) = super::netns::remove_socket(&self.path) {
             // With --user the daemon may no longer own the directory; the next start removes it.
             tracing::warn!(path = %self.path.display(), error = %e, "cannot remove control socket");
