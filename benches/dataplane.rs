@@ -19,10 +19,10 @@ use vtepd::dataplane::decap::process_datagram;
 use vtepd::dataplane::encap::{dispatch_frame, TxTables};
 use vtepd::dataplane::offload::coalesce::{self, Run};
 use vtepd::dataplane::offload::Framing;
-use vtepd::dataplane::offload::segment::segment_tcp;
+use vtepd::dataplane::offload::segment;
 use vtepd::dataplane::{RxVerdict, TxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
 use vtepd::table::Fdb;
-use vtepd::wire::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4};
+use vtepd::wire::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_UDP_L4};
 use vtepd::wire::vxlan::Vni;
 use vtepd::wire::MacAddr;
 
@@ -220,7 +220,7 @@ fn fdb_lookup(c: &mut Criterion) {
     g.finish();
 }
 
-fn segment(c: &mut Criterion) {
+fn segmentation(c: &mut Criterion) {
     // The largest super-frame the TAP hands over: a 65535-byte IP packet, MSS 1398, so 46 full
     // segments and a short last one.
     let data = payload(65_535 - 20 - 32, 4);
@@ -229,11 +229,27 @@ fn segment(c: &mut Criterion) {
     let vni = Vni::new(1).unwrap();
     // The worker's segment buffer size (io::worker::SEGMENT_BUF).
     let mut out = vec![0u8; 256 * 1024];
-    let segs = segment_tcp(&vnet, &frame, Framing::Ethernet, &vni, &mut out).unwrap();
+    let segs = segment::segment(&vnet, &frame, Framing::Ethernet, &vni, &mut out).unwrap();
     assert_eq!((segs.count, segs.seg_len), (47, 8 + 14 + 1450));
     let mut g = c.benchmark_group("segment_tcp");
     both(&mut g, "64KB_mss1398", segs.count as u64, frame.len() as u64, || {
-        black_box(segment_tcp(&vnet, black_box(&frame), Framing::Ethernet, &vni, black_box(&mut out)).unwrap());
+        black_box(segment::segment(&vnet, black_box(&frame), Framing::Ethernet, &vni, black_box(&mut out)).unwrap());
+    });
+    g.finish();
+
+    // USO: what a QUIC stack's UDP_SEGMENT send of 48 datagrams of 1200 bytes becomes.
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2(OUR_MAC.0, PEER_MAC.0)
+        .ipv4([10, 244, 1, 2], [10, 244, 2, 2], 64)
+        .udp(4433, 443)
+        .write(&mut frame, &payload(48 * 1200, 5))
+        .unwrap();
+    let vnet = VnetHdr { flags: F_NEEDS_CSUM, gso_type: GSO_UDP_L4, hdr_len: 42, gso_size: 1200, csum_start: 34, csum_offset: 6 };
+    let segs = segment::segment(&vnet, &frame, Framing::Ethernet, &vni, &mut out).unwrap();
+    assert_eq!(segs.count, 48);
+    let mut g = c.benchmark_group("segment_udp");
+    both(&mut g, "57KB_1200B", segs.count as u64, frame.len() as u64, || {
+        black_box(segment::segment(&vnet, black_box(&frame), Framing::Ethernet, &vni, black_box(&mut out)).unwrap());
     });
     g.finish();
 }
@@ -290,5 +306,5 @@ fn coalesce(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encap, decap, fdb_lookup, segment, internet_checksum, coalesce);
+criterion_group!(benches, encap, decap, fdb_lookup, segmentation, internet_checksum, coalesce);
 criterion_main!(benches);

@@ -3,7 +3,8 @@
 //! inside, 50 MB TCP each way with matching SHA-256, ICMP "fragmentation needed" for an inner packet
 //! over the tunnel MTU with DF and fragmentation without it, and clean removal at exit; then, with
 //! offloads on (TUN TSO/checksum, userspace segmentation, receive coalescing into GSO TUN writes),
-//! 256 MiB each way at once with matching SHA-256 and proof that both offload paths ran.
+//! 256 MiB each way at once with matching SHA-256 and proof that both offload paths ran; and UDP
+//! segmentation offload (USO) on the TUN: UDP_SEGMENT sends both ways, every datagram intact.
 //!
 //! There is no ipip kernel module on the test machine, so vtepd is the only IPIP implementation in
 //! play; tshark's dissector is the independent check that what goes on the wire is RFC 2003.
@@ -159,5 +160,31 @@ fn ipip_offloads_bulk_both_ways() {
         assert_moved(host, c, OFFLOAD_EACH_WAY);
         assert_no_rx_errors(host, DEV, tun);
         assert_offloads_used(host, c, tun, true);
+    }
+}
+
+#[test]
+fn ipip_uso_both_ways() {
+    let _heavy = heavy_lock();
+    let (hosts, _dir, vtepd_a, vtepd_b) = two_hosts("ipu");
+    assert_offloads_on("A", &vtepd_a, &["tun_uso=true"]);
+    assert_offloads_on("B", &vtepd_b, &["tun_uso=true"]);
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+
+    let (snmp_a, snmp_b) = (snmp(&hosts.a), snmp(&hosts.b));
+    std::thread::scope(|s| {
+        let ab = s.spawn(|| udp_gso_transfer(&hosts.a, IP_A, &hosts.b, IP_B, 6011, USO_FLOW));
+        let ba = s.spawn(|| udp_gso_transfer(&hosts.b, IP_B, &hosts.a, IP_A, 6012, USO_FLOW));
+        for r in [ab.join(), ba.join()] {
+            r.unwrap_or_else(|e| std::panic::resume_unwind(e));
+        }
+    });
+    assert_no_csum_errors("A", &hosts.a, &snmp_a);
+    assert_no_csum_errors("B", &hosts.b, &snmp_b);
+    let (tun_a, tun_b) = (link_stats(&hosts.a, DEV), link_stats(&hosts.b, DEV));
+    for (host, d, tun) in [("A", vtepd_a, tun_a), ("B", vtepd_b, tun_b)] {
+        let c = d.stop();
+        assert_no_offload_drops(host, &c);
+        assert_uso_used(host, &c, &tun, USO_FLOW);
     }
 }

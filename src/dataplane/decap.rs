@@ -3,7 +3,7 @@
 //! Checks run cheapest and most-hostile first: a datagram from a stranger is dropped before a single
 //! header byte is trusted.
 use super::{DropReason, RxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
-use crate::wire::ethernet::{self, Frame, ETHERTYPE_IPV4};
+use crate::wire::ethernet::{self, Frame, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::ipv4::{self, PROTO_TCP, PROTO_UDP};
 use crate::wire::vnet::{VnetHdr, F_NEEDS_CSUM};
 use crate::wire::vxlan::{self, HeaderFault};
@@ -55,6 +55,20 @@ pub fn validate(vtep: &Vtep, peers: &PeerSet, src: Ipv4Addr, dgram: &[u8], now: 
     }
     heard.note(now);
     Ok(())
+}
+
+/// Whether a UDP_GRO receive buffer `buf` (reported as datagrams of some smaller size) is really
+/// one VXLAN datagram: a kernel peer on a veth underlay sends an inner UDP_SEGMENT super-packet
+/// whole, and the socket then reports the inner segment size. Told apart by the inner IP length:
+/// it spans the whole buffer, where in a train of datagrams it ends within the first.
+pub fn is_one_datagram(buf: &[u8]) -> bool {
+    let inner = vxlan::HEADER_LEN + ethernet::HEADER_LEN;
+    let ip_len = match (buf.get(inner - 2..inner).map(|t| be16(t, 0)), buf.get(inner..inner + 6)) {
+        (Some(ETHERTYPE_IPV4), Some(ip)) if ip[0] >> 4 == 4 => be16(ip, 2) as usize,
+        (Some(ETHERTYPE_IPV6), Some(ip)) if ip[0] >> 4 == 6 => 40 + be16(ip, 4) as usize,
+        _ => return false,
+    };
+    inner + ip_len == buf.len()
 }
 
 /// The virtio-net header to write with an inner frame.
@@ -183,5 +197,25 @@ mod tests {
         let mut wrong = good.clone();
         wrong[50] ^= 0x40;
         assert_eq!(checksum_hint(&wrong), VnetHdr::default());
+    }
+
+    #[test]
+    fn one_datagram_is_told_from_a_gro_train() {
+        // VXLAN + Ethernet + an IPv4 packet of 1400 bytes: whole when the buffer ends with it.
+        let mut d = vec![0u8; 8 + 14 + 1400];
+        d[20..22].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        d[22] = 0x45;
+        d[24..26].copy_from_slice(&1400u16.to_be_bytes());
+        assert!(is_one_datagram(&d));
+        // Two such datagrams back to back (a GRO train): the first's IP length ends mid-buffer.
+        let train = [d.clone(), d.clone()].concat();
+        assert!(!is_one_datagram(&train));
+        d[20..22].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        d[22] = 0x60;
+        d[26..28].copy_from_slice(&1360u16.to_be_bytes());
+        assert!(is_one_datagram(&d));
+        d[20..22].copy_from_slice(&[0x08, 0x06]); // ARP
+        assert!(!is_one_datagram(&d));
+        assert!(!is_one_datagram(&d[..30]));
     }
 }

@@ -25,7 +25,7 @@
 //! and the kernel then picks an ID itself for packets that may be fragmented (and leaves 0 on DF
 //! packets, which RFC 6864 allows for atomic datagrams).
 use super::encap::complete_checksum;
-use super::offload::segment::{segment_tcp, Outer, Segments};
+use super::offload::segment::{self, Outer, Segments};
 use super::offload::Framing;
 use super::{DropReason, IpipRxVerdict, IpipTxVerdict};
 use crate::table::Lpm;
@@ -165,7 +165,7 @@ impl Outer for IpipOuter {
     }
 }
 
-/// Cuts the TCP super-packet at `buf[INNER_OFFSET..INNER_OFFSET + len]` (its vnet header at
+/// Cuts the TCP or UDP super-packet at `buf[INNER_OFFSET..INNER_OFFSET + len]` (its vnet header at
 /// `TUN_OFFSET`) into segments of the kernel's gso_size, each behind its outer header for `remote`,
 /// back to back in `out` for one sendmmsg. Segments are checked against the tunnel MTU: the kernel
 /// sizes them by the TUN's MTU, so a larger one is a malformed header, not a path MTU problem.
@@ -175,7 +175,7 @@ pub fn segment(t: &Tunnel, remote: Ipv4Addr, buf: &[u8], len: usize, out: &mut [
     };
     let vnet = VnetHdr::parse(vnet).map_err(|_| DropReason::TxBadVnetHdr)?;
     let outer = IpipOuter { local: t.local, remote, ttl: t.ttl };
-    let segs = segment_tcp(&vnet, pkt, Framing::Ip, &outer, out).map_err(|_| DropReason::TxBadGso)?;
+    let segs = segment::segment(&vnet, pkt, Framing::Ip, &outer, out).map_err(|_| DropReason::TxBadGso)?;
     if segs.range(0).len() - OUTER_LEN > t.mtu as usize {
         return Err(DropReason::TxBadGso);
     }

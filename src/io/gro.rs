@@ -15,6 +15,9 @@ pub struct FrameRef {
     pub slot: u32,
     pub start: u32,
     pub len: u32,
+    /// The segment size the socket reported for a datagram that carries a whole UDP_SEGMENT
+    /// super-packet (see `decap::is_one_datagram`); 0 otherwise.
+    pub udp_gso_size: u16,
 }
 
 pub struct Gro {
@@ -55,7 +58,11 @@ impl Gro {
             self.flush(slots, dev, local);
             let frame = &mut slots.get_mut(f.slot as usize)[f.start as usize..(f.start + f.len) as usize];
             let big = frame.len() > self.framing.link_len() + self.mtu;
-            let vnet = if big { coalesce::oversized(frame, self.framing, self.mtu) } else { None };
+            let vnet = match (big, f.udp_gso_size) {
+                (false, _) => None,
+                (true, 0) => coalesce::oversized(frame, self.framing, self.mtu),
+                (true, gso) => coalesce::oversized_udp(frame, self.framing, gso as usize),
+            };
             let vnet = vnet.unwrap_or_else(|| hint(frame));
             return self.write(slots, &vnet, f, 1, dev, local);
         };

@@ -213,7 +213,7 @@ impl IpipWorker {
             match process_packet(&self.cfg.tunnel, &peers, src, self.rx_slots.get_mut(i), len) {
                 IpipRxVerdict::Deliver { start, len } => {
                     // The core wrote a plain vnet header in front; the coalescer writes its own.
-                    let f = FrameRef { slot: i as u32, start: (start + vnet::HEADER_LEN) as u32, len: (len - vnet::HEADER_LEN) as u32 };
+                    let f = FrameRef { slot: i as u32, start: (start + vnet::HEADER_LEN) as u32, len: (len - vnet::HEADER_LEN) as u32, udp_gso_size: 0 };
                     self.gro.deliver(&mut self.rx_slots, f, &self.tun, &mut self.local, |_| VnetHdr::default());
                 }
                 IpipRxVerdict::Drop(r) => {

@@ -22,6 +22,9 @@ pub const TUN_F_CSUM: u32 = 0x01;
 pub const TUN_F_TSO4: u32 = 0x02;
 pub const TUN_F_TSO6: u32 = 0x04;
 pub const TUN_F_TSO_ECN: u32 = 0x08;
+/// UDP segmentation offload (Linux 6.2+); the kernel takes USO4 and USO6 only together.
+pub const TUN_F_USO4: u32 = 0x20;
+pub const TUN_F_USO6: u32 = 0x40;
 
 /// Which kind of device: Ethernet frames (TAP) or bare IP packets (TUN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use super::poll::Poller;
 use super::tap::TapQueue;
 use super::udp::{MmsgScratch, Received, Underlay};
 use super::Slots;
-use crate::dataplane::decap::{checksum_hint, validate};
+use crate::dataplane::decap::{checksum_hint, is_one_datagram, validate};
 use crate::dataplane::encap::{dispatch_frame, TxTables};
-use crate::dataplane::offload::segment::{cut, segment_tcp};
+use crate::dataplane::offload::segment::{cut, segment};
 use crate::dataplane::offload::Framing;
 use crate::dataplane::{Counters, DropReason, LocalCounters, TxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
 use crate::table::Tables;
@@ -203,7 +203,7 @@ impl Worker {
         let buf = self.tx_slots.get(slot);
         let Ok(vnet) = VnetHdr::parse(&buf[..FRAME_OFFSET]) else { return };
         let frame = &buf[FRAME_OFFSET..FRAME_OFFSET + len];
-        let segs = match segment_tcp(&vnet, frame, Framing::Ethernet, &self.cfg.vtep.vni, &mut self.segments) {
+        let segs = match segment(&vnet, frame, Framing::Ethernet, &self.cfg.vtep.vni, &mut self.segments) {
             Ok(s) => s,
             Err(e) => {
                 tracing::trace!(error = %e, "super-frame not segmented");
@@ -279,7 +279,12 @@ impl Worker {
                 self.local.drop(DropReason::RxTruncated);
                 continue;
             }
-            let seg = r.seg_size.max(1);
+            let mut seg = r.seg_size.max(1);
+            let mut udp_gso_size = 0;
+            if seg < r.len && is_one_datagram(&self.rx_slots.get(i)[VXLAN_OFFSET..VXLAN_OFFSET + r.len]) {
+                udp_gso_size = seg.min(u16::MAX as usize) as u16;
+                seg = r.len;
+            }
             let mut off = 0;
             while off < r.len {
                 let dlen = seg.min(r.len - off);
@@ -287,7 +292,7 @@ impl Worker {
                 let dgram = &self.rx_slots.get(i)[start..start + dlen];
                 match validate(&self.cfg.vtep, &peers, r.src, dgram, now) {
                     Ok(()) => {
-                        let f = FrameRef { slot: i as u32, start: (start + vxlan::HEADER_LEN) as u32, len: (dlen - vxlan::HEADER_LEN) as u32 };
+                        let f = FrameRef { slot: i as u32, start: (start + vxlan::HEADER_LEN) as u32, len: (dlen - vxlan::HEADER_LEN) as u32, udp_gso_size };
                         self.gro.deliver(&mut self.rx_slots, f, &self.tap, &mut self.local, checksum_hint);
                     }
                     Err(reason) => self.local.drop(reason),

@@ -19,11 +19,9 @@ pub const OFFLOAD_DROPS: &[&str] = &[
 /// Runs A→B and B→A transfers concurrently; both finish (or fail) before any failure is raised,
 /// so the message names the direction that broke.
 pub fn transfer_both_ways(a: &Netns, b: &Netns, nbytes: usize) {
-    let ip_a = Ipv4Addr::new(10, 244, 1, 0);
-    let ip_b = Ipv4Addr::new(10, 244, 2, 0);
     thread::scope(|s| {
-        let ab = s.spawn(|| tcp_transfer(a, Some(ip_a), b, ip_b, 5001, nbytes));
-        let ba = s.spawn(|| tcp_transfer(b, Some(ip_b), a, ip_a, 5002, nbytes));
+        let ab = s.spawn(|| tcp_transfer(a, Some(IP_A), b, IP_B, 5001, nbytes));
+        let ba = s.spawn(|| tcp_transfer(b, Some(IP_B), a, IP_A, 5002, nbytes));
         let (ab, ba) = (ab.join(), ba.join());
         for r in [ab, ba] {
             if let Err(e) = r {
@@ -173,4 +171,133 @@ pub fn assert_moved(host: &str, c: &HashMap<String, u64>, nbytes: usize) {
             show_counters(c)
         );
     }
+}
+
+/// 300 sendmsgs of 40 datagrams (QUIC-sized, 1200 bytes; the last of each 600): 12,000 datagrams.
+pub const USO_FLOW: UsoFlow = UsoFlow { sends: 300, segs: 40, size: 1200 };
+/// The hosts' overlay addresses (their device's /32).
+pub const IP_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 0);
+pub const IP_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
+
+/// A UDP GSO (`UDP_SEGMENT`) flow: `sends` sendmsg calls of `segs` datagrams each, all `size` bytes
+/// but the last of each call (`size / 2`, the short tail USO must keep).
+#[derive(Debug, Clone, Copy)]
+pub struct UsoFlow {
+    pub sends: usize,
+    pub segs: usize,
+    pub size: usize,
+}
+
+impl UsoFlow {
+    fn total(&self) -> usize {
+        self.sends * self.segs
+    }
+
+    fn len(&self, seg: usize) -> usize {
+        if seg + 1 == self.segs { self.size / 2 } else { self.size }
+    }
+
+    /// Datagram `(send, seg)`: its two indices, then bytes that depend on both and the offset.
+    fn fill(&self, send: usize, seg: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(send as u32).to_be_bytes());
+        out.extend_from_slice(&(seg as u32).to_be_bytes());
+        out.extend((8..self.len(seg)).map(|k| (send * 7 + seg * 13 + k) as u8));
+    }
+
+    /// Why `d` is not a datagram of this flow, or its number.
+    fn check(&self, d: &[u8]) -> Result<usize, String> {
+        let idx = |at: usize| d.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let (Some(send), Some(seg)) = (idx(0), idx(4)) else { return Err(format!("runt of {} bytes", d.len())) };
+        if send >= self.sends || seg >= self.segs {
+            return Err(format!("indices ({send}, {seg}) out of range, {} bytes", d.len()));
+        }
+        let mut want = Vec::with_capacity(self.size);
+        self.fill(send, seg, &mut want);
+        if d != want {
+            return Err(format!("datagram ({send}, {seg}): {} bytes, want {}, or its bytes differ", d.len(), want.len()));
+        }
+        Ok(send * self.segs + seg)
+    }
+}
+
+/// UDP_SEGMENT sendmsgs from `src` in `tx_ns` to `dst:port` in `rx_ns`, paced (one per
+/// millisecond) so nothing is lost to buffers; asserts the receiver got every datagram exactly
+/// once, with its own length and bytes — the datagram boundaries are what USO must keep.
+pub fn udp_gso_transfer(tx_ns: &Netns, src: Ipv4Addr, rx_ns: &Netns, dst: Ipv4Addr, port: u16, flow: UsoFlow) {
+    let what = format!("UDP GSO {}:{src} -> {}:{dst}:{port}, {flow:?}", tx_ns.name(), rx_ns.name());
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let receiver = spawn_in_netns(rx_ns.name(), move || -> Result<(), String> {
+        let sock = std::net::UdpSocket::bind((dst, port)).map_err(|e| format!("bind: {e}"))?;
+        let big: libc::c_int = 32 << 20;
+        // SAFETY: setsockopt with a valid fd and an int option value.
+        unsafe {
+            libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&big as *const libc::c_int).cast(), 4);
+        }
+        sock.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+        let _ = ready_tx.send(());
+        let (mut seen, mut got, mut problems) = (vec![false; flow.total()], 0, Vec::new());
+        let mut buf = vec![0u8; 65_536];
+        let mut quiet_since: Option<Instant> = None;
+        while got < flow.total() {
+            match sock.recv(&mut buf) {
+                Ok(n) => match flow.check(&buf[..n]) {
+                    Ok(i) if seen[i] => problems.push(format!("datagram {i} twice")),
+                    Ok(i) => (seen[i], got) = (true, got + 1),
+                    Err(e) => problems.push(e),
+                },
+                Err(_) => {
+                    // Once the sender is done, two quiet seconds mean nothing more is coming.
+                    if done_rx.try_recv().is_ok() {
+                        quiet_since = Some(Instant::now());
+                    }
+                    if quiet_since.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+                        break;
+                    }
+                }
+            }
+            if problems.len() > 10 {
+                break;
+            }
+        }
+        if got == flow.total() && problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{got} of {} datagrams intact; problems: {problems:?}", flow.total()))
+        }
+    });
+    if ready_rx.recv_timeout(READY_TIMEOUT).is_err() {
+        panic!("{what}: receiver did not bind: {:?}", receiver.join());
+    }
+    let sent = in_netns(tx_ns.name(), move || -> Result<(), String> {
+        let sock = std::net::UdpSocket::bind((src, 0)).map_err(|e| format!("bind: {e}"))?;
+        sock.connect((dst, port)).map_err(|e| format!("connect: {e}"))?;
+        let seg = flow.size as libc::c_int;
+        // SAFETY: setsockopt with a valid fd and an int option value (UDP_SEGMENT = 103).
+        let rc = unsafe { libc::setsockopt(sock.as_raw_fd(), libc::SOL_UDP, 103, (&seg as *const libc::c_int).cast(), 4) };
+        if rc != 0 {
+            return Err(format!("UDP_SEGMENT: {}", std::io::Error::last_os_error()));
+        }
+        let mut buf = Vec::with_capacity(flow.segs * flow.size);
+        for send in 0..flow.sends {
+            buf.clear();
+            (0..flow.segs).for_each(|seg| flow.fill(send, seg, &mut buf));
+            sock.send(&buf).map_err(|e| format!("send {send}: {e}"))?;
+            thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    });
+    let _ = done_tx.send(());
+    let received = receiver.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+    sent.unwrap_or_else(|e| panic!("{what}: sender failed: {e}"));
+    received.unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+/// The device handed vtepd about a frame per sendmsg of `flow` (plus pings and ARP) while vtepd sent
+/// a packet per datagram: the super-frames were USO's, not datagrams the kernel had cut already.
+pub fn assert_uso_used(host: &str, c: &HashMap<String, u64>, dev: &serde_json::Value, flow: UsoFlow) {
+    let read = packets(dev, "tx");
+    eprintln!("{host}: device frames read {read}, packets sent {}", c["tx_packets"]);
+    assert!(read < (flow.sends + 100) as u64, "{host}: {read} device frames for {} UDP_SEGMENT sends: no USO", flow.sends);
+    assert!(c["tx_packets"] >= flow.total() as u64, "{host}: {} packets sent for {} datagrams", c["tx_packets"], flow.total());
 }

@@ -13,13 +13,13 @@
 //! checksum, lengths, flags, TCP checksum full or partial); members are contiguous, all the first
 //! one's size but a shorter last, PSH only on the last; the virtio-net header is right for a single
 //! frame or a GSO frame; the merged frame's lengths and IPv4 checksum are right and its TCP field
-//! holds the pseudo-header sum; and `segment_tcp` (standing in for the kernel's GSO) cuts the
+//! holds the pseudo-header sum; and `segment` (standing in for the kernel's GSO) cuts the
 //! merged frame back into the members: same payloads, and headers identical but for the fields
 //! coalescing may legitimately rewrite (IPv4 id and checksum, TCP window, checksum, urgent pointer).
 use super::*;
 use vtepd::dataplane::offload::coalesce::{candidate, finish, Run, MAX_SEGMENTS};
 use vtepd::dataplane::offload::Framing;
-use vtepd::dataplane::offload::segment::{segment_tcp, SegmentError};
+use vtepd::dataplane::offload::segment::{segment, SegmentError};
 use vtepd::wire::vnet::{VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6};
 
 const MAX_FRAMES: usize = 80;
@@ -189,16 +189,16 @@ pub fn check_run(run: &Run, members: &[usize], frames: &[&[u8]]) {
     assert_eq!(be16(&merged, l.tcp_off + 16), ref_sum(&[], l.pseudo(&merged, tcp_bytes)), "NEEDS_CSUM field");
 
     // The kernel will cut the GSO frame up again (or deliver it whole, which is equivalent):
-    // segment_tcp, standing in for it, must give back the members' bytes.
+    // segment, standing in for it, must give back the members' bytes.
     let gso_size = vnet.gso_size as usize;
     let mut out = vec![0u8; merged.len().div_ceil(gso_size.max(1)) * (8 + hdr + gso_size)];
-    let segs = match segment_tcp(&vnet, &merged, Framing::Ethernet, &vtepd::wire::vxlan::Vni::new(VNI).unwrap(), &mut out) {
+    let segs = match segment(&vnet, &merged, Framing::Ethernet, &vtepd::wire::vxlan::Vni::new(VNI).unwrap(), &mut out) {
         Err(SegmentError::BadSize) if gso_size < super::tso::MIN_GSO_SIZE => {
-            // segment_tcp refuses gso_size < 8 (as a TAP read it is malformed); the kernel takes
+            // segment refuses gso_size < 8 (as a TAP read it is malformed); the kernel takes
             // any size on a TAP write, so coalescing such tiny segments is allowed.
             return;
         }
-        other => other.expect("segment_tcp refused a coalesced frame"),
+        other => other.expect("segment refused a coalesced frame"),
     };
     let seg = |i: usize| {
         let len = if i + 1 == segs.count { segs.last_len } else { segs.seg_len };

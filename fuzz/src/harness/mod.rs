@@ -141,7 +141,7 @@ pub fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-/// Where IP and TCP start in an Ethernet frame, found without vtepd's `TcpLayout`.
+/// Where IP and TCP start in an Ethernet frame, found without vtepd's `L4Layout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefTcp {
     pub v6: bool,

@@ -223,6 +223,9 @@ pub fn seeds() -> Vec<Seed> {
     let small = tcp_frame(PEER_MACS[0], OUR_MAC, false, 5, &pattern(64), false, false, true);
     add("tso_segment", "grow-64k", tso::encode(&gso(false, 1448), 8, 65_000, &small));
     add("tso_segment", "shape-repair", tso::encode(&gso(false, 100), 1 | 4 | 8, 1000, &[]));
+    // USO: a UDP frame shaped and grown by the repairs, v4 and v6, with a short last datagram.
+    add("tso_segment", "uso-v4", tso::encode(&gso(false, 1200), 1 | 4 | 8 | 32, 1200 * 5 + 7, &[]));
+    add("tso_segment", "uso-v6", tso::encode(&gso(true, 1180), 1 | 2 | 4 | 8 | 32, 1180 * 3 + 1, &[]));
 
     // gro_coalesce: the coalesce unit tests' runs.
     add("gro_coalesce", "v4-run", gro_run(false, 4, 300, true));

@@ -1,9 +1,11 @@
-//! `tso_segment`: an arbitrary virtio-net header and super-frame through `segment_tcp`.
+//! `tso_segment`: an arbitrary virtio-net header and super-frame through `segment` (TSO and USO).
 //!
 //! Input: `vnet(12) | ctrl | grow(u16 le) | room(u16 le) | frame...`
 //! - `ctrl & 1`: shape the frame into Ethernet / IPv4 (IPv6 if `ctrl & 2`) / TCP: pad it to the
 //!   header length, set EtherType, version, protocol, clear fragment bits, data offset >= 5;
-//! - `ctrl & 4`: gso_type := TCPV4 or TCPV6 to match the EtherType (the ECN bit is kept);
+//! - `ctrl & 4`: gso_type := TCPV4 or TCPV6 to match the EtherType (the ECN bit is kept), or
+//!   UDP_L4 with `ctrl & 32`;
+//! - `ctrl & 32`: with `ctrl & 1`, shape UDP instead of TCP (protocol 17, room for its 8 bytes);
 //! - `ctrl & 8`: grow the TCP payload to `grow` bytes by repeating it (super-frames are up to
 //!   64 KB, far beyond what the fuzzer would write byte by byte);
 //! - `ctrl & 16`: the output buffer has `room` bytes instead of the worker's 256 KiB.
@@ -13,10 +15,12 @@
 //! frame parses with etherparse with consistent IP lengths and correct IPv4 and TCP checksums, the
 //! IPv4 id and TCP sequence advance per segment, FIN/PSH only on the last and CWR only on the first,
 //! every other header byte is the super-frame's, and the payloads concatenate to the input payload.
+//! For USO the same, with a UDP length and checksum (never 0, which means none) per datagram in
+//! place of TCP's sequence number, flags and checksum.
 use super::*;
 use std::cell::RefCell;
 use vtepd::dataplane::offload::Framing;
-use vtepd::dataplane::offload::segment::{segment_tcp, SegmentError, Segments};
+use vtepd::dataplane::offload::segment::{segment, SegmentError, Segments};
 use vtepd::wire::vnet::VnetHdr;
 
 /// As in src/io/worker.rs.
@@ -41,66 +45,115 @@ pub fn run(data: &[u8]) {
     OUT.with_borrow_mut(|out| {
         out.fill(SENTINEL);
         let out = if ctrl & 16 != 0 { &mut out[..room] } else { &mut out[..] };
-        let got = segment_tcp(&hdr, &frame, Framing::Ethernet, &vtepd::wire::vxlan::Vni::new(VNI).unwrap(), out);
+        let got = segment(&hdr, &frame, Framing::Ethernet, &vtepd::wire::vxlan::Vni::new(VNI).unwrap(), out);
         let want = reference(&hdr, &frame, out.len());
         match (got, want) {
-            (Ok(s), Ok(l)) => check_segments(&hdr, &frame, &l, &s, out),
-            (got, want) => assert_eq!(got.map(|_| ()), want.map(|_| ()), "segment_tcp result"),
+            (Ok(s), Ok(RefL4::Tcp(l))) => check_segments(&hdr, &frame, &l, &s, out),
+            (Ok(s), Ok(RefL4::Udp(l))) => check_udp_segments(&hdr, &frame, &l, &s, out),
+            (got, want) => assert_eq!(got.map(|_| ()), want.map(|_| ()), "segment result"),
         }
     });
 }
 
 pub fn repair(vnet: &mut [u8; 12], ctrl: u8, grow: usize, frame: &mut Vec<u8>) {
-    let v6 = ctrl & 2 != 0;
+    let (v6, udp) = (ctrl & 2 != 0, ctrl & 32 != 0);
     if ctrl & 1 != 0 {
         let ip_len = if v6 { 40 } else { frame.get(14).map_or(20, |b| ((b & 15) as usize * 4).max(20)) };
-        let tcp_len = frame.get(14 + ip_len + 12).map_or(20, |b| ((b >> 4) as usize * 4).max(20));
-        if frame.len() < 14 + ip_len + tcp_len {
-            frame.resize(14 + ip_len + tcp_len, 0);
+        let l4_len = if udp { 8 } else { frame.get(14 + ip_len + 12).map_or(20, |b| ((b >> 4) as usize * 4).max(20)) };
+        if frame.len() < 14 + ip_len + l4_len {
+            frame.resize(14 + ip_len + l4_len, 0);
         }
+        let proto = if udp { 17 } else { 6 };
         if v6 {
             frame[12..14].copy_from_slice(&[0x86, 0xdd]);
             frame[14] = 0x60 | (frame[14] & 15);
-            frame[14 + 6] = 6;
+            frame[14 + 6] = proto;
         } else {
             frame[12..14].copy_from_slice(&[0x08, 0x00]);
             frame[14] = 0x40 | (ip_len / 4) as u8;
-            frame[14 + 9] = 6;
+            frame[14 + 9] = proto;
             frame[14 + 6] &= 0xc0;
             frame[14 + 7] = 0;
         }
-        frame[14 + ip_len + 12] = (tcp_len / 4) as u8 * 16 | (frame[14 + ip_len + 12] & 15);
+        if !udp {
+            frame[14 + ip_len + 12] = (l4_len / 4) as u8 * 16 | (frame[14 + ip_len + 12] & 15);
+        }
     }
     if ctrl & 4 != 0 {
-        vnet[1] = (vnet[1] & 0x80) | if v6 { 4 } else { 1 };
+        vnet[1] = (vnet[1] & 0x80) | if udp { 5 } else if v6 { 4 } else { 1 };
     }
     if ctrl & 8 != 0 {
-        if let Some(l) = RefTcp::find(frame) {
-            let payload = frame.len() - l.header_len();
+        let hdr = if udp { RefUdp::find(frame).map(|l| l.header_len()) } else { RefTcp::find(frame).map(|l| l.header_len()) };
+        if let Some(hdr) = hdr {
+            let payload = frame.len() - hdr;
             if grow > payload {
-                let seed = if payload == 0 { vec![0xab] } else { frame[l.header_len()..].to_vec() };
+                let seed = if payload == 0 { vec![0xab] } else { frame[hdr..].to_vec() };
                 frame.extend(seed.iter().cycle().take(grow - payload));
             }
         }
     }
 }
 
-/// The rules `segment_tcp` promises, in its order.
-fn reference(vnet: &VnetHdr, frame: &[u8], room: usize) -> Result<RefTcp, SegmentError> {
-    let v6 = match vnet.gso_type & 0x7f {
-        1 => false,
-        4 => true,
+/// Where IP and UDP start in an Ethernet frame: IPv4 (unfragmented, IHL >= 5) or IPv6 (next header
+/// UDP) with the 8-byte UDP header inside `f`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefUdp {
+    pub v6: bool,
+    pub ip_len: usize,
+}
+
+impl RefUdp {
+    pub fn find(f: &[u8]) -> Option<RefUdp> {
+        let (v6, ip_len) = match (f.get(12..14)?, f.get(14)? >> 4) {
+            ([0x08, 0x00], 4) => {
+                let ip = f.get(14..34)?;
+                let ihl = (ip[0] & 15) as usize * 4;
+                (ihl >= 20 && ip[9] == 17 && be16(ip, 6) & 0x3fff == 0).then_some((false, ihl))?
+            }
+            ([0x86, 0xdd], 6) => (*f.get(14 + 6)? == 17).then_some((true, 40))?,
+            _ => return None,
+        };
+        (f.len() >= 14 + ip_len + 8).then_some(RefUdp { v6, ip_len })
+    }
+
+    pub fn header_len(&self) -> usize {
+        14 + self.ip_len + 8
+    }
+}
+
+/// The transport a reference layout found.
+enum RefL4 {
+    Tcp(RefTcp),
+    Udp(RefUdp),
+}
+
+impl RefL4 {
+    fn header_len(&self) -> usize {
+        match self {
+            RefL4::Tcp(l) => l.header_len(),
+            RefL4::Udp(l) => l.header_len(),
+        }
+    }
+}
+
+/// The rules `segment` promises, in its order.
+fn reference(vnet: &VnetHdr, frame: &[u8], room: usize) -> Result<RefL4, SegmentError> {
+    let l = match vnet.gso_type & 0x7f {
+        1 => RefTcp::find(frame).filter(|l| !l.v6).map(RefL4::Tcp),
+        4 => RefTcp::find(frame).filter(|l| l.v6).map(RefL4::Tcp),
+        5 => RefUdp::find(frame).map(RefL4::Udp),
         _ => return Err(SegmentError::UnsupportedType),
-    };
-    let l = RefTcp::find(frame).filter(|l| l.v6 == v6).ok_or(SegmentError::BadHeaders)?;
-    let (mss, payload) = (vnet.gso_size as usize, frame.len() - l.header_len());
+    }
+    .ok_or(SegmentError::BadHeaders)?;
+    let (mss, hdr) = (vnet.gso_size as usize, l.header_len());
+    let payload = frame.len() - hdr;
     // Every datagram must fit in one UDP datagram over IPv4 (which also keeps the IP length fields
     // from overflowing).
-    if mss < MIN_GSO_SIZE || payload == 0 || 8 + l.header_len() + mss.min(payload) > MAX_DATAGRAM {
+    if mss < MIN_GSO_SIZE || payload == 0 || 8 + hdr + mss.min(payload) > MAX_DATAGRAM {
         return Err(SegmentError::BadSize);
     }
     let count = payload.div_ceil(mss);
-    if (count - 1) * (8 + l.header_len() + mss) + 8 + l.header_len() + payload - (count - 1) * mss > room {
+    if (count - 1) * (8 + hdr + mss) + 8 + hdr + payload - (count - 1) * mss > room {
         return Err(SegmentError::NoRoom);
     }
     Ok(l)
@@ -171,4 +224,42 @@ pub fn encode(vnet: &VnetHdr, ctrl: u8, grow: u16, frame: &[u8]) -> Vec<u8> {
     let mut v = [0u8; 12];
     vnet.emit(&mut v);
     [&v[..], &[ctrl], &grow.to_le_bytes(), &[0, 0], frame].concat()
+}
+
+fn check_udp_segments(vnet: &VnetHdr, frame: &[u8], l: &RefUdp, s: &Segments, out: &[u8]) {
+    let (mss, hdr) = (vnet.gso_size as usize, l.header_len());
+    let payload = &frame[hdr..];
+    assert_eq!(s.count, payload.len().div_ceil(mss), "segment count");
+    assert_eq!(s.seg_len, 8 + hdr + mss);
+    assert_eq!(s.total_len(), s.count * (8 + hdr) + payload.len());
+    let tail = &out[s.total_len()..out.len().min(s.total_len() + 4096)];
+    assert!(tail.iter().all(|b| *b == SENTINEL), "written past total_len");
+    let (ip, udp) = (&frame[14..14 + l.ip_len], &frame[hdr - 8..hdr]);
+    for i in 0..s.count {
+        let len = if i + 1 == s.count { s.last_len } else { s.seg_len };
+        let d = &out[i * s.seg_len..i * s.seg_len + len];
+        assert_eq!(d[..8], [0x08, 0, 0, 0, 0, 0, VNI as u8, 0], "VXLAN header of segment {i}");
+        let f = &d[8..];
+        let chunk = &payload[i * mss..payload.len().min((i + 1) * mss)];
+        assert_eq!(f.len(), hdr + chunk.len(), "length of segment {i}");
+        assert_eq!(&f[hdr..], chunk, "payload of segment {i}");
+        assert_eq!(f[..14], frame[..14], "Ethernet header of segment {i}");
+        let (sip, sudp) = (&f[14..14 + l.ip_len], &f[hdr - 8..hdr]);
+        let udp_bytes = 8 + chunk.len();
+        assert_eq!(be16(sudp, 4) as usize, udp_bytes, "UDP length of segment {i}");
+        assert_eq!(sudp[..4], udp[..4], "ports of segment {i}");
+        let pseudo = if l.v6 {
+            assert_eq!(be16(sip, 4) as usize, udp_bytes, "IPv6 payload length of segment {i}");
+            assert_eq!((&sip[..4], &sip[6..]), (&ip[..4], &ip[6..]), "IPv6 header of segment {i}");
+            ref_pseudo_v6(&sip[8..24], &sip[24..40], 17, udp_bytes)
+        } else {
+            assert_eq!(be16(sip, 2) as usize, l.ip_len + udp_bytes, "IPv4 total length of segment {i}");
+            assert!(ipv4_csum_ok(f), "IPv4 header checksum of segment {i}");
+            assert_eq!(be16(sip, 4), be16(ip, 4).wrapping_add(i as u16), "IPv4 id of segment {i}");
+            assert_eq!((&sip[..2], &sip[6..10], &sip[12..]), (&ip[..2], &ip[6..10], &ip[12..]), "IPv4 header of segment {i}");
+            ref_pseudo_v4(sip[12..16].try_into().unwrap(), sip[16..20].try_into().unwrap(), 17, udp_bytes)
+        };
+        assert_ne!(be16(sudp, 6), 0, "UDP checksum 0 (none) in segment {i}");
+        assert_eq!(ref_sum(&f[hdr - 8..], pseudo), 0xffff, "UDP checksum of segment {i}");
+    }
 }

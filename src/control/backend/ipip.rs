@@ -3,7 +3,7 @@
 //! device route per peer subnet through it, vtepd's own LPM table to find each packet's remote
 //! host, and raw-socket workers. With `ipip.direct_routing` (Calico's CrossSubnet), peers on the
 //! underlay's own subnet get plain routes instead.
-use super::{install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
+use super::{grant_offload, install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
 use crate::control::config::Config;
 use crate::control::netlink::{Netlink, NetlinkError, Route};
 use crate::control::overlay::{Installer, Overlay, RemoteNode};
@@ -119,21 +119,18 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     Ok(started)
 }
 
-/// TSO and checksum offload on the TUN (TSO4 only: the device carries IPv4, IPv6 is disabled on
-/// it), so the kernel hands the workers 64 KB TCP super-packets and partial checksums, which they
-/// segment and complete. A kernel that refuses is logged and the device stays at plain packets;
-/// `--no-offload` asks for nothing.
+/// TSO, USO and checksum offload on the TUN (TSO4 only: the device carries IPv4, IPv6 is disabled
+/// on it; USO comes as USO4|USO6 or not at all), so the kernel hands the workers 64 KB TCP and UDP
+/// super-packets and partial checksums, which they segment and complete. A kernel that refuses is
+/// logged and the device stays at plain packets; `--no-offload` asks for nothing.
 fn tun_offload(wanted: bool, queues: &[TunQueue]) -> u32 {
-    let flags = tap::TUN_F_CSUM | tap::TUN_F_TSO4;
-    let mut granted = wanted;
-    if let Err(e) = queues.iter().try_for_each(|q| q.set_offload(if wanted { flags } else { 0 })) {
-        tracing::warn!(error = %e, "TUN refuses TSO/checksum offload; reading plain packets");
-        granted = false;
-        // The mask is device-wide: queues set before the refusal must not keep it.
-        for q in queues {
-            let _ = q.set_offload(0);
-        }
+    let tso = tap::TUN_F_CSUM | tap::TUN_F_TSO4;
+    let uso = tso | tap::TUN_F_USO4 | tap::TUN_F_USO6;
+    let masks = [uso, tso];
+    let mask = grant_offload(queues, if wanted { &masks } else { &[] });
+    if wanted && mask == 0 {
+        tracing::warn!("TUN refuses TSO/checksum offload; reading plain packets");
     }
-    tracing::info!(tun_tso = granted, tun_gro = wanted, "offloads");
-    if granted { flags } else { 0 }
+    tracing::info!(tun_tso = mask != 0, tun_uso = mask == uso, tun_gro = wanted, "offloads");
+    mask
 }

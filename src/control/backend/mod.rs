@@ -55,6 +55,22 @@ impl Started {
     }
 }
 
+/// Sets the first offload mask of `masks` (best first) that every queue accepts and returns it; 0
+/// when none is. The mask is device-wide, so after a refusal the next one is set on all queues
+/// again. Each refusal is logged: an older kernel lacks USO (6.2+), a very old one TSO on a TAP.
+pub fn grant_offload(queues: &[TapQueue], masks: &[u32]) -> u32 {
+    for &mask in masks {
+        match queues.iter().try_for_each(|q| q.set_offload(mask)) {
+            Ok(()) => return mask,
+            Err(e) => tracing::info!(error = %e, mask = format_args!("{mask:#x}"), "device refuses this offload mask; trying less"),
+        }
+    }
+    for q in queues {
+        let _ = q.set_offload(0);
+    }
+    0
+}
+
 /// A backend's TAP or TUN device, described well enough to build it again exactly as it was.
 #[derive(Debug, Clone)]
 pub struct DeviceSpec {

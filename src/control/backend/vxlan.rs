@@ -1,7 +1,7 @@
 //! The VXLAN backend: a TAP device set up as flanneld sets up `flannel.1`, UDP workers with the
 //! offloads the kernel grants, and (with `vxlan.direct_routing`) plain routes to peers on the
 //! underlay's own subnet.
-use super::{install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
+use super::{grant_offload, install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
 use crate::control::config::Config;
 use crate::control::netlink::{Netlink, NetlinkError, Route};
 use crate::control::overlay::{Installer, Overlay, RemoteNode};
@@ -122,21 +122,19 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     Ok(started)
 }
 
-/// Turns on what the kernel offers: TSO/checksum offload on the TAP (so it hands us 64 KB TCP
-/// super-frames), UDP GSO on the send sockets and UDP GRO on the receive sockets. Each one that
-/// is refused is logged and left off; forwarding works without any of them.
+/// Turns on what the kernel offers: TSO, USO and checksum offload on the TAP (so it hands us 64 KB
+/// TCP and UDP super-frames), UDP GSO on the send sockets and UDP GRO on the receive sockets. Each
+/// one that is refused is logged and left off; forwarding works without any of them.
 fn negotiate_offloads(wanted: bool, queues: &[TapQueue], underlays: &[UdpUnderlay]) -> (Offloads, u32) {
-    let flags = tap::TUN_F_CSUM | tap::TUN_F_TSO4 | tap::TUN_F_TSO6;
-    let mut tso = wanted;
-    for q in queues {
-        if let Err(e) = q.set_offload(if tso { flags } else { 0 }) {
-            tracing::warn!(error = %e, "TAP refuses TSO/checksum offload; reading plain frames");
-            tso = false;
-            let _ = q.set_offload(0);
-        }
-    }
+    let tso = tap::TUN_F_CSUM | tap::TUN_F_TSO4 | tap::TUN_F_TSO6;
+    let uso = tso | tap::TUN_F_USO4 | tap::TUN_F_USO6;
+    let masks = [uso, tso];
+    let mask = grant_offload(queues, if wanted { &masks } else { &[] });
     let udp_gso = wanted && underlays.iter().all(|u| u.tx.iter().all(udp::gso_supported));
     let tap_gro = wanted && underlays.iter().all(|u| udp::enable_gro(&u.rx));
-    tracing::info!(tap_tso = tso, udp_gso, udp_gro = tap_gro, "offloads");
-    (Offloads { udp_gso, tap_gro }, if tso { flags } else { 0 })
+    if wanted && mask == 0 {
+        tracing::warn!("TAP refuses TSO/checksum offload; reading plain frames");
+    }
+    tracing::info!(tap_tso = mask != 0, tap_uso = mask == uso, udp_gso, udp_gro = tap_gro, "offloads");
+    (Offloads { udp_gso, tap_gro }, mask)
 }

@@ -9,9 +9,9 @@
 //! numbers; all segments the size of the first except a shorter last one. Every checksum is
 //! verified before merging — the merged frame goes up with the checksum marked "to be done", so a
 //! corrupt segment merged into it would otherwise be accepted.
-use super::{Framing, TcpLayout};
-use crate::wire::vnet::{VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, GSO_TCPV6};
-use crate::wire::{be32, checksum, put_be16};
+use super::{Framing, L4Layout, L4};
+use crate::wire::vnet::{VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
+use crate::wire::{be16, be32, checksum, put_be16};
 
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
@@ -23,7 +23,7 @@ const MAX_FRAME: usize = 65_535;
 /// One frame that may be merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
-    pub layout: TcpLayout,
+    pub layout: L4Layout,
     pub seq: u32,
     pub payload_len: usize,
     pub psh: bool,
@@ -34,36 +34,36 @@ pub struct Segment {
 /// Returns the segment's facts if `frame` is an ACK or ACK|PSH TCP segment with data, no IPv4
 /// options, a correct IPv4 header checksum, and a correct (or still partial) TCP checksum.
 pub fn candidate(frame: &[u8], framing: Framing) -> Option<Segment> {
-    let l = TcpLayout::parse(frame, framing)?;
+    let l = L4Layout::parse(frame, framing, L4::Tcp)?;
     let tcp_bytes = ip_payload_len(frame, &l)?;
     // The merged frame gets one fresh IPv4 header checksum, which would make a corrupt header valid.
     if !l.v6 && (l.ip_len != 20 || checksum::fold(checksum::sum(&frame[l.ip_off..l.ip_off + 20], 0)) != 0xffff) {
         return None;
     }
-    let flags = frame[l.tcp_off + 13];
-    if flags & !TCP_PSH != TCP_ACK || tcp_bytes <= l.tcp_len {
+    let flags = frame[l.l4_off + 13];
+    if flags & !TCP_PSH != TCP_ACK || tcp_bytes <= l.l4_len {
         return None;
     }
     let pseudo = l.pseudo_sum(frame, tcp_bytes);
-    let tcp = &frame[l.tcp_off..l.tcp_off + tcp_bytes];
+    let tcp = &frame[l.l4_off..l.l4_off + tcp_bytes];
     let field = u16::from_be_bytes([tcp[16], tcp[17]]);
     let partial = field == checksum::fold(pseudo);
     if !partial && checksum::fold(checksum::sum(tcp, pseudo)) != 0xffff {
         return None;
     }
-    Some(Segment { layout: l, seq: be32(frame, l.tcp_off + 4), payload_len: tcp_bytes - l.tcp_len, psh: flags & TCP_PSH != 0, partial })
+    Some(Segment { layout: l, seq: be32(frame, l.l4_off + 4), payload_len: tcp_bytes - l.l4_len, psh: flags & TCP_PSH != 0, partial })
 }
 
-/// TCP header + payload length from the IP header, which must fit the frame (any bytes after it,
-/// such as Ethernet padding, are then ignored).
-fn ip_payload_len(frame: &[u8], l: &TcpLayout) -> Option<usize> {
+/// Transport header + payload length from the IP header, which must fit the frame (any bytes after
+/// it, such as Ethernet padding, are then ignored).
+fn ip_payload_len(frame: &[u8], l: &L4Layout) -> Option<usize> {
     let ip = &frame[l.ip_off..];
     let n = if l.v6 {
         u16::from_be_bytes([ip[4], ip[5]]) as usize
     } else {
         (u16::from_be_bytes([ip[2], ip[3]]) as usize).checked_sub(l.ip_len)?
     };
-    (n >= l.tcp_len && l.tcp_off + n <= frame.len()).then_some(n)
+    (n >= l.l4_len && l.l4_off + n <= frame.len()).then_some(n)
 }
 
 /// A run of segments being merged; the first frame stays where it is and is rewritten at the end.
@@ -114,7 +114,7 @@ impl Run {
 /// The link header (MACs; the layouts already agree on the EtherType) and every IP field but
 /// length, id and checksum (IPv4) or payload length (IPv6); the IPv4 flags are compared whole (DF
 /// and the reserved bit: the kernel does not merge a segment with the reserved bit set).
-fn same_ip_identity(x: &[u8], y: &[u8], l: &TcpLayout) -> bool {
+fn same_ip_identity(x: &[u8], y: &[u8], l: &L4Layout) -> bool {
     let (p, q) = (&x[l.ip_off..], &y[l.ip_off..]);
     x[..l.ip_off] == y[..l.ip_off]
         && if l.v6 {
@@ -127,9 +127,9 @@ fn same_ip_identity(x: &[u8], y: &[u8], l: &TcpLayout) -> bool {
 /// Ports, ACK number, the data-offset byte (its reserved bits include AccECN's AE flag, which the
 /// merged frame would otherwise take from the first segment only), and options (the window may
 /// differ; the first one's is kept).
-fn same_tcp_identity(x: &[u8], y: &[u8], l: &TcpLayout) -> bool {
-    let (p, q) = (&x[l.tcp_off..], &y[l.tcp_off..]);
-    p[..4] == q[..4] && p[8..13] == q[8..13] && p[20..l.tcp_len] == q[20..l.tcp_len]
+fn same_tcp_identity(x: &[u8], y: &[u8], l: &L4Layout) -> bool {
+    let (p, q) = (&x[l.l4_off..], &y[l.l4_off..]);
+    p[..4] == q[..4] && p[8..13] == q[8..13] && p[20..l.l4_len] == q[20..l.l4_len]
 }
 
 /// Rewrites `first` (the run's first frame) to head the merged super-frame and returns the
@@ -145,7 +145,7 @@ pub fn finish(first: &mut [u8], run: &Run, mtu: usize) -> VnetHdr {
     if run.count == 1 && run.payload <= mss {
         return single(&run.first);
     }
-    let tcp_bytes = l.tcp_len + run.payload;
+    let tcp_bytes = l.l4_len + run.payload;
     if l.v6 {
         put_be16(first, l.ip_off + 4, tcp_bytes as u16);
     } else {
@@ -155,7 +155,7 @@ pub fn finish(first: &mut [u8], run: &Run, mtu: usize) -> VnetHdr {
         put_be16(first, l.ip_off + 10, c);
     }
     if run.first.psh {
-        first[l.tcp_off + 13] |= TCP_PSH;
+        first[l.l4_off + 13] |= TCP_PSH;
     }
     gso_header(first, &l, tcp_bytes, run.first.payload_len.min(mss))
 }
@@ -163,37 +163,37 @@ pub fn finish(first: &mut [u8], run: &Run, mtu: usize) -> VnetHdr {
 /// Marks the TCP segment `frame` (header + `tcp_bytes` of TCP) for the kernel to segment at
 /// `gso_size`: the checksum field gets the pseudo-header sum (NEEDS_CSUM), and ECN's CWR, if set,
 /// is declared as the kernel requires.
-fn gso_header(frame: &mut [u8], l: &TcpLayout, tcp_bytes: usize, gso_size: usize) -> VnetHdr {
+fn gso_header(frame: &mut [u8], l: &L4Layout, tcp_bytes: usize, gso_size: usize) -> VnetHdr {
     let pseudo = checksum::fold(l.pseudo_sum(frame, tcp_bytes));
-    put_be16(frame, l.tcp_off + 16, pseudo);
-    let ecn = if frame[l.tcp_off + 13] & TCP_CWR != 0 { GSO_ECN } else { 0 };
+    put_be16(frame, l.l4_off + 16, pseudo);
+    let ecn = if frame[l.l4_off + 13] & TCP_CWR != 0 { GSO_ECN } else { 0 };
     VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type: if l.v6 { GSO_TCPV6 } else { GSO_TCPV4 } | ecn,
         hdr_len: l.header_len() as u16,
         gso_size: gso_size as u16,
-        csum_start: l.tcp_off as u16,
+        csum_start: l.l4_off as u16,
         csum_offset: 16,
     }
 }
 
 /// The TCP payload one `mtu`-sized IP packet of this flow carries.
-fn mss_for(l: &TcpLayout, mtu: usize) -> usize {
-    mtu.saturating_sub(l.ip_len + l.tcp_len).max(1)
+fn mss_for(l: &L4Layout, mtu: usize) -> usize {
+    mtu.saturating_sub(l.ip_len + l.l4_len).max(1)
 }
 
 /// For a TCP frame that is not a coalescing candidate (FIN, SYN, URG...) but carries more than one
 /// MTU of payload: the GSO header that lets the kernel forward it, if its checksum is correct or
 /// still partial. `None` leaves the frame to the caller's plain path.
 pub fn oversized(frame: &mut [u8], framing: Framing, mtu: usize) -> Option<VnetHdr> {
-    let l = TcpLayout::parse(frame, framing)?;
+    let l = L4Layout::parse(frame, framing, L4::Tcp)?;
     let tcp_bytes = ip_payload_len(frame, &l)?;
     let mss = mss_for(&l, mtu);
-    if tcp_bytes - l.tcp_len <= mss {
+    if tcp_bytes - l.l4_len <= mss {
         return None;
     }
     let pseudo = l.pseudo_sum(frame, tcp_bytes);
-    let tcp = &frame[l.tcp_off..l.tcp_off + tcp_bytes];
+    let tcp = &frame[l.l4_off..l.l4_off + tcp_bytes];
     let partial = u16::from_be_bytes([tcp[16], tcp[17]]) == checksum::fold(pseudo);
     if !partial && checksum::fold(checksum::sum(tcp, pseudo)) != 0xffff {
         return None;
@@ -201,10 +201,39 @@ pub fn oversized(frame: &mut [u8], framing: Framing, mtu: usize) -> Option<VnetH
     Some(gso_header(frame, &l, tcp_bytes, mss))
 }
 
+/// For a UDP packet carrying more than one datagram's worth: a kernel VXLAN peer on a veth underlay
+/// sends an application's UDP_SEGMENT super-packet whole inside one datagram, and the receiving
+/// socket reports its segment size (`gso_size`). Written as a plain frame it would reach the
+/// application as one giant datagram; with a USO header the kernel restores the application's
+/// datagrams. The checksum must be correct or still partial; `None` leaves the frame as it is.
+pub fn oversized_udp(frame: &mut [u8], framing: Framing, gso_size: usize) -> Option<VnetHdr> {
+    let l = L4Layout::parse(frame, framing, L4::Udp)?;
+    let udp_bytes = ip_payload_len(frame, &l)?;
+    if udp_bytes - l.l4_len <= gso_size || be16(frame, l.l4_off + 4) as usize != udp_bytes {
+        return None;
+    }
+    let pseudo = l.pseudo_sum(frame, udp_bytes);
+    let field = be16(frame, l.l4_off + 6);
+    let partial = field == checksum::fold(pseudo);
+    let unchecked = field == 0 && !l.v6;
+    if !partial && !unchecked && checksum::fold(checksum::sum(&frame[l.l4_off..l.l4_off + udp_bytes], pseudo)) != 0xffff {
+        return None;
+    }
+    put_be16(frame, l.l4_off + 6, checksum::fold(pseudo));
+    Some(VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_UDP_L4,
+        hdr_len: l.header_len() as u16,
+        gso_size: gso_size as u16,
+        csum_start: l.l4_off as u16,
+        csum_offset: 6,
+    })
+}
+
 /// A lone verified segment: the kernel need not check its checksum again.
 fn single(s: &Segment) -> VnetHdr {
     if s.partial {
-        VnetHdr { flags: F_NEEDS_CSUM, csum_start: s.layout.tcp_off as u16, csum_offset: 16, ..VnetHdr::default() }
+        VnetHdr { flags: F_NEEDS_CSUM, csum_start: s.layout.l4_off as u16, csum_offset: 16, ..VnetHdr::default() }
     } else {
         VnetHdr { flags: F_DATA_VALID, ..VnetHdr::default() }
     }
@@ -277,11 +306,11 @@ mod tests {
             assert!(vnet.needs_csum());
             // The kernel would segment this back into the original frames: check by doing so.
             let mut out = vec![0u8; 10_000];
-            let segs = super::super::segment::segment_tcp(&vnet, &merged, Framing::Ethernet, &crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
+            let segs = super::super::segment::segment(&vnet, &merged, Framing::Ethernet, &crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
             assert_eq!(segs.count, 4);
             for (i, f) in frames.iter().enumerate() {
                 let d = &out[i * segs.seg_len + 8..i * segs.seg_len + 8 + f.len()];
-                let (a, b) = (TcpLayout::parse(d, Framing::Ethernet).unwrap(), TcpLayout::parse(f, Framing::Ethernet).unwrap());
+                let (a, b) = (L4Layout::parse(d, Framing::Ethernet, L4::Tcp).unwrap(), L4Layout::parse(f, Framing::Ethernet, L4::Tcp).unwrap());
                 assert_eq!(a, b);
                 // Identical but for the IPv4 id (TSO numbers it per segment) and its checksum.
                 let skip = |j: usize| !v6 && (18..20).contains(&j) || !v6 && (24..26).contains(&j);
@@ -317,7 +346,7 @@ mod tests {
         let data: Vec<u8> = (0..1428 * 3 + 77).map(|i| (i * 13 + 1) as u8).collect();
         let pkts: Vec<Vec<u8>> = data.chunks(1428).enumerate().map(|(i, c)| ip_seg(7 + 1428 * i as u32, 40 + i as u16, c, i == 3)).collect();
         let s0 = candidate(&pkts[0], Framing::Ip).unwrap();
-        assert_eq!(s0.layout, TcpLayout { ip_off: 0, ip_len: 20, tcp_off: 20, tcp_len: 32, v6: false });
+        assert_eq!(s0.layout, L4Layout { ip_off: 0, ip_len: 20, l4_off: 20, l4_len: 32, v6: false, l4: L4::Tcp });
         let mut run = Run::start(s0);
         for p in &pkts[1..] {
             let s = candidate(p, Framing::Ip).unwrap();
@@ -342,7 +371,7 @@ mod tests {
 
         // The kernel segments it back at gso_size: the originals come back but for id and checksum.
         let mut out = vec![0u8; 10_000];
-        let segs = super::super::segment::segment_tcp(&vnet, &merged, Framing::Ip, &crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
+        let segs = super::super::segment::segment(&vnet, &merged, Framing::Ip, &crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
         assert_eq!(segs.count, 4);
         for (i, p) in pkts.iter().enumerate() {
             let d = &out[segs.range(i)][8..];
@@ -384,11 +413,11 @@ mod tests {
     }
 
     fn fix_tcp_csum(mut f: Vec<u8>) -> Vec<u8> {
-        let l = TcpLayout::parse(&f, Framing::Ethernet).unwrap();
-        put_be16(&mut f, l.tcp_off + 16, 0);
-        let n = f.len() - l.tcp_off;
-        let c = checksum::finish(checksum::sum(&f[l.tcp_off..], l.pseudo_sum(&f, n)));
-        put_be16(&mut f, l.tcp_off + 16, c);
+        let l = L4Layout::parse(&f, Framing::Ethernet, L4::Tcp).unwrap();
+        put_be16(&mut f, l.l4_off + 16, 0);
+        let n = f.len() - l.l4_off;
+        let c = checksum::finish(checksum::sum(&f[l.l4_off..], l.pseudo_sum(&f, n)));
+        put_be16(&mut f, l.l4_off + 16, c);
         f
     }
 
@@ -398,9 +427,9 @@ mod tests {
         f[60] ^= 0xff;
         assert!(candidate_eth(&f).is_none());
         let mut f = seg(0, &[1u8; 300], false, false);
-        let l = TcpLayout::parse(&f, Framing::Ethernet).unwrap();
-        let pseudo = checksum::fold(l.pseudo_sum(&f, f.len() - l.tcp_off));
-        put_be16(&mut f, l.tcp_off + 16, pseudo);
+        let l = L4Layout::parse(&f, Framing::Ethernet, L4::Tcp).unwrap();
+        let pseudo = checksum::fold(l.pseudo_sum(&f, f.len() - l.l4_off));
+        put_be16(&mut f, l.l4_off + 16, pseudo);
         let s = candidate_eth(&f).unwrap();
         assert!(s.partial);
         assert_eq!(finish(&mut f, &Run::start(s), 1500).flags, F_NEEDS_CSUM);
@@ -441,15 +470,15 @@ mod tests {
         // A whole TSO super-frame in one datagram, as a kernel VXLAN peer on veth sends it.
         let data: Vec<u8> = (0..20_000).map(|i| (i * 7) as u8).collect();
         let mut f = seg(1, &data, true, false);
-        let l = TcpLayout::parse(&f, Framing::Ethernet).unwrap();
-        let pseudo = checksum::fold(l.pseudo_sum(&f, f.len() - l.tcp_off));
-        put_be16(&mut f, l.tcp_off + 16, pseudo); // partial, as it arrives
+        let l = L4Layout::parse(&f, Framing::Ethernet, L4::Tcp).unwrap();
+        let pseudo = checksum::fold(l.pseudo_sum(&f, f.len() - l.l4_off));
+        put_be16(&mut f, l.l4_off + 16, pseudo); // partial, as it arrives
         let run = Run::start(candidate_eth(&f).unwrap());
         let v = finish(&mut f, &run, 1450);
         assert_eq!((v.gso_type, v.gso_size, v.flags), (GSO_TCPV4, 1450 - 20 - 32, F_NEEDS_CSUM));
         // The kernel segments it into valid MTU-sized packets: check by doing the same.
         let mut out = vec![0u8; 40_000];
-        let segs = super::super::segment::segment_tcp(&v, &f, Framing::Ethernet, &crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
+        let segs = super::super::segment::segment(&v, &f, Framing::Ethernet, &crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
         assert_eq!(segs.count, 20_000usize.div_ceil(1398));
         assert!(segs.seg_len - 8 <= 14 + 1450);
     }
@@ -458,8 +487,8 @@ mod tests {
     fn oversized_fin_segment_is_marked_but_a_corrupt_one_is_not() {
         let data = vec![3u8; 5000];
         let fin = |mut f: Vec<u8>| {
-            let l = TcpLayout::parse(&f, Framing::Ethernet).unwrap();
-            f[l.tcp_off + 13] |= 0x01;
+            let l = L4Layout::parse(&f, Framing::Ethernet, L4::Tcp).unwrap();
+            f[l.l4_off + 13] |= 0x01;
             fix_tcp_csum(f)
         };
         let mut f = fin(seg(1, &data, false, false));
@@ -479,5 +508,51 @@ mod tests {
         assert_eq!((v.flags, v.gso_type), (F_DATA_VALID, GSO_NONE));
         f[47] = 0x02; // SYN: never merged
         assert!(candidate_eth(&f).is_none());
+    }
+
+    /// An inner UDP packet of `n` datagrams' payload, its checksum partial as a kernel peer leaves it.
+    fn udp_super(payload_len: usize) -> Vec<u8> {
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i * 17 + 5) as u8).collect();
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+            .ipv4([10, 244, 2, 2], [10, 244, 1, 2], 64)
+            .udp(443, 4433)
+            .write(&mut f, &payload)
+            .unwrap();
+        let l = L4Layout::parse(&f, Framing::Ethernet, L4::Udp).unwrap();
+        let pseudo = checksum::fold(l.pseudo_sum(&f, 8 + payload_len));
+        put_be16(&mut f, l.l4_off + 6, pseudo);
+        f
+    }
+
+    #[test]
+    fn oversized_udp_goes_up_as_uso_and_resegments_to_the_datagrams() {
+        let mut f = udp_super(1200 * 5 + 300);
+        let v = oversized_udp(&mut f, Framing::Ethernet, 1200).unwrap();
+        assert_eq!((v.flags, v.gso_type, v.gso_size, v.hdr_len, v.csum_start, v.csum_offset), (F_NEEDS_CSUM, GSO_UDP_L4, 1200, 42, 34, 6));
+        // What the kernel does with it: our own USO segmentation stands in, and etherparse checks.
+        let mut out = vec![0u8; 20_000];
+        let segs = super::super::segment::segment(&v, &f, Framing::Ethernet, &crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
+        assert_eq!(segs.count, 6);
+        for i in 0..segs.count {
+            let p = etherparse::SlicedPacket::from_ethernet(&out[segs.range(i)][8..]).unwrap();
+            let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Udp(u))) = (p.net, p.transport) else { panic!() };
+            let want = u.to_header().calc_checksum_ipv4(&ip.header().to_header(), u.payload()).unwrap();
+            assert_eq!((u.checksum(), u.payload().len()), (want, if i == 5 { 300 } else { 1200 }));
+        }
+    }
+
+    #[test]
+    fn oversized_udp_refuses_what_it_cannot_vouch_for() {
+        let mut small = udp_super(1200);
+        assert_eq!(oversized_udp(&mut small, Framing::Ethernet, 1200), None, "one datagram's worth");
+        let mut corrupt = udp_super(5000);
+        corrupt[40] ^= 1; // neither partial nor a correct full checksum
+        assert_eq!(oversized_udp(&mut corrupt, Framing::Ethernet, 1200), None);
+        let mut lying = udp_super(5000);
+        put_be16(&mut lying, 38, 100); // UDP length disagrees with IP's
+        assert_eq!(oversized_udp(&mut lying, Framing::Ethernet, 1200), None);
+        let mut tcp = seg(1, &[1; 3000], false, false);
+        assert_eq!(oversized_udp(&mut tcp, Framing::Ethernet, 1200), None);
     }
 }

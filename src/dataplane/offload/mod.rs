@@ -1,7 +1,7 @@
 //! Software TSO and GRO for a TAP (Ethernet) or TUN (bare IP) device.
 //!
-//! With offloads on, the device hands vtepd TCP super-frames of up to 64 KB (a virtio-net header
-//! with a GSO type and segment size) and accepts the same in return. Nothing in the kernel or in any
+//! With offloads on, the device hands vtepd TCP (TSO) and UDP (USO) super-frames of up to 64 KB (a
+//! virtio-net header with a GSO type and segment size) and accepts TCP ones in return. Nothing in the kernel or in any
 //! crate segments or coalesces at L2 for a TAP (OFFLOAD.md: tun-rs's code assumes L3 offsets), so
 //! vtepd has its own, written once for both kinds: the only difference is where the IP header
 //! starts ([`Framing`]).
@@ -37,25 +37,53 @@ impl Framing {
     }
 }
 
-/// Where the IP and TCP headers of a frame are, and what the TCP checksum's pseudo-header is made of.
+/// The transport a super-frame is cut or merged by: TCP (TSO, GRO) or UDP (USO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpLayout {
-    pub ip_off: usize,
-    pub ip_len: usize,
-    pub tcp_off: usize,
-    pub tcp_len: usize,
-    pub v6: bool,
+pub enum L4 {
+    Tcp,
+    Udp,
 }
 
-impl TcpLayout {
-    /// Bytes before the TCP payload.
-    pub fn header_len(&self) -> usize {
-        self.tcp_off + self.tcp_len
+impl L4 {
+    /// The IP protocol number (IPv4 protocol, IPv6 next header).
+    pub fn protocol(self) -> u8 {
+        match self {
+            L4::Tcp => 6,
+            L4::Udp => 17,
+        }
     }
 
-    /// Finds the TCP header of a frame carrying IPv4 (no fragment) or IPv6 (no extension headers).
-    /// `None` for anything else or for any length that does not fit.
-    pub fn parse(frame: &[u8], framing: Framing) -> Option<TcpLayout> {
+    /// Where the checksum field sits in the transport header.
+    pub fn csum_offset(self) -> usize {
+        match self {
+            L4::Tcp => 16,
+            L4::Udp => 6,
+        }
+    }
+}
+
+/// Where the IP and transport headers of a frame are, and what the transport checksum's
+/// pseudo-header is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L4Layout {
+    pub ip_off: usize,
+    pub ip_len: usize,
+    pub l4_off: usize,
+    /// The TCP header with options, or UDP's 8 bytes.
+    pub l4_len: usize,
+    pub v6: bool,
+    pub l4: L4,
+}
+
+impl L4Layout {
+    /// Bytes before the transport payload.
+    pub fn header_len(&self) -> usize {
+        self.l4_off + self.l4_len
+    }
+
+    /// Finds the `l4` header of a frame carrying IPv4 (no fragment) or IPv6 (no extension
+    /// headers). `None` for anything else or for any length that does not fit.
+    pub fn parse(frame: &[u8], framing: Framing, l4: L4) -> Option<L4Layout> {
         let (ip_off, v6) = match framing {
             Framing::Ethernet => match be16(frame.get(..ethernet::HEADER_LEN)?, 12) {
                 ETHERTYPE_IPV4 => (framing.link_len(), false),
@@ -66,7 +94,7 @@ impl TcpLayout {
         };
         let ip_len = if v6 {
             let ip = frame.get(ip_off..ip_off + 40)?;
-            if ip[0] >> 4 != 6 || ip[6] != 6 {
+            if ip[0] >> 4 != 6 || ip[6] != l4.protocol() {
                 return None;
             }
             40
@@ -74,30 +102,34 @@ impl TcpLayout {
             let ip = frame.get(ip_off..ip_off + 20)?;
             let ihl = ((ip[0] & 0x0f) as usize) * 4;
             let frag = be16(ip, 6) & 0x3fff;
-            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != 6 || frag != 0 {
+            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != l4.protocol() || frag != 0 {
                 return None;
             }
             ihl
         };
-        let tcp_off = ip_off + ip_len;
-        let doff = ((frame.get(tcp_off + 12)? >> 4) as usize) * 4;
-        if doff < 20 || frame.len() < tcp_off + doff {
+        let l4_off = ip_off + ip_len;
+        let l4_len = match l4 {
+            L4::Tcp => ((frame.get(l4_off + 12)? >> 4) as usize) * 4,
+            L4::Udp => 8,
+        };
+        if (l4 == L4::Tcp && l4_len < 20) || frame.len() < l4_off + l4_len {
             return None;
         }
-        Some(TcpLayout { ip_off, ip_len, tcp_off, tcp_len: doff, v6 })
+        Some(L4Layout { ip_off, ip_len, l4_off, l4_len, v6, l4 })
     }
 
-    /// The pseudo-header sum for a TCP segment of `tcp_bytes` (header + payload).
-    pub fn pseudo_sum(&self, frame: &[u8], tcp_bytes: usize) -> u64 {
+    /// The pseudo-header sum for a transport segment of `l4_bytes` (header + payload).
+    pub fn pseudo_sum(&self, frame: &[u8], l4_bytes: usize) -> u64 {
         let ip = &frame[self.ip_off..];
+        let proto = self.l4.protocol();
         if self.v6 {
             let src = addr16(&ip[8..24]);
             let dst = addr16(&ip[24..40]);
-            pseudo_header_v6(src, dst, 6, tcp_bytes as u32)
+            pseudo_header_v6(src, dst, proto, l4_bytes as u32)
         } else {
             let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
             let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-            checksum::pseudo_header_v4(src, dst, 6, tcp_bytes as u16)
+            checksum::pseudo_header_v4(src, dst, proto, l4_bytes as u16)
         }
     }
 }

@@ -1,15 +1,16 @@
-//! TCP segmentation (software TSO) of a TAP or TUN super-frame into encapsulated packets.
+//! TCP and UDP segmentation (software TSO and USO) of a TAP or TUN super-frame into encapsulated
+//! packets.
 //!
-//! Each output packet is `outer header | [Ethernet] | IP | TCP | payload chunk` — the outer header
+//! Each output packet is `outer header | [Ethernet] | IP | TCP or UDP | payload chunk` — the outer header
 //! is VXLAN's 8 bytes for a TAP frame (an [`Outer`] for [`Vni`]) or RFC 2003's IPv4 header for a
 //! TUN packet (`dataplane::ipip`) — written back to back so that all but the last have the same
 //! length: exactly the layout one `sendmsg` with `UDP_SEGMENT` needs, and a fixed stride for
 //! sendmmsg. Per segment, as a NIC's TSO engine would: IPv4 total length, identification
 //! (+1 per segment) and header checksum; IPv6 payload length; TCP sequence number advanced by the
-//! bytes before it; FIN and PSH only on the last segment, CWR only on the first; a complete TCP
-//! checksum, because the underlay carries no offload state to the peer.
-use super::{Framing, TcpLayout};
-use crate::wire::vnet::{VnetHdr, GSO_ECN, GSO_TCPV4, GSO_TCPV6};
+//! bytes before it; FIN and PSH only on the last segment, CWR only on the first; UDP length; a
+//! complete TCP or UDP checksum, because the underlay carries no offload state to the peer.
+use super::{Framing, L4Layout, L4};
+use crate::wire::vnet::{VnetHdr, GSO_ECN, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 use crate::wire::vxlan::{self, Vni};
 use crate::wire::{be16, be32, checksum, put_be16, put_be32};
 
@@ -44,7 +45,7 @@ impl Outer for Vni {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SegmentError {
-    #[error("GSO type is not TCP over IPv4/IPv6")]
+    #[error("GSO type is not TCP or UDP over IPv4/IPv6")]
     UnsupportedType,
     #[error("headers do not parse or disagree with the GSO type")]
     BadHeaders,
@@ -76,12 +77,12 @@ impl Segments {
 
 /// How one super-frame is cut: its checked headers, and for each segment where its payload lies
 /// in the frame. The segments' headers are written by [`Cut::emit_header`], wherever the driver
-/// wants them: in front of a copy of the payload ([`segment_tcp`]), or in a buffer of their own
+/// wants them: in front of a copy of the payload ([`segment`]), or in a buffer of their own
 /// so that a gather send takes the payload straight from the frame (one copy less).
 #[derive(Debug, Clone, Copy)]
 pub struct Cut<'a> {
     frame: &'a [u8],
-    layout: TcpLayout,
+    layout: L4Layout,
     mss: usize,
     seq0: u32,
     id0: u16,
@@ -94,13 +95,17 @@ pub struct Cut<'a> {
 
 /// Checks the super-frame `frame` (described by `vnet`) and works out how it is cut behind `O`.
 pub fn cut<'a, O: Outer>(vnet: &VnetHdr, frame: &'a [u8], framing: Framing) -> Result<Cut<'a>, SegmentError> {
-    let want_v6 = match vnet.gso_type & !GSO_ECN {
-        GSO_TCPV4 => false,
-        GSO_TCPV6 => true,
+    // USO has one GSO type for both IP versions; the frame says which.
+    let (l4, want_v6) = match vnet.gso_type & !GSO_ECN {
+        GSO_TCPV4 => (L4::Tcp, Some(false)),
+        GSO_TCPV6 => (L4::Tcp, Some(true)),
+        GSO_UDP_L4 => (L4::Udp, None),
         _ => return Err(SegmentError::UnsupportedType),
     };
     // Rebuild the header length ourselves: the kernel's hdr_len is only a hint (OFFLOAD.md).
-    let l = TcpLayout::parse(frame, framing).filter(|l| l.v6 == want_v6).ok_or(SegmentError::BadHeaders)?;
+    let l = L4Layout::parse(frame, framing, l4)
+        .filter(|l| want_v6.is_none_or(|v6| l.v6 == v6))
+        .ok_or(SegmentError::BadHeaders)?;
     let mss = vnet.gso_size as usize;
     let hdr = l.header_len();
     let payload = frame.len() - hdr;
@@ -110,13 +115,14 @@ pub fn cut<'a, O: Outer>(vnet: &VnetHdr, frame: &'a [u8], framing: Framing) -> R
     let count = payload.div_ceil(mss);
     let header_len = O::LEN + hdr;
     let segs = Segments { count, seg_len: header_len + mss, last_len: header_len + (payload - (count - 1) * mss) };
+    let tcp = l4 == L4::Tcp;
     Ok(Cut {
         frame,
         layout: l,
         mss,
-        seq0: be32(frame, l.tcp_off + 4),
+        seq0: if tcp { be32(frame, l.l4_off + 4) } else { 0 },
         id0: if l.v6 { 0 } else { be16(frame, l.ip_off + 4) },
-        flags0: frame[l.tcp_off + 13],
+        flags0: if tcp { frame[l.l4_off + 13] } else { 0 },
         segs,
         header_len,
     })
@@ -131,43 +137,53 @@ impl<'a> Cut<'a> {
     }
 
     /// Writes segment `i`'s headers — outer, then the super-frame's inner headers fixed up as a
-    /// NIC's TSO engine would — into `dst` (exactly `header_len` bytes).
+    /// NIC's TSO/USO engine would — into `dst` (exactly `header_len` bytes).
     pub fn emit_header<O: Outer>(&self, i: usize, outer: &O, dst: &mut [u8]) {
         let (l, hdr) = (&self.layout, self.layout.header_len());
         let payload = self.payload(i);
         let f = &mut dst[O::LEN..];
         f.copy_from_slice(&self.frame[..hdr]);
-        let last = i + 1 == self.segs.count;
-        let mut flags = self.flags0;
-        if !last {
-            flags &= !(TCP_FIN | TCP_PSH);
-        }
-        if i > 0 {
-            flags &= !TCP_CWR;
-        }
-        let tcp_bytes = hdr - l.tcp_off + payload.len();
+        let l4_bytes = l.l4_len + payload.len();
         if l.v6 {
-            put_be16(f, l.ip_off + 4, tcp_bytes as u16);
+            put_be16(f, l.ip_off + 4, l4_bytes as u16);
         } else {
-            put_be16(f, l.ip_off + 2, (l.ip_len + tcp_bytes) as u16);
+            put_be16(f, l.ip_off + 2, (l.ip_len + l4_bytes) as u16);
             put_be16(f, l.ip_off + 4, self.id0.wrapping_add(i as u16));
             put_be16(f, l.ip_off + 10, 0);
             let c = checksum::finish(checksum::sum(&f[l.ip_off..l.ip_off + l.ip_len], 0));
             put_be16(f, l.ip_off + 10, c);
         }
-        put_be32(f, l.tcp_off + 4, self.seq0.wrapping_add((i * self.mss) as u32));
-        f[l.tcp_off + 13] = flags;
-        put_be16(f, l.tcp_off + 16, 0);
-        // The TCP header is a multiple of 4 bytes long, so its sum and the payload's simply add.
-        let head = checksum::sum(&f[l.tcp_off..], l.pseudo_sum(f, tcp_bytes));
-        put_be16(f, l.tcp_off + 16, checksum::finish(checksum::sum(payload, head)));
+        match l.l4 {
+            L4::Tcp => self.fix_tcp(i, &mut f[l.l4_off..]),
+            L4::Udp => put_be16(f, l.l4_off + 4, l4_bytes as u16),
+        }
+        let field = l.l4_off + l.l4.csum_offset();
+        put_be16(f, field, 0);
+        // The transport header is a multiple of 4 bytes long, so its sum and the payload's add.
+        let head = checksum::sum(&f[l.l4_off..], l.pseudo_sum(f, l4_bytes));
+        let c = checksum::finish(checksum::sum(payload, head));
+        // A UDP checksum of 0 means "none" (RFC 768); the one's-complement equal 0xffff goes out.
+        put_be16(f, field, if c == 0 && l.l4 == L4::Udp { 0xffff } else { c });
         outer.emit(dst, hdr + payload.len());
+    }
+
+    /// Segment `i`'s sequence number, and FIN/PSH only on the last, CWR only on the first.
+    fn fix_tcp(&self, i: usize, tcp: &mut [u8]) {
+        let mut flags = self.flags0;
+        if i + 1 != self.segs.count {
+            flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            flags &= !TCP_CWR;
+        }
+        put_be32(tcp, 4, self.seq0.wrapping_add((i * self.mss) as u32));
+        tcp[13] = flags;
     }
 }
 
 /// Cuts the super-frame `frame` (described by `vnet`) into whole packets behind `outer` headers,
 /// back to back in `out`: the layout sendmmsg (or a UDP_SEGMENT send of one buffer) needs.
-pub fn segment_tcp<O: Outer>(vnet: &VnetHdr, frame: &[u8], framing: Framing, outer: &O, out: &mut [u8]) -> Result<Segments, SegmentError> {
+pub fn segment<O: Outer>(vnet: &VnetHdr, frame: &[u8], framing: Framing, outer: &O, out: &mut [u8]) -> Result<Segments, SegmentError> {
     let c = cut::<O>(vnet, frame, framing)?;
     if out.len() < c.segs.total_len() {
         return Err(SegmentError::NoRoom);
@@ -183,6 +199,7 @@ pub fn segment_tcp<O: Outer>(vnet: &VnetHdr, frame: &[u8], framing: Framing, out
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::vnet;
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
     fn vni() -> Vni {
@@ -236,7 +253,7 @@ mod tests {
         let payload: Vec<u8> = (0..payload_len).map(|i| (i * 31 + 7) as u8).collect();
         let frame = super_packet(framing, v6, &payload, flags, options);
         let mut out = vec![0u8; 200_000];
-        let s = segment_tcp(&vnet(v6, mss), &frame, framing, &vni(), &mut out).unwrap();
+        let s = segment(&vnet(v6, mss), &frame, framing, &vni(), &mut out).unwrap();
         assert_eq!(s.count, payload_len.div_ceil(mss as usize));
         let mut rebuilt = Vec::new();
         for i in 0..s.count {
@@ -285,7 +302,7 @@ mod tests {
             let payload: Vec<u8> = (0..10_001).map(|i| (i * 13 + 1) as u8).collect();
             let frame = super_packet(framing, v6, &payload, (true, false), true);
             let mut whole = vec![0u8; 20_000];
-            let segs = segment_tcp(&vnet(v6, 1398), &frame, framing, &vni(), &mut whole).unwrap();
+            let segs = segment(&vnet(v6, 1398), &frame, framing, &vni(), &mut whole).unwrap();
             let c = cut::<Vni>(&vnet(v6, 1398), &frame, framing).unwrap();
             assert_eq!(c.segs, segs);
             let mut gathered = Vec::new();
@@ -317,9 +334,9 @@ mod tests {
         let hdr = frame.len() - 100;
         frame.resize(hdr + 65_500, 1);
         let mut out = vec![0u8; 200_000];
-        assert_eq!(segment_tcp(&vnet(false, 65_535), &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadSize));
+        assert_eq!(segment(&vnet(false, 65_535), &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadSize));
         let largest = Vni::MAX_PACKET - vxlan::HEADER_LEN - hdr;
-        let s = segment_tcp(&vnet(false, largest as u16), &frame, Framing::Ethernet, &vni(), &mut out).unwrap();
+        let s = segment(&vnet(false, largest as u16), &frame, Framing::Ethernet, &vni(), &mut out).unwrap();
         assert_eq!((s.count, s.seg_len), (2, Vni::MAX_PACKET));
         let ip = &out[vxlan::HEADER_LEN + 14..];
         assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, hdr - 14 + largest);
@@ -330,11 +347,104 @@ mod tests {
         let frame = super_frame(false, &[1; 3000], (false, false), false);
         let mut out = vec![0u8; 10_000];
         let mut v = vnet(false, 1000);
-        v.gso_type = 5;
-        assert_eq!(segment_tcp(&v, &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::UnsupportedType));
-        assert_eq!(segment_tcp(&vnet(true, 1000), &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadHeaders));
-        assert_eq!(segment_tcp(&vnet(false, 0), &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadSize));
-        assert_eq!(segment_tcp(&vnet(false, 1000), &frame, Framing::Ethernet, &vni(), &mut out[..100]), Err(SegmentError::NoRoom));
-        assert_eq!(segment_tcp(&vnet(false, 1000), &frame[..40], Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadHeaders));
+        v.gso_type = vnet::GSO_UDP; // UFO: IP fragmentation, which no kernel hands a TAP any more
+        assert_eq!(segment(&v, &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::UnsupportedType));
+        v.gso_type = GSO_UDP_L4; // USO header on a TCP frame
+        assert_eq!(segment(&v, &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadHeaders));
+        assert_eq!(segment(&vnet(true, 1000), &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadHeaders));
+        assert_eq!(segment(&vnet(false, 0), &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadSize));
+        assert_eq!(segment(&vnet(false, 1000), &frame, Framing::Ethernet, &vni(), &mut out[..100]), Err(SegmentError::NoRoom));
+        assert_eq!(segment(&vnet(false, 1000), &frame[..40], Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadHeaders));
+    }
+
+    /// A USO super-frame: one IP/UDP header over the payload of all the datagrams.
+    fn udp_super_packet(framing: Framing, v6: bool, payload: &[u8]) -> Vec<u8> {
+        let mut frame = super_packet(framing, v6, &[], (false, false), false);
+        let ip_off = framing.link_len();
+        let l = L4Layout::parse(&frame, framing, L4::Tcp).unwrap();
+        // The TCP frame's link and IP headers (lengths are rewritten per datagram), UDP behind them.
+        frame.truncate(l.l4_off);
+        if v6 {
+            frame[ip_off + 6] = 17;
+        } else {
+            frame[ip_off + 9] = 17;
+        }
+        frame.extend_from_slice(&[0x11, 0x51, 0x01, 0xbb, 0, 0, 0, 0]); // 4433 -> 443, length and checksum partial
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    fn uso(mss: u16) -> VnetHdr {
+        VnetHdr { flags: 1, gso_type: GSO_UDP_L4, gso_size: mss, hdr_len: 42, csum_start: 34, csum_offset: 6 }
+    }
+
+    /// Every datagram parsed by etherparse: UDP length and checksum, IPv4 length/id/checksum, and
+    /// the payloads in order.
+    fn check_udp(framing: Framing, v6: bool, payload_len: usize, mss: u16) {
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i * 29 + 3) as u8).collect();
+        let frame = udp_super_packet(framing, v6, &payload);
+        let mut out = vec![0u8; 200_000];
+        let s = segment(&uso(mss), &frame, framing, &vni(), &mut out).unwrap();
+        assert_eq!(s.count, payload_len.div_ceil(mss as usize));
+        let mut rebuilt = Vec::new();
+        for i in 0..s.count {
+            let d = &out[s.range(i)];
+            assert_eq!(&d[..8], &[0x08, 0, 0, 0, 0, 0, 7, 0]);
+            let p = match framing {
+                Framing::Ethernet => SlicedPacket::from_ethernet(&d[8..]).unwrap(),
+                Framing::Ip => SlicedPacket::from_ip(&d[8..]).unwrap(),
+            };
+            let Some(TransportSlice::Udp(udp)) = p.transport else { panic!("no udp in segment {i}") };
+            let chunk = &payload[i * mss as usize..payload_len.min((i + 1) * mss as usize)];
+            assert_eq!(udp.length() as usize, 8 + chunk.len(), "udp length of segment {i}");
+            let want = match p.net.as_ref().unwrap() {
+                NetSlice::Ipv4(ip) => {
+                    let h = ip.header().to_header();
+                    assert_eq!(h.identification, 0x1234u16.wrapping_add(i as u16));
+                    assert_eq!(h.header_checksum, h.calc_header_checksum(), "ip checksum of segment {i}");
+                    assert_eq!(h.total_len as usize, 20 + 8 + chunk.len());
+                    udp.to_header().calc_checksum_ipv4(&h, udp.payload()).unwrap()
+                }
+                NetSlice::Ipv6(ip) => udp.to_header().calc_checksum_ipv6(&ip.header().to_header(), udp.payload()).unwrap(),
+            };
+            assert_eq!(udp.checksum(), want, "udp checksum of segment {i}");
+            assert_eq!(udp.source_port(), 4433);
+            rebuilt.extend_from_slice(udp.payload());
+        }
+        assert_eq!(rebuilt, payload);
+    }
+
+    #[test]
+    fn uso_ipv4_and_ipv6_with_a_short_last_datagram() {
+        for framing in [Framing::Ethernet, Framing::Ip] {
+            check_udp(framing, false, 1200 * 40, 1200);
+            check_udp(framing, false, 1200 * 40 + 7, 1200);
+            check_udp(framing, true, 1180 * 3 + 1, 1180);
+            check_udp(framing, false, 300, 1200);
+        }
+    }
+
+    #[test]
+    fn uso_sends_a_zero_udp_checksum_as_all_ones() {
+        // Make the last two payload bytes the checksum the datagram gets without them: the sum then
+        // folds to 0xffff and the computed checksum is 0, which on the wire would mean "none".
+        let mut payload = vec![0x5a; 100];
+        payload[98..].copy_from_slice(&[0, 0]);
+        let mut out = vec![0u8; 1000];
+        let frame = udp_super_packet(Framing::Ethernet, false, &payload);
+        let s = segment(&uso(1200), &frame, Framing::Ethernet, &vni(), &mut out).unwrap();
+        let c = u16::from_be_bytes([out[8 + 34 + 6], out[8 + 34 + 7]]);
+        payload[98..].copy_from_slice(&c.to_be_bytes());
+        let frame = udp_super_packet(Framing::Ethernet, false, &payload);
+        assert_eq!(segment(&uso(1200), &frame, Framing::Ethernet, &vni(), &mut out), Ok(s));
+        assert_eq!(&out[8 + 34 + 6..8 + 34 + 8], &[0xff, 0xff]);
+    }
+
+    #[test]
+    fn uso_refuses_a_udp_header_that_does_not_fit() {
+        let frame = udp_super_packet(Framing::Ethernet, false, &[]);
+        let mut out = vec![0u8; 1000];
+        assert_eq!(segment(&uso(1200), &frame, Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadSize));
+        assert_eq!(segment(&uso(1200), &frame[..38], Framing::Ethernet, &vni(), &mut out), Err(SegmentError::BadHeaders));
     }
 }
