@@ -1,6 +1,6 @@
 //! The driver half of software GRO, shared by the VXLAN (TAP) and IPIP (TUN) workers: it walks a
-//! receive batch's decapsulated frames in order, gathers runs that `dataplane::offload::coalesce`
-//! accepts, and writes each run to the device as one GSO frame with one writev — the head frame in
+//! receive batch's decapsulated frames in order, gathers runs (TCP, and UDP where the device took
+//! USO) that `dataplane::offload::coalesce` accepts, and writes each run to the device as one GSO frame with one writev — the head frame in
 //! full, then only the payloads of the others, so nothing is copied together first.
 use super::tap::TapQueue;
 use super::Slots;
@@ -25,6 +25,9 @@ pub struct Gro {
     mtu: usize,
     /// Off: every frame is written on its own (offloads disabled).
     enabled: bool,
+    /// Merge UDP datagrams too: only when the device took USO, the kernel that reads our USO
+    /// frames being the one that offered it.
+    udp: bool,
     /// The current run: its state and its frames (the first is the head).
     run: Option<Run>,
     frames: Vec<FrameRef>,
@@ -38,11 +41,12 @@ unsafe impl Send for Gro {}
 
 impl Gro {
     /// `mtu` is the device's (an IP MTU): a frame carrying more than that must go up as GSO.
-    pub fn new(framing: Framing, mtu: usize, enabled: bool) -> Gro {
+    pub fn new(framing: Framing, mtu: usize, enabled: bool, udp: bool) -> Gro {
         Gro {
             framing,
             mtu,
             enabled,
+            udp: enabled && udp,
             run: None,
             frames: Vec::with_capacity(coalesce::MAX_SEGMENTS),
             iov: Vec::with_capacity(coalesce::MAX_SEGMENTS + 1),
@@ -53,7 +57,14 @@ impl Gro {
     /// Adds the received frame `f` to the current run, or writes it on its own with the header
     /// `hint` gives for it (the backend's checksum rules for frames that are not merged).
     pub fn deliver(&mut self, slots: &mut Slots, f: FrameRef, dev: &TapQueue, local: &mut LocalCounters, hint: impl Fn(&[u8]) -> VnetHdr) {
-        let seg = if self.enabled { coalesce::candidate(frame(slots, f), self.framing) } else { None };
+        let seg = match (self.enabled, f.udp_gso_size) {
+            (true, 0) => {
+                let bytes = frame(slots, f);
+                coalesce::candidate(bytes, self.framing).or_else(|| self.udp.then(|| coalesce::candidate_udp(bytes, self.framing)).flatten())
+            }
+            // A whole UDP_SEGMENT packet in one datagram is already what a run would make.
+            _ => None,
+        };
         let Some(seg) = seg else {
             self.flush(slots, dev, local);
             let frame = &mut slots.get_mut(f.slot as usize)[f.start as usize..(f.start + f.len) as usize];

@@ -45,6 +45,8 @@ pub struct IpipWorkerConfig {
     pub stop: Arc<AtomicBool>,
     /// Coalesce received TCP segments into GSO writes to the TUN.
     pub gro: bool,
+    /// The TUN took USO: received UDP datagrams of one flow are coalesced too.
+    pub uso: bool,
     /// A replacement queue after the device was deleted and recreated under us.
     pub new_tun: crossbeam_channel::Receiver<TunQueue>,
     /// Keep polling without sleeping for this long after the last packet (zero: never spin).
@@ -89,7 +91,7 @@ impl IpipWorker {
             pending: Vec::with_capacity(b),
             out_buf: vec![0; OUT_BUF_SIZE],
             received: vec![Received::default(); b],
-            gro: Gro::new(Framing::Ip, cfg.tunnel.mtu as usize, cfg.gro),
+            gro: Gro::new(Framing::Ip, cfg.tunnel.mtu as usize, cfg.gro, cfg.uso),
             local: LocalCounters::default(),
             cfg,
         }

@@ -39,6 +39,8 @@ pub struct Offloads {
     pub udp_gso: bool,
     /// Coalesce received TCP segments into GSO writes to the TAP.
     pub tap_gro: bool,
+    /// The TAP took USO: coalesce received UDP datagrams of one flow as well.
+    pub tap_uso: bool,
 }
 
 /// Everything a worker needs; built by the control side, moved into the thread.
@@ -99,7 +101,7 @@ impl Worker {
             scratch: MmsgScratch::new(b.max(GSO_MAX_SEGMENTS)),
             pending: Vec::with_capacity(b),
             received: vec![Received::default(); b],
-            gro: Gro::new(Framing::Ethernet, cfg.vtep.mtu as usize, cfg.offloads.tap_gro),
+            gro: Gro::new(Framing::Ethernet, cfg.vtep.mtu as usize, cfg.offloads.tap_gro, cfg.offloads.tap_uso),
             local: LocalCounters::default(),
             cfg,
         }

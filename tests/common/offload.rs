@@ -295,9 +295,16 @@ pub fn udp_gso_transfer(tx_ns: &Netns, src: Ipv4Addr, rx_ns: &Netns, dst: Ipv4Ad
 
 /// The device handed vtepd about a frame per sendmsg of `flow` (plus pings and ARP) while vtepd sent
 /// a packet per datagram: the super-frames were USO's, not datagrams the kernel had cut already.
-pub fn assert_uso_used(host: &str, c: &HashMap<String, u64>, dev: &serde_json::Value, flow: UsoFlow) {
-    let read = packets(dev, "tx");
-    eprintln!("{host}: device frames read {read}, packets sent {}", c["tx_packets"]);
+/// With `coalesced`, the received datagrams also went up in USO writes of several each.
+pub fn assert_uso_used(host: &str, c: &HashMap<String, u64>, dev: &serde_json::Value, flow: UsoFlow, coalesced: bool) {
+    let (read, written) = (packets(dev, "tx"), packets(dev, "rx"));
+    eprintln!(
+        "{host}: device frames read {read} -> packets sent {}; packets received {} -> device frames written {written}",
+        c["tx_packets"], c["rx_packets"]
+    );
     assert!(read < (flow.sends + 100) as u64, "{host}: {read} device frames for {} UDP_SEGMENT sends: no USO", flow.sends);
     assert!(c["tx_packets"] >= flow.total() as u64, "{host}: {} packets sent for {} datagrams", c["tx_packets"], flow.total());
+    if coalesced {
+        assert!(written * 2 < c["rx_packets"], "{host}: {written} device writes for {} datagrams received: little coalescing", c["rx_packets"]);
+    }
 }

@@ -100,6 +100,18 @@ vtep_mac = "02:00:00:00:00:02"
 
 /// A run of `n` contiguous segments of `size` bytes: the first record is a full frame, the others
 /// use the compact form (first frame's headers + payload, sequence and checksum repaired).
+/// `n` datagrams of one UDP flow, `size` bytes each but a shorter last, with correct checksums.
+fn udp_gro_run(v6: bool, n: usize, size: usize) -> Vec<u8> {
+    let datagram = |len: usize| {
+        let b = PacketBuilder::ethernet2(OUR_MAC.0, PEER_MACS[0].0);
+        let b = if v6 { b.ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 64) } else { b.ipv4([10, 244, 2, 2], [10, 244, 1, 2], 64) };
+        let mut f = Vec::new();
+        b.udp(443, 4433).write(&mut f, &pattern(len)).unwrap();
+        f
+    };
+    (0..n).flat_map(|i| gro::record(0, &datagram(if i + 1 == n { size / 2 } else { size }))).collect()
+}
+
 fn gro_run(v6: bool, n: usize, size: usize, last_psh: bool) -> Vec<u8> {
     let data = pattern(n * size);
     let first = tcp_frame(OUR_MAC, PEER_MACS[0], v6, 100, &data[..size], n == 1 && last_psh, false, true);
@@ -240,6 +252,8 @@ pub fn seeds() -> Vec<Seed> {
     ]
     .concat();
     add("gro_coalesce", "short-then-long", short_then_long);
+    add("gro_coalesce", "udp-run", udp_gro_run(false, 5, 300));
+    add("gro_coalesce", "udp-run-v6", udp_gro_run(true, 3, 200));
 
     // ipip_decap: the IPIP unit tests' packets, and runs for the coalescer.
     add("ipip_decap", "tcp-run", ipip_run(4, 1000));

@@ -119,6 +119,46 @@ impl RefUdp {
     pub fn header_len(&self) -> usize {
         14 + self.ip_len + 8
     }
+
+    pub fn udp_off(&self) -> usize {
+        14 + self.ip_len
+    }
+
+    /// The unfolded pseudo-header sum for `udp_bytes` of UDP.
+    pub fn pseudo(&self, f: &[u8], udp_bytes: usize) -> u32 {
+        if self.v6 {
+            ref_pseudo_v6(&f[22..38], &f[38..54], 17, udp_bytes)
+        } else {
+            ref_pseudo_v4(f[26..30].try_into().unwrap(), f[30..34].try_into().unwrap(), 17, udp_bytes)
+        }
+    }
+
+    /// UDP bytes as the IP header claims them.
+    pub fn ip_udp_bytes(&self, f: &[u8]) -> Option<usize> {
+        if self.v6 { Some(be16(f, 18) as usize) } else { (be16(f, 16) as usize).checked_sub(self.ip_len) }
+    }
+
+    /// IP length field(s) and UDP length for `udp_bytes` of UDP.
+    pub fn fill_lens(&self, f: &mut [u8], udp_bytes: usize) {
+        if self.v6 {
+            put16(f, 18, udp_bytes as u16);
+        } else {
+            put16(f, 16, (self.ip_len + udp_bytes) as u16);
+        }
+        put16(f, self.udp_off() + 4, udp_bytes as u16);
+    }
+
+    /// Whether the UDP checksum over `udp_bytes` verifies.
+    pub fn csum_ok(&self, f: &[u8], udp_bytes: usize) -> bool {
+        ref_sum(&f[self.udp_off()..self.udp_off() + udp_bytes], self.pseudo(f, udp_bytes)) == 0xffff
+    }
+
+    /// Writes a correct UDP checksum (0 sent as 0xffff).
+    pub fn fill_csum(&self, f: &mut [u8], udp_bytes: usize) {
+        put16(f, self.udp_off() + 6, 0);
+        let c = !ref_sum(&f[self.udp_off()..self.udp_off() + udp_bytes], self.pseudo(f, udp_bytes));
+        put16(f, self.udp_off() + 6, if c == 0 { 0xffff } else { c });
+    }
 }
 
 /// The transport a reference layout found.

@@ -105,6 +105,7 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     tracing::info!(device = %device.name, mtu, ttl = cfg.ipip.ttl, peers = cfg.peers.len(), workers = queues.len(), "forwarding (ipip)");
 
     let (opts_offload, busy_poll) = (opts.offload, opts.busy_poll);
+    let uso = device.offload & tap::TUN_F_USO4 != 0;
     let tunnel = Tunnel { local: cfg.node.public_ip, subnet: cfg.node.subnet, mtu: mtu as u16, ttl: cfg.ipip.ttl };
     let mut rx = Some(rx);
     let mut started = Started::without_workers(overlay);
@@ -112,7 +113,7 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     for (i, (queue, tx)) in queues.into_iter().zip(tx).enumerate() {
         let (tables, stop, batch, rx) = (tables.clone(), stop.clone(), opts.batch, rx.take());
         spawn_worker(&mut started, i, move |counters, new_tun| {
-            let wc = IpipWorkerConfig { tunnel, batch, tables, counters, stop, gro: opts_offload, new_tun, busy_poll };
+            let wc = IpipWorkerConfig { tunnel, batch, tables, counters, stop, gro: opts_offload, uso, new_tun, busy_poll };
             IpipWorker::new(wc, queue, tx, rx).run()
         })?;
     }

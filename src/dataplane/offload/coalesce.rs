@@ -1,4 +1,5 @@
-//! TCP coalescing (software GRO) of decapsulated frames (TAP) or packets (TUN) into one write.
+//! TCP and UDP coalescing (software GRO) of decapsulated frames (TAP) or packets (TUN) into one
+//! write.
 //!
 //! The driver walks received frames in order, asks [`candidate`] whether each could be merged,
 //! and [`Run::accepts`] whether it continues the current run; at the end of a run [`finish`]
@@ -8,7 +9,9 @@
 //! identical TCP options; only ACK or ACK|PSH segments, PSH ending a run; contiguous sequence
 //! numbers; all segments the size of the first except a shorter last one. Every checksum is
 //! verified before merging — the merged frame goes up with the checksum marked "to be done", so a
-//! corrupt segment merged into it would otherwise be accepted.
+//! corrupt segment merged into it would otherwise be accepted. UDP datagrams of one flow (addresses,
+//! ports, TOS/TTL/DF) merge when all are the first one's size but a shorter last, into one USO
+//! frame the kernel cuts back into exactly those datagrams; only onto a device that took USO.
 use super::{Framing, L4Layout, L4};
 use crate::wire::vnet::{VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 use crate::wire::{be16, be32, checksum, put_be16};
@@ -36,22 +39,38 @@ pub struct Segment {
 pub fn candidate(frame: &[u8], framing: Framing) -> Option<Segment> {
     let l = L4Layout::parse(frame, framing, L4::Tcp)?;
     let tcp_bytes = ip_payload_len(frame, &l)?;
-    // The merged frame gets one fresh IPv4 header checksum, which would make a corrupt header valid.
-    if !l.v6 && (l.ip_len != 20 || checksum::fold(checksum::sum(&frame[l.ip_off..l.ip_off + 20], 0)) != 0xffff) {
-        return None;
-    }
     let flags = frame[l.l4_off + 13];
-    if flags & !TCP_PSH != TCP_ACK || tcp_bytes <= l.l4_len {
+    if !ipv4_header_ok(frame, &l) || flags & !TCP_PSH != TCP_ACK || tcp_bytes <= l.l4_len {
         return None;
     }
-    let pseudo = l.pseudo_sum(frame, tcp_bytes);
-    let tcp = &frame[l.l4_off..l.l4_off + tcp_bytes];
-    let field = u16::from_be_bytes([tcp[16], tcp[17]]);
-    let partial = field == checksum::fold(pseudo);
-    if !partial && checksum::fold(checksum::sum(tcp, pseudo)) != 0xffff {
-        return None;
-    }
+    let partial = checksum_state(frame, &l, tcp_bytes)?;
     Some(Segment { layout: l, seq: be32(frame, l.l4_off + 4), payload_len: tcp_bytes - l.l4_len, psh: flags & TCP_PSH != 0, partial })
+}
+
+/// The same for a UDP datagram with data, whose UDP length agrees with IP's. A datagram without a
+/// checksum (IPv4's 0) is not merged: it has nothing to verify, and the merged frame would get one.
+pub fn candidate_udp(frame: &[u8], framing: Framing) -> Option<Segment> {
+    let l = L4Layout::parse(frame, framing, L4::Udp)?;
+    let udp_bytes = ip_payload_len(frame, &l)?;
+    if !ipv4_header_ok(frame, &l) || udp_bytes <= l.l4_len || be16(frame, l.l4_off + 4) as usize != udp_bytes || be16(frame, l.l4_off + 6) == 0 {
+        return None;
+    }
+    let partial = checksum_state(frame, &l, udp_bytes)?;
+    Some(Segment { layout: l, seq: 0, payload_len: udp_bytes - l.l4_len, psh: false, partial })
+}
+
+/// The merged frame gets one fresh IPv4 header checksum, which would make a corrupt header valid:
+/// only an option-less header with a correct checksum is merged (IPv6 has none).
+fn ipv4_header_ok(frame: &[u8], l: &L4Layout) -> bool {
+    l.v6 || (l.ip_len == 20 && checksum::fold(checksum::sum(&frame[l.ip_off..l.ip_off + 20], 0)) == 0xffff)
+}
+
+/// Whether the transport checksum over `l4_bytes` is still partial (`Some(true)`: the field holds
+/// only the pseudo-header sum) or correct (`Some(false)`); `None` if it is wrong.
+fn checksum_state(frame: &[u8], l: &L4Layout, l4_bytes: usize) -> Option<bool> {
+    let pseudo = l.pseudo_sum(frame, l4_bytes);
+    let partial = be16(frame, l.l4_off + l.l4.csum_offset()) == checksum::fold(pseudo);
+    (partial || checksum::fold(checksum::sum(&frame[l.l4_off..l.l4_off + l4_bytes], pseudo)) == 0xffff).then_some(partial)
 }
 
 /// Transport header + payload length from the IP header, which must fit the frame (any bytes after
@@ -90,14 +109,15 @@ impl Run {
     /// Whether `next` (frame `next_frame`) continues this run whose first frame is `first_frame`.
     pub fn accepts(&self, first_frame: &[u8], next_frame: &[u8], next: &Segment) -> bool {
         let (a, b) = (&self.first.layout, &next.layout);
+        let tcp = a.l4 == L4::Tcp;
         !self.closed
             && self.count < MAX_SEGMENTS
             && a == b
-            && next.seq == self.next_seq
+            && (!tcp || next.seq == self.next_seq)
             && next.payload_len <= self.first.payload_len
             && a.header_len() + self.payload + next.payload_len <= MAX_FRAME
             && same_ip_identity(first_frame, next_frame, a)
-            && same_tcp_identity(first_frame, next_frame, a)
+            && if tcp { same_tcp_identity(first_frame, next_frame, a) } else { same_ports(first_frame, next_frame, a) }
     }
 
     /// Adds `next`, which `accepts` approved.
@@ -132,6 +152,11 @@ fn same_tcp_identity(x: &[u8], y: &[u8], l: &L4Layout) -> bool {
     p[..4] == q[..4] && p[8..13] == q[8..13] && p[20..l.l4_len] == q[20..l.l4_len]
 }
 
+/// A UDP run is one flow: the same ports (addresses were compared with the IP header).
+fn same_ports(x: &[u8], y: &[u8], l: &L4Layout) -> bool {
+    x[l.l4_off..l.l4_off + 4] == y[l.l4_off..l.l4_off + 4]
+}
+
 /// Rewrites `first` (the run's first frame) to head the merged super-frame and returns the
 /// virtio-net header to write before it. A run of one that fits the MTU is left as it is.
 ///
@@ -141,39 +166,65 @@ fn same_tcp_identity(x: &[u8], y: &[u8], l: &L4Layout) -> bool {
 /// pod's 1450-byte link.
 pub fn finish(first: &mut [u8], run: &Run, mtu: usize) -> VnetHdr {
     let l = run.first.layout;
+    if l.l4 == L4::Udp {
+        return finish_udp(first, run);
+    }
     let mss = mss_for(&l, mtu);
     if run.count == 1 && run.payload <= mss {
         return single(&run.first);
     }
     let tcp_bytes = l.l4_len + run.payload;
-    if l.v6 {
-        put_be16(first, l.ip_off + 4, tcp_bytes as u16);
-    } else {
-        put_be16(first, l.ip_off + 2, (l.ip_len + tcp_bytes) as u16);
-        put_be16(first, l.ip_off + 10, 0);
-        let c = checksum::finish(checksum::sum(&first[l.ip_off..l.ip_off + l.ip_len], 0));
-        put_be16(first, l.ip_off + 10, c);
-    }
+    set_ip_len(first, &l, tcp_bytes);
     if run.first.psh {
         first[l.l4_off + 13] |= TCP_PSH;
     }
     gso_header(first, &l, tcp_bytes, run.first.payload_len.min(mss))
 }
 
-/// Marks the TCP segment `frame` (header + `tcp_bytes` of TCP) for the kernel to segment at
-/// `gso_size`: the checksum field gets the pseudo-header sum (NEEDS_CSUM), and ECN's CWR, if set,
-/// is declared as the kernel requires.
-fn gso_header(frame: &mut [u8], l: &L4Layout, tcp_bytes: usize, gso_size: usize) -> VnetHdr {
-    let pseudo = checksum::fold(l.pseudo_sum(frame, tcp_bytes));
-    put_be16(frame, l.l4_off + 16, pseudo);
-    let ecn = if frame[l.l4_off + 13] & TCP_CWR != 0 { GSO_ECN } else { 0 };
+/// A UDP run becomes one USO frame cut at the first datagram's size, which gives the datagrams
+/// back exactly: all but the last were that size, and the last no larger.
+fn finish_udp(first: &mut [u8], run: &Run) -> VnetHdr {
+    if run.count == 1 {
+        return single(&run.first);
+    }
+    let l = run.first.layout;
+    let udp_bytes = l.l4_len + run.payload;
+    set_ip_len(first, &l, udp_bytes);
+    put_be16(first, l.l4_off + 4, udp_bytes as u16);
+    gso_header(first, &l, udp_bytes, run.first.payload_len)
+}
+
+/// IPv6 payload length, or IPv4 total length and a fresh header checksum, for `l4_bytes` of
+/// transport header and payload.
+fn set_ip_len(frame: &mut [u8], l: &L4Layout, l4_bytes: usize) {
+    if l.v6 {
+        put_be16(frame, l.ip_off + 4, l4_bytes as u16);
+    } else {
+        put_be16(frame, l.ip_off + 2, (l.ip_len + l4_bytes) as u16);
+        put_be16(frame, l.ip_off + 10, 0);
+        let c = checksum::finish(checksum::sum(&frame[l.ip_off..l.ip_off + l.ip_len], 0));
+        put_be16(frame, l.ip_off + 10, c);
+    }
+}
+
+/// Marks the TCP segment or UDP datagram `frame` (headers + `l4_bytes` of transport) for the
+/// kernel to segment at `gso_size`: the checksum field gets the pseudo-header sum (NEEDS_CSUM), and
+/// ECN's CWR, if set, is declared as the kernel requires.
+fn gso_header(frame: &mut [u8], l: &L4Layout, l4_bytes: usize, gso_size: usize) -> VnetHdr {
+    let pseudo = checksum::fold(l.pseudo_sum(frame, l4_bytes));
+    put_be16(frame, l.l4_off + l.l4.csum_offset(), pseudo);
+    let gso_type = match l.l4 {
+        L4::Udp => GSO_UDP_L4,
+        L4::Tcp if frame[l.l4_off + 13] & TCP_CWR != 0 => (if l.v6 { GSO_TCPV6 } else { GSO_TCPV4 }) | GSO_ECN,
+        L4::Tcp => if l.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+    };
     VnetHdr {
         flags: F_NEEDS_CSUM,
-        gso_type: if l.v6 { GSO_TCPV6 } else { GSO_TCPV4 } | ecn,
+        gso_type,
         hdr_len: l.header_len() as u16,
         gso_size: gso_size as u16,
         csum_start: l.l4_off as u16,
-        csum_offset: 16,
+        csum_offset: l.l4.csum_offset() as u16,
     }
 }
 
@@ -192,12 +243,7 @@ pub fn oversized(frame: &mut [u8], framing: Framing, mtu: usize) -> Option<VnetH
     if tcp_bytes - l.l4_len <= mss {
         return None;
     }
-    let pseudo = l.pseudo_sum(frame, tcp_bytes);
-    let tcp = &frame[l.l4_off..l.l4_off + tcp_bytes];
-    let partial = u16::from_be_bytes([tcp[16], tcp[17]]) == checksum::fold(pseudo);
-    if !partial && checksum::fold(checksum::sum(tcp, pseudo)) != 0xffff {
-        return None;
-    }
+    checksum_state(frame, &l, tcp_bytes)?;
     Some(gso_header(frame, &l, tcp_bytes, mss))
 }
 
@@ -212,28 +258,18 @@ pub fn oversized_udp(frame: &mut [u8], framing: Framing, gso_size: usize) -> Opt
     if udp_bytes - l.l4_len <= gso_size || be16(frame, l.l4_off + 4) as usize != udp_bytes {
         return None;
     }
-    let pseudo = l.pseudo_sum(frame, udp_bytes);
-    let field = be16(frame, l.l4_off + 6);
-    let partial = field == checksum::fold(pseudo);
-    let unchecked = field == 0 && !l.v6;
-    if !partial && !unchecked && checksum::fold(checksum::sum(&frame[l.l4_off..l.l4_off + udp_bytes], pseudo)) != 0xffff {
-        return None;
+    // IPv4's "no checksum" has nothing to check; the datagrams get one when the kernel cuts them.
+    if be16(frame, l.l4_off + 6) != 0 || l.v6 {
+        checksum_state(frame, &l, udp_bytes)?;
     }
-    put_be16(frame, l.l4_off + 6, checksum::fold(pseudo));
-    Some(VnetHdr {
-        flags: F_NEEDS_CSUM,
-        gso_type: GSO_UDP_L4,
-        hdr_len: l.header_len() as u16,
-        gso_size: gso_size as u16,
-        csum_start: l.l4_off as u16,
-        csum_offset: 6,
-    })
+    Some(gso_header(frame, &l, udp_bytes, gso_size))
 }
 
 /// A lone verified segment: the kernel need not check its checksum again.
 fn single(s: &Segment) -> VnetHdr {
     if s.partial {
-        VnetHdr { flags: F_NEEDS_CSUM, csum_start: s.layout.l4_off as u16, csum_offset: 16, ..VnetHdr::default() }
+        let l = &s.layout;
+        VnetHdr { flags: F_NEEDS_CSUM, csum_start: l.l4_off as u16, csum_offset: l.l4.csum_offset() as u16, ..VnetHdr::default() }
     } else {
         VnetHdr { flags: F_DATA_VALID, ..VnetHdr::default() }
     }
@@ -554,5 +590,92 @@ mod tests {
         assert_eq!(oversized_udp(&mut lying, Framing::Ethernet, 1200), None);
         let mut tcp = seg(1, &[1; 3000], false, false);
         assert_eq!(oversized_udp(&mut tcp, Framing::Ethernet, 1200), None);
+    }
+
+    /// One datagram of a flow 10.244.2.2:443 -> 10.244.1.2:`dport` with a correct checksum.
+    fn datagram(payload: &[u8], dport: u16, v6: bool) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]);
+        let b = if v6 {
+            b.ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 64)
+        } else {
+            b.ipv4([10, 244, 2, 2], [10, 244, 1, 2], 64)
+        };
+        let mut out = Vec::new();
+        b.udp(443, dport).write(&mut out, payload).unwrap();
+        out
+    }
+
+    /// Drives candidate_udp / Run as io::gro does; returns the runs' member indices.
+    fn udp_runs(frames: &[Vec<u8>]) -> Vec<Vec<usize>> {
+        let mut runs: Vec<(Run, Vec<usize>)> = Vec::new();
+        let mut open: Option<(Run, Vec<usize>)> = None;
+        for (k, f) in frames.iter().enumerate() {
+            let Some(seg) = candidate_udp(f, Framing::Ethernet) else {
+                runs.extend(open.take());
+                continue;
+            };
+            if let Some((run, members)) = &mut open {
+                if run.accepts(&frames[members[0]], f, &seg) {
+                    run.push(&seg);
+                    members.push(k);
+                    continue;
+                }
+            }
+            runs.extend(open.take());
+            open = Some((Run::start(seg), vec![k]));
+        }
+        runs.extend(open);
+        runs.into_iter().map(|(_, m)| m).collect()
+    }
+
+    #[test]
+    fn udp_datagrams_merge_into_uso_and_resegment_identically() {
+        for v6 in [false, true] {
+            let sizes = [1200, 1200, 1200, 700];
+            let frames: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, n)| datagram(&vec![i as u8 + 1; *n], 4433, v6)).collect();
+            let segs: Vec<Segment> = frames.iter().map(|f| candidate_udp(f, Framing::Ethernet).unwrap()).collect();
+            let mut run = Run::start(segs[0]);
+            for (f, s) in frames.iter().zip(&segs).skip(1) {
+                assert!(run.accepts(&frames[0], f, s));
+                run.push(s);
+            }
+            let mut merged = frames[0].clone();
+            let vnet = finish(&mut merged, &run, 1450);
+            let hdr = segs[0].layout.header_len();
+            assert_eq!((vnet.flags, vnet.gso_type, vnet.gso_size, vnet.csum_offset), (F_NEEDS_CSUM, GSO_UDP_L4, 1200, 6));
+            frames[1..].iter().for_each(|f| merged.extend_from_slice(&f[hdr..]));
+            // The kernel's cut, played by our own USO segmentation: the datagrams come back.
+            let mut out = vec![0u8; 20_000];
+            let s = super::super::segment::segment(&vnet, &merged, Framing::Ethernet, &crate::wire::vxlan::Vni::new(1).unwrap(), &mut out).unwrap();
+            assert_eq!(s.count, 4);
+            for (i, f) in frames.iter().enumerate() {
+                let d = &out[s.range(i)][8..];
+                // Only the IPv4 id (and so the header checksum) may differ: the kernel numbers them.
+                let skip = |j: usize| !v6 && ((18..20).contains(&j) || (24..26).contains(&j));
+                assert_eq!(d.len(), f.len(), "datagram {i}");
+                assert!(d.iter().zip(f.iter()).enumerate().all(|(j, (a, b))| skip(j) || a == b), "datagram {i} (v6 {v6})");
+            }
+        }
+    }
+
+    #[test]
+    fn udp_runs_break_where_the_kernel_could_not_cut_them_back() {
+        let d = |n: usize, port: u16| datagram(&vec![7; n], port, false);
+        let mut corrupt = d(1200, 4433);
+        corrupt[60] ^= 1;
+        let mut unchecked = d(1200, 4433);
+        put_be16(&mut unchecked, 40, 0); // IPv4 "no checksum"
+        let frames = vec![
+            d(1200, 4433), d(1200, 4433), d(800, 4433), // a short one ends the run
+            d(1200, 4433), d(1300, 4433),               // a larger one cannot follow
+            d(1200, 4434), corrupt, d(1200, 4434),      // other port; a corrupt one is no candidate
+            unchecked,
+        ];
+        assert_eq!(udp_runs(&frames), vec![vec![0, 1, 2], vec![3], vec![4], vec![5], vec![7]]);
+        // A lone datagram goes up on its own, its checksum verified.
+        let one = d(100, 4433);
+        let run = Run::start(candidate_udp(&one, Framing::Ethernet).unwrap());
+        assert_eq!(finish(&mut one.clone(), &run, 1450), VnetHdr { flags: F_DATA_VALID, ..VnetHdr::default() });
+        assert!(candidate(&one, Framing::Ethernet).is_none() && candidate_udp(&seg(1, &[1; 100], false, false), Framing::Ethernet).is_none());
     }
 }
