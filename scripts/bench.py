@@ -75,6 +75,9 @@ NOTES = [
     "Overlay rows measure pod->pod (pod netns -> veth -> cni0 bridge -> overlay -> cni0 -> pod, MTU 1450); "
     "row A measures node->node on the bare veth underlay (MTU 1500).",
     "TCP: iperf3 -J -t T [-P 4], figure = receiver goodput (sum_received.bits_per_second).",
+    "UDP GSO: scripts/lib/udp_gso.py, one sendmsg with UDP_SEGMENT per 40 datagrams of 1200 B (as QUIC "
+    "stacks send) for T seconds, received with UDP_GRO; figure = bytes received / the sender's seconds, "
+    "loss = datagrams not received.",
     "UDP 64 B: iperf3 -u -l 64 -b RATE (0 = unlimited), figure = packets the receiving iperf3 counted "
     "per second ((packets - lost_packets) / seconds); loss % as reported by iperf3 (sequence gaps), "
     "which includes drops at the receiving socket.",
@@ -413,11 +416,11 @@ def vtepd_config(node: str, backend: str = "vxlan", device: str = "vtep0") -> st
 
 
 def setup_vtepd(tb: Testbed, opts, args: tuple = (), backend: str = "vxlan",
-                device: str = "vtep0", **kw) -> Endpoints:
-    """C, C0, ...: vtepd on both nodes with extra command-line `args`."""
-    binary = Path(getattr(opts, "vtepd_snapshot", None) or opts.vtepd)
+                device: str = "vtep0", binary: Optional[str] = None, **kw) -> Endpoints:
+    """C, C0, ...: vtepd on both nodes with extra command-line `args` (and another `binary`)."""
+    binary = Path(binary or getattr(opts, "vtepd_snapshot", None) or opts.vtepd)
     if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise BenchError(f"vtepd binary not found: {opts.vtepd} (cargo build --release)")
+        raise BenchError(f"vtepd binary not found: {binary} (cargo build --release)")
     tb.build_nodes()
     tb.add_pods(POD_MTU[backend])
     ep = Endpoints("A-pod", "B-pod", NODES["B"][4])
@@ -506,7 +509,10 @@ def row_registry(opts) -> list[Row]:
         key, _, args = spec.partition(":")
         if not key or not args:
             raise SystemExit(f"--variant wants KEY:ARGS, e.g. 'C2:--workers 2', got {spec!r}")
-        rows.append(Row(key, f"vtepd {args}", setup_vtepd, {"args": tuple(shlex.split(args))},
+        words = shlex.split(args)
+        # '@PATH' first: another vtepd build, to compare two builds in one interleaved run.
+        kw = {"binary": words.pop(0)[1:]} if words and words[0].startswith("@") else {}
+        rows.append(Row(key, f"vtepd {args}", setup_vtepd, {"args": tuple(words), **kw},
                         teardown_vtepd))
     return rows
 
@@ -534,6 +540,8 @@ FIGURES = [
     Figure("tcp4_gbps", "TCP 4 streams", "Gbit/s", True),
     Figure("udp64_kpps", "UDP 64 B received", "kpps", True, 1),
     Figure("udp64_loss_pct", "UDP 64 B loss", "%", False, 1),
+    Figure("uso_gbps", "UDP GSO 1200 B received", "Gbit/s", True),
+    Figure("uso_loss_pct", "UDP GSO 1200 B loss", "%", False, 1),
     Figure("rtt_mean_us", "ping RTT mean", "us", False, 1),
     Figure("rtt_p99_us", "ping RTT p99", "us", False, 1),
     Figure("cpu_s_per_gb", "CPU per GB, involved (TCP x1)", "CPU-s/GB", False, 3),
@@ -684,11 +692,44 @@ def measure_udp64(tb: Testbed, ep: Endpoints, opts) -> dict:
     }
 
 
+USO_HELPER = REPO / "scripts/lib/udp_gso.py"
+USO_PORT, USO_SIZE, USO_SEGS = 5301, 1200, 40
+
+
+def measure_uso(tb: Testbed, ep: Endpoints, opts) -> dict:
+    """QUIC-like traffic: bursts of 40 x 1200 B sent with UDP_SEGMENT, received with UDP_GRO."""
+    helper = ["python3", str(USO_HELPER)]
+    rx = tb.spawn(ep.server, "udp-gso-recv", [*helper, "recv", ep.server_ip, str(USO_PORT), str(opts.time)])
+    err = tb.dir / "udp-gso-recv.err"
+    deadline = time.monotonic() + 5
+    while "ready" not in (err.read_text() if err.exists() else ""):
+        if rx.poll() is not None or time.monotonic() > deadline:
+            raise BenchError(f"udp_gso.py recv did not start: {tail(err, 2)}")
+        time.sleep(0.05)
+    p = tb.exec(ep.client, [*helper, "send", ep.server_ip, str(USO_PORT), str(opts.time), str(USO_SIZE),
+                            str(USO_SEGS)], timeout=opts.time + 30, check=False)
+    try:
+        rx.wait(timeout=opts.time + 15)
+        sent = json.loads(p.stdout)
+        got = json.loads((tb.dir / "udp-gso-recv.out").read_text())
+    except (subprocess.TimeoutExpired, json.JSONDecodeError, OSError) as e:
+        raise BenchError(f"udp_gso.py: {e}: {p.stderr.strip()[-200:]} {tail(err, 2)}")
+    if not got["bytes"] or not sent["datagrams"]:
+        raise BenchError("udp_gso.py: nothing received")
+    return {
+        "uso_gbps": got["bytes"] * 8 / sent["seconds"] / 1e9,
+        "uso_loss_pct": max(0.0, 100 * (1 - got["datagrams"] / sent["datagrams"])),
+        "extra": {"uso_sent_gbps": sent["bytes"] * 8 / sent["seconds"] / 1e9,
+                  "uso_datagrams_sent": sent["datagrams"], "uso_datagrams_received": got["datagrams"]},
+    }
+
+
 MEASUREMENTS: list[tuple[str, Callable[..., dict]]] = [
     ("ping", measure_ping),
     ("tcp x1", lambda tb, ep, o: measure_tcp(tb, ep, o, 1)),
     ("tcp x4", lambda tb, ep, o: measure_tcp(tb, ep, o, 4)),
     ("udp 64B", measure_udp64),
+    ("udp gso", measure_uso),
 ]
 
 
@@ -1006,7 +1047,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                     help=f"comma-separated row keys, or 'all' (default {','.join(DEFAULT_ROWS)})")
     ap.add_argument("--variant", action="append", default=[], metavar="KEY:ARGS",
-                    help="extra vtepd row with these arguments, e.g. 'C2:--workers 2' "
+                    help="extra vtepd row with these arguments, e.g. 'C2:--workers 2'; ARGS may "
+                         "start with @PATH to run another vtepd build, e.g. 'Cold:@/tmp/old/vtepd' "
                          "(also add KEY to --rows unless --rows is default)")
     ap.add_argument("--vtepd", default=str(REPO / "target/release/vtepd"),
                     help="vtepd binary (default target/release/vtepd)")
