@@ -19,11 +19,25 @@ pub const OFFLOAD_DROPS: &[&str] = &[
 /// Runs A→B and B→A transfers concurrently; both finish (or fail) before any failure is raised,
 /// so the message names the direction that broke.
 pub fn transfer_both_ways(a: &Netns, b: &Netns, nbytes: usize) {
+    both_ways(
+        || tcp_transfer(a, Some(IP_A), b, IP_B, 5001, nbytes),
+        || tcp_transfer(b, Some(IP_B), a, IP_A, 5002, nbytes),
+    );
+}
+
+/// `udp_gso_transfer` A→B on `port` and B→A on `port + 1`, at once.
+pub fn udp_gso_both_ways(a: &Netns, b: &Netns, port: u16, flow: UsoFlow) {
+    both_ways(
+        || udp_gso_transfer(a, IP_A, b, IP_B, port, flow),
+        || udp_gso_transfer(b, IP_B, a, IP_A, port + 1, flow),
+    );
+}
+
+/// Runs both directions on their own threads and re-raises the first panic once both are done.
+fn both_ways(ab: impl FnOnce() + Send, ba: impl FnOnce() + Send) {
     thread::scope(|s| {
-        let ab = s.spawn(|| tcp_transfer(a, Some(IP_A), b, IP_B, 5001, nbytes));
-        let ba = s.spawn(|| tcp_transfer(b, Some(IP_B), a, IP_A, 5002, nbytes));
-        let (ab, ba) = (ab.join(), ba.join());
-        for r in [ab, ba] {
+        let (ab, ba) = (s.spawn(ab), s.spawn(ba));
+        for r in [ab.join(), ba.join()] {
             if let Err(e) = r {
                 std::panic::resume_unwind(e);
             }

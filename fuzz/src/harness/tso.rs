@@ -201,28 +201,13 @@ fn reference(vnet: &VnetHdr, frame: &[u8], room: usize) -> Result<RefL4, Segment
 
 fn check_segments(vnet: &VnetHdr, frame: &[u8], l: &RefTcp, s: &Segments, out: &[u8]) {
     let (mss, hdr) = (vnet.gso_size as usize, l.header_len());
-    let payload = &frame[hdr..];
-    assert_eq!(s.count, payload.len().div_ceil(mss), "segment count");
-    assert_eq!(s.seg_len, 8 + hdr + mss);
-    assert!(s.last_len > 8 + hdr && s.last_len <= s.seg_len, "{s:?}");
-    let total = s.total_len();
-    assert!(total <= out.len(), "total_len {total} beyond the output ({})", out.len());
-    assert_eq!(total, s.count * (8 + hdr) + payload.len());
-    let tail = &out[total..out.len().min(total + 4096)];
-    assert!(tail.iter().all(|b| *b == SENTINEL), "written past total_len");
+    check_layout(s, out, hdr, mss, frame.len() - hdr);
 
     let ip = &frame[14..14 + l.ip_len];
     let tcp = &frame[l.tcp_off..hdr];
     let (seq0, id0, flags0) = (be32(tcp, 4), be16(ip, 4), tcp[13]);
     for i in 0..s.count {
-        let len = if i + 1 == s.count { s.last_len } else { s.seg_len };
-        let d = &out[i * s.seg_len..i * s.seg_len + len];
-        assert_eq!(d[..8], [0x08, 0, 0, 0, 0, 0, VNI as u8, 0], "VXLAN header of segment {i}");
-        let f = &d[8..];
-        let chunk = &payload[i * mss..payload.len().min((i + 1) * mss)];
-        assert_eq!(f.len(), hdr + chunk.len(), "length of segment {i}");
-        assert_eq!(&f[hdr..], chunk, "payload of segment {i}");
-        assert_eq!(f[..14], frame[..14], "Ethernet header of segment {i}");
+        let (f, _) = datagram(s, out, frame, i, hdr, mss);
 
         let p = etherparse::SlicedPacket::from_ethernet(f).unwrap_or_else(|e| panic!("segment {i} of {}: {e}", s.count));
         let Some(etherparse::TransportSlice::Tcp(t)) = &p.transport else { panic!("segment {i}: no TCP") };
@@ -266,24 +251,39 @@ pub fn encode(vnet: &VnetHdr, ctrl: u8, grow: u16, frame: &[u8]) -> Vec<u8> {
     [&v[..], &[ctrl], &grow.to_le_bytes(), &[0, 0], frame].concat()
 }
 
+/// What every cut must look like: ceil(payload / mss) datagrams of `8 + hdr + mss` bytes but a
+/// shorter or equal last, all inside `out` and nothing written past them.
+fn check_layout(s: &Segments, out: &[u8], hdr: usize, mss: usize, payload: usize) {
+    assert_eq!(s.count, payload.div_ceil(mss), "segment count");
+    assert_eq!(s.seg_len, 8 + hdr + mss);
+    assert!(s.last_len > 8 + hdr && s.last_len <= s.seg_len, "{s:?}");
+    let total = s.total_len();
+    assert!(total <= out.len(), "total_len {total} beyond the output ({})", out.len());
+    assert_eq!(total, s.count * (8 + hdr) + payload);
+    let tail = &out[total..out.len().min(total + 4096)];
+    assert!(tail.iter().all(|b| *b == SENTINEL), "written past total_len");
+}
+
+/// Datagram `i` behind its VXLAN header, checked for our VNI, its length, its payload chunk and the
+/// super-frame's Ethernet header; returns the inner frame and the chunk.
+fn datagram<'a>(s: &Segments, out: &'a [u8], frame: &'a [u8], i: usize, hdr: usize, mss: usize) -> (&'a [u8], &'a [u8]) {
+    let d = &out[s.range(i)];
+    assert_eq!(d[..8], [0x08, 0, 0, 0, 0, 0, VNI as u8, 0], "VXLAN header of segment {i}");
+    let f = &d[8..];
+    let payload = &frame[hdr..];
+    let chunk = &payload[i * mss..payload.len().min((i + 1) * mss)];
+    assert_eq!(f.len(), hdr + chunk.len(), "length of segment {i}");
+    assert_eq!(&f[hdr..], chunk, "payload of segment {i}");
+    assert_eq!(f[..14], frame[..14], "Ethernet header of segment {i}");
+    (f, chunk)
+}
+
 fn check_udp_segments(vnet: &VnetHdr, frame: &[u8], l: &RefUdp, s: &Segments, out: &[u8]) {
     let (mss, hdr) = (vnet.gso_size as usize, l.header_len());
-    let payload = &frame[hdr..];
-    assert_eq!(s.count, payload.len().div_ceil(mss), "segment count");
-    assert_eq!(s.seg_len, 8 + hdr + mss);
-    assert_eq!(s.total_len(), s.count * (8 + hdr) + payload.len());
-    let tail = &out[s.total_len()..out.len().min(s.total_len() + 4096)];
-    assert!(tail.iter().all(|b| *b == SENTINEL), "written past total_len");
+    check_layout(s, out, hdr, mss, frame.len() - hdr);
     let (ip, udp) = (&frame[14..14 + l.ip_len], &frame[hdr - 8..hdr]);
     for i in 0..s.count {
-        let len = if i + 1 == s.count { s.last_len } else { s.seg_len };
-        let d = &out[i * s.seg_len..i * s.seg_len + len];
-        assert_eq!(d[..8], [0x08, 0, 0, 0, 0, 0, VNI as u8, 0], "VXLAN header of segment {i}");
-        let f = &d[8..];
-        let chunk = &payload[i * mss..payload.len().min((i + 1) * mss)];
-        assert_eq!(f.len(), hdr + chunk.len(), "length of segment {i}");
-        assert_eq!(&f[hdr..], chunk, "payload of segment {i}");
-        assert_eq!(f[..14], frame[..14], "Ethernet header of segment {i}");
+        let (f, chunk) = datagram(s, out, frame, i, hdr, mss);
         let (sip, sudp) = (&f[14..14 + l.ip_len], &f[hdr - 8..hdr]);
         let udp_bytes = 8 + chunk.len();
         assert_eq!(be16(sudp, 4) as usize, udp_bytes, "UDP length of segment {i}");
