@@ -1,7 +1,8 @@
 //! The driver half of software GRO, shared by the VXLAN (TAP) and IPIP (TUN) workers: it walks a
 //! receive batch's decapsulated frames in order, gathers runs (TCP, and UDP where the device took
-//! USO) that `dataplane::offload::coalesce` accepts, and writes each run to the device as one GSO frame with one writev — the head frame in
-//! full, then only the payloads of the others, so nothing is copied together first.
+//! USO) that `dataplane::offload::coalesce` accepts, and writes each run to the device as one GSO
+//! frame with one writev — the head frame in full, then only the payloads of the others, so nothing
+//! is copied together first.
 use super::tap::TapQueue;
 use super::Slots;
 use crate::dataplane::offload::coalesce::{self, Run};

@@ -2,8 +2,9 @@
 //!
 //! Each iteration waits for either side to be readable, then drains up to `batch` packets from it,
 //! runs them through the core, and acts on the verdicts with as few syscalls as the kernel allows:
-//! sendmmsg for ordinary frames, one UDP_SEGMENT sendmsg per TCP super-frame, and one TAP writev
-//! per run of coalesced TCP segments. Table snapshots are loaded and counters flushed once per batch.
+//! sendmmsg for ordinary frames, one UDP_SEGMENT sendmsg per TCP or UDP super-frame, and one TAP
+//! writev per run of coalesced TCP segments or UDP datagrams. Table snapshots are loaded and
+//! counters flushed once per batch.
 use super::gro::{FrameRef, Gro};
 use super::poll::Poller;
 use super::tap::TapQueue;
@@ -281,12 +282,7 @@ impl Worker {
                 self.local.drop(DropReason::RxTruncated);
                 continue;
             }
-            let mut seg = r.seg_size.max(1);
-            let mut udp_gso_size = 0;
-            if seg < r.len && is_one_datagram(&self.rx_slots.get(i)[VXLAN_OFFSET..VXLAN_OFFSET + r.len]) {
-                udp_gso_size = seg.min(u16::MAX as usize) as u16;
-                seg = r.len;
-            }
+            let (seg, udp_gso_size) = split_size(&r, &self.rx_slots.get(i)[VXLAN_OFFSET..VXLAN_OFFSET + r.len]);
             let mut off = 0;
             while off < r.len {
                 let dlen = seg.min(r.len - off);
@@ -303,5 +299,16 @@ impl Worker {
             }
         }
         self.gro.flush(&mut self.rx_slots, &self.tap, &mut self.local);
+    }
+}
+
+/// How to split a received buffer: into datagrams of the reported size, or — for one datagram
+/// carrying a whole UDP_SEGMENT packet — not at all, keeping the reported size for the USO write.
+fn split_size(r: &Received, buf: &[u8]) -> (usize, u16) {
+    let seg = r.seg_size.max(1);
+    if seg < r.len && is_one_datagram(buf) {
+        (r.len, seg.min(u16::MAX as usize) as u16)
+    } else {
+        (seg, 0)
     }
 }

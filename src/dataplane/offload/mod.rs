@@ -1,14 +1,14 @@
-//! Software TSO and GRO for a TAP (Ethernet) or TUN (bare IP) device.
+//! Software TSO/USO and GRO for a TAP (Ethernet) or TUN (bare IP) device.
 //!
 //! With offloads on, the device hands vtepd TCP (TSO) and UDP (USO) super-frames of up to 64 KB (a
-//! virtio-net header with a GSO type and segment size) and accepts TCP ones in return. Nothing in the kernel or in any
-//! crate segments or coalesces at L2 for a TAP (OFFLOAD.md: tun-rs's code assumes L3 offsets), so
-//! vtepd has its own, written once for both kinds: the only difference is where the IP header
-//! starts ([`Framing`]).
+//! virtio-net header with a GSO type and segment size) and accepts the same in return. Nothing in
+//! the kernel or in any crate segments or coalesces at L2 for a TAP (OFFLOAD.md: tun-rs's code
+//! assumes L3 offsets), so vtepd has its own, written once for both kinds: the only difference is
+//! where the IP header starts ([`Framing`]).
 //! - [`segment`] cuts a super-frame into MTU-sized packets, each behind its outer header (VXLAN
 //!   or RFC 2003 IPv4), laid back to back for one `UDP_SEGMENT` sendmsg or one sendmmsg;
-//! - [`coalesce`] recognises consecutive segments of one TCP flow among received frames so the
-//!   driver can write them to the device as one GSO frame.
+//! - [`coalesce`] recognises consecutive segments of one TCP flow (or datagrams of one UDP flow)
+//!   among received frames so the driver can write them to the device as one GSO frame.
 //!
 //! Both are pure functions over byte slices, tested byte-for-byte and fuzzed.
 pub mod coalesce;
