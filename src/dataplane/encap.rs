@@ -61,10 +61,8 @@ pub fn complete_checksum(frame: &mut [u8], csum_start: u16, csum_offset: u16) ->
     if field + 2 > frame.len() {
         return false;
     }
-    let c = checksum::finish(checksum::sum(&frame[start..], 0));
-    // As the kernel's skb_checksum_help: a computed 0 goes out as 0xffff, its one's-complement
-    // equal, because a UDP checksum of 0 means "none" (RFC 768) and the receiver would skip it.
-    put_be16(frame, field, if c == 0 { 0xffff } else { c });
+    // The field may be UDP's, whose 0 would tell the receiver to skip the check.
+    put_be16(frame, field, checksum::finish_nonzero(checksum::sum(&frame[start..], 0)));
     true
 }
 

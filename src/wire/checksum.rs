@@ -66,6 +66,16 @@ pub fn finish(acc: u64) -> u16 {
     !fold(acc)
 }
 
+/// [`finish`] for a field where 0 means "no checksum" (UDP, RFC 768): a computed 0 goes out as
+/// 0xffff, its one's-complement equal, as the kernel's skb_checksum_help does.
+#[inline]
+pub fn finish_nonzero(acc: u64) -> u16 {
+    match finish(acc) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
 /// Sum of the IPv4 pseudo-header for an L4 segment of `l4_len` bytes.
 #[inline]
 pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4_len: u16) -> u64 {

@@ -136,5 +136,5 @@ fn negotiate_offloads(wanted: bool, queues: &[TapQueue], underlays: &[UdpUnderla
         tracing::warn!("TAP refuses TSO/checksum offload; reading plain frames");
     }
     tracing::info!(tap_tso = mask != 0, tap_uso = mask == uso, udp_gso, udp_gro = tap_gro, "offloads");
-    (Offloads { udp_gso, tap_gro, tap_uso: tap_gro && mask == uso }, mask)
+    (Offloads { udp_gso, tap_gro, tap_uso: mask == uso }, mask)
 }

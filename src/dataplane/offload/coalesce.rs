@@ -50,13 +50,20 @@ pub fn candidate(frame: &[u8], framing: Framing) -> Option<Segment> {
 /// The same for a UDP datagram with data, whose UDP length agrees with IP's. A datagram without a
 /// checksum (IPv4's 0) is not merged: it has nothing to verify, and the merged frame would get one.
 pub fn candidate_udp(frame: &[u8], framing: Framing) -> Option<Segment> {
-    let l = L4Layout::parse(frame, framing, L4::Udp)?;
-    let udp_bytes = ip_payload_len(frame, &l)?;
-    if !ipv4_header_ok(frame, &l) || udp_bytes <= l.l4_len || be16(frame, l.l4_off + 4) as usize != udp_bytes || be16(frame, l.l4_off + 6) == 0 {
+    let (l, udp_bytes) = udp_datagram(frame, framing)?;
+    if !ipv4_header_ok(frame, &l) || udp_bytes <= l.l4_len || be16(frame, l.l4_off + 6) == 0 {
         return None;
     }
     let partial = checksum_state(frame, &l, udp_bytes)?;
     Some(Segment { layout: l, seq: 0, payload_len: udp_bytes - l.l4_len, psh: false, partial })
+}
+
+/// The UDP layout of `frame` and its UDP bytes, if the UDP length agrees with the IP header's (a
+/// datagram whose two lengths disagree is not one the kernel could have cut or could cut again).
+fn udp_datagram(frame: &[u8], framing: Framing) -> Option<(L4Layout, usize)> {
+    let l = L4Layout::parse(frame, framing, L4::Udp)?;
+    let udp_bytes = ip_payload_len(frame, &l)?;
+    (be16(frame, l.l4_off + 4) as usize == udp_bytes).then_some((l, udp_bytes))
 }
 
 /// The merged frame gets one fresh IPv4 header checksum, which would make a corrupt header valid:
@@ -253,9 +260,8 @@ pub fn oversized(frame: &mut [u8], framing: Framing, mtu: usize) -> Option<VnetH
 /// application as one giant datagram; with a USO header the kernel restores the application's
 /// datagrams. The checksum must be correct or still partial; `None` leaves the frame as it is.
 pub fn oversized_udp(frame: &mut [u8], framing: Framing, gso_size: usize) -> Option<VnetHdr> {
-    let l = L4Layout::parse(frame, framing, L4::Udp)?;
-    let udp_bytes = ip_payload_len(frame, &l)?;
-    if udp_bytes - l.l4_len <= gso_size || be16(frame, l.l4_off + 4) as usize != udp_bytes {
+    let (l, udp_bytes) = udp_datagram(frame, framing)?;
+    if udp_bytes - l.l4_len <= gso_size {
         return None;
     }
     // IPv4's "no checksum" has nothing to check; the datagrams get one when the kernel cuts them.

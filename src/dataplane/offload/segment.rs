@@ -161,9 +161,12 @@ impl<'a> Cut<'a> {
         put_be16(f, field, 0);
         // The transport header is a multiple of 4 bytes long, so its sum and the payload's add.
         let head = checksum::sum(&f[l.l4_off..], l.pseudo_sum(f, l4_bytes));
-        let c = checksum::finish(checksum::sum(payload, head));
-        // A UDP checksum of 0 means "none" (RFC 768); the one's-complement equal 0xffff goes out.
-        put_be16(f, field, if c == 0 && l.l4 == L4::Udp { 0xffff } else { c });
+        let sum = checksum::sum(payload, head);
+        let c = match l.l4 {
+            L4::Tcp => checksum::finish(sum),
+            L4::Udp => checksum::finish_nonzero(sum),
+        };
+        put_be16(f, field, c);
         outer.emit(dst, hdr + payload.len());
     }
 
