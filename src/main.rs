@@ -34,6 +34,11 @@ enum Cmd {
         /// Disable TAP and UDP offloads (TSO/GSO/GRO).
         #[arg(long)]
         no_offload: bool,
+        /// Do not ask the TAP/TUN for USO (UDP segmentation offload), as on kernels before 6.2 that
+        /// lack it: the kernel then cuts UDP_SEGMENT sends before vtepd sees them, and vtepd cuts
+        /// any it receives whole.
+        #[arg(long)]
+        no_uso: bool,
         /// UDP source ports (send sockets) per worker, chosen by inner-flow hash.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         source_ports: u16,
@@ -158,7 +163,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(2, &e),
         },
-        Cmd::Run { config, workers, batch, no_offload, source_ports, user, busy_poll, socket, metrics } => {
+        Cmd::Run { config, workers, batch, no_offload, no_uso, source_ports, user, busy_poll, socket, metrics } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => return fail(2, &e),
@@ -167,6 +172,7 @@ fn main() -> ExitCode {
                 workers: workers.map_or_else(default_workers, usize::from),
                 batch: batch.into(),
                 offload: !no_offload,
+                uso: !no_uso,
                 source_ports: source_ports.into(),
                 user,
                 busy_poll: std::time::Duration::from_micros(busy_poll.into()),

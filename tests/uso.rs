@@ -8,7 +8,10 @@
 //! - vtepd ↔ the kernel's VXLAN device, one way then the other. The kernel's stack counts any bad
 //!   checksum vtepd sends; the kernel sends a UDP_SEGMENT super-packet whole inside one VXLAN
 //!   datagram across the veth underlay, which vtepd must hand to its TAP as USO so the application
-//!   gets datagrams back rather than one of 48 KB.
+//!   gets datagrams back rather than one of 48 KB;
+//! - the kernel's VXLAN device → vtepd started with `--no-uso`, as on a kernel before 6.2 whose TAP
+//!   has no USO (and refuses a USO write): vtepd must cut that whole super-packet into the
+//!   application's datagrams itself, one TAP write each.
 
 mod common;
 
@@ -71,4 +74,30 @@ fn uso_each_way_with_kernel_vxlan() {
     assert_no_offload_drops("A", &c);
     assert_no_rx_errors("B", "flannel.1", &flannel_b);
     assert_uso_used("A", &c, &tap_a, FLOW, false);
+}
+
+#[test]
+fn kernel_vxlan_to_vtepd_without_uso() {
+    let _heavy = heavy_lock();
+    let hosts = TwoHosts::new("un");
+    flannel_kernel_vtep(&hosts.b);
+    let dir = TempDir::new("un");
+    let cfg_a = NodeCfg::host(1, &[2]);
+    let vtepd_a = Vtepd::start_with(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a, &["--no-uso"]);
+    assert_offloads_on("A", &vtepd_a, &["tap_tso=true", "tap_uso=false", "udp_gro=true"]);
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+
+    let snmp_a = snmp(&hosts.a);
+    udp_gso_transfer(&hosts.b, IP_B, &hosts.a, IP_A, 6005, FLOW);
+    // vtepd leaves the checksums of the datagrams it cuts for A's stack to verify.
+    assert_no_csum_errors("A", &hosts.a, &snmp_a);
+    let tap_a = link_stats(&hosts.a, "vtep0");
+    let c = vtepd_a.stop();
+    eprintln!("A counters:\n{}", show_counters(&c));
+    assert_clean_traffic("A", &c);
+    assert_no_offload_drops("A", &c);
+    let written = packets(&tap_a, "rx");
+    // Whole super-packets came (far fewer VXLAN datagrams than UDP datagrams) and went up cut.
+    assert!(c["rx_packets"] * 10 < FLOW.total() as u64, "A: {} VXLAN datagrams for {} UDP datagrams: not whole", c["rx_packets"], FLOW.total());
+    assert!(written >= FLOW.total() as u64, "A: {written} TAP writes for {} datagrams: not cut", FLOW.total());
 }

@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub workers: usize,
     pub batch: usize,
     pub offload: bool,
+    /// Ask the device for USO too (`--no-uso` clears it); only with `offload`.
+    pub uso: bool,
     /// Send sockets (distinct UDP source ports) per worker.
     pub source_ports: usize,
     /// Switch to this user once devices and sockets exist.

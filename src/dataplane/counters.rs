@@ -45,6 +45,7 @@ drop_reasons! {
     TxTooBig => "tx_too_big", "Frame larger than the device MTU allows.";
     TxBadVnetHdr => "tx_bad_vnet_hdr", "virtio-net header from the TAP that does not fit the frame.";
     TxBadGso => "tx_bad_gso", "TCP or UDP super-frame from the TAP that cannot be segmented.";
+    RxBadGso => "rx_bad_gso", "A whole UDP_SEGMENT packet received in one datagram that cannot be cut into datagrams for a device without USO.";
     TxSendError => "tx_send_error", "The underlay socket refused the datagram.";
     RxOuterMalformed => "rx_outer_malformed", "IPIP: outer IPv4 header with a bad version, IHL or total length.";
     RxOuterFragment => "rx_outer_fragment", "IPIP: outer packet is a fragment (the kernel reassembles before raw delivery, so this is defence in depth).";

@@ -6,6 +6,7 @@
 use super::tap::TapQueue;
 use super::Slots;
 use crate::dataplane::offload::coalesce::{self, Run};
+use crate::dataplane::offload::segment::{self, Bare};
 use crate::dataplane::offload::Framing;
 use crate::dataplane::{DropReason, LocalCounters};
 use crate::wire::vnet::{self, VnetHdr};
@@ -34,7 +35,12 @@ pub struct Gro {
     frames: Vec<FrameRef>,
     iov: Vec<libc::iovec>,
     vnet_buf: [u8; vnet::HEADER_LEN],
+    /// One datagram's headers while a UDP super-packet is cut here (see `write_cut`).
+    hdr_buf: [u8; MAX_HEADERS],
 }
+
+/// Ethernet, the largest IPv4 or IPv6 header `L4Layout` takes, UDP: room to spare.
+const MAX_HEADERS: usize = 256;
 
 // SAFETY: `iov` holds raw pointers only while a writev is being prepared within one method call;
 // between calls they are dangling-but-unused, and the Gro is moved to its thread before use.
@@ -52,6 +58,7 @@ impl Gro {
             frames: Vec::with_capacity(coalesce::MAX_SEGMENTS),
             iov: Vec::with_capacity(coalesce::MAX_SEGMENTS + 1),
             vnet_buf: [0; vnet::HEADER_LEN],
+            hdr_buf: [0; MAX_HEADERS],
         }
     }
 
@@ -73,7 +80,10 @@ impl Gro {
             let vnet = match (big, f.udp_gso_size) {
                 (false, _) => None,
                 (true, 0) => coalesce::oversized(frame, self.framing, self.mtu),
-                (true, gso) => coalesce::oversized_udp(frame, self.framing, gso as usize),
+                (true, gso) => match coalesce::oversized_udp(frame, self.framing, gso as usize) {
+                    Some(uso) if !self.udp => return self.write_cut(slots, &uso, f, dev, local),
+                    v => v,
+                },
             };
             let vnet = vnet.unwrap_or_else(|| hint(frame));
             return self.write(slots, &vnet, f, 1, dev, local);
@@ -127,6 +137,35 @@ impl Gro {
             Ok(false) | Err(_) => (0..count).for_each(|_| local.drop(DropReason::RxTapWrite)),
         }
         self.iov.clear();
+    }
+}
+
+impl Gro {
+    /// A device without USO (kernels before 6.2 refuse a USO write) gets a whole UDP_SEGMENT
+    /// packet as the application's datagrams, cut here: one writev each, headers from `hdr_buf`,
+    /// payload straight from the frame.
+    fn write_cut(&mut self, slots: &Slots, uso: &VnetHdr, f: FrameRef, dev: &TapQueue, local: &mut LocalCounters) {
+        let bytes = frame(slots, f);
+        let cut = match segment::cut::<Bare>(uso, bytes, self.framing) {
+            Ok(c) if c.header_len <= MAX_HEADERS => c,
+            _ => return local.drop(DropReason::RxBadGso),
+        };
+        // No F_DATA_VALID: the kernel checks each datagram's checksum, as it would a NIC's. This is
+        // the fallback for old kernels; one more pass over the bytes buys an independent check.
+        VnetHdr::default().emit(&mut self.vnet_buf);
+        let mut sent = true;
+        for i in 0..cut.segs.count {
+            let hdr = &mut self.hdr_buf[..cut.header_len];
+            cut.emit_header(i, &Bare, hdr);
+            let iov = [iovec(&self.vnet_buf), iovec(hdr), iovec(cut.payload(i))];
+            sent &= matches!(dev.send_iov(&iov), Ok(true));
+        }
+        if sent {
+            local.rx_packets += 1;
+            local.rx_bytes += bytes.len() as u64;
+        } else {
+            local.drop(DropReason::RxTapWrite);
+        }
     }
 }
 

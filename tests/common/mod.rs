@@ -45,6 +45,7 @@ pub const ALL_COUNTERS: &[&str] = &[
     "drop_rx_inner_runt",
     "drop_rx_not_for_us",
     "drop_rx_tap_write",
+    "drop_rx_bad_gso",
     "drop_tx_runt",
     "drop_tx_unknown_dst_mac",
     "drop_tx_flood",

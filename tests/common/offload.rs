@@ -10,6 +10,7 @@ use std::thread;
 /// handed it; none may happen on a clean link.
 pub const OFFLOAD_DROPS: &[&str] = &[
     "drop_rx_tap_write",
+    "drop_rx_bad_gso",
     "drop_tx_bad_gso",
     "drop_tx_bad_vnet_hdr",
     "drop_tx_send_error",
@@ -203,7 +204,7 @@ pub struct UsoFlow {
 }
 
 impl UsoFlow {
-    fn total(&self) -> usize {
+    pub fn total(&self) -> usize {
         self.sends * self.segs
     }
 

@@ -3,7 +3,7 @@
 //! device route per peer subnet through it, vtepd's own LPM table to find each packet's remote
 //! host, and raw-socket workers. With `ipip.direct_routing` (Calico's CrossSubnet), peers on the
 //! underlay's own subnet get plain routes instead.
-use super::{grant_offload, install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
+use super::{grant_offload, offload_masks, install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
 use crate::control::config::Config;
 use crate::control::netlink::{Netlink, NetlinkError, Route};
 use crate::control::overlay::{Installer, Overlay, RemoteNode};
@@ -93,7 +93,7 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     };
     let queues = device.open()?;
     // Recorded in the spec so a device re-created after a deletion gets the same mask.
-    device.offload = tun_offload(opts.offload, &queues);
+    device.offload = tun_offload(opts, &queues);
     let ifindex = device.configure(&mut nl)?;
     let tables = Tables::new();
     let direct = cfg.ipip.direct_routing.then_some(DirectRoutes { underlay });
@@ -124,11 +124,11 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
 /// on it; USO comes as USO4|USO6 or not at all), so the kernel hands the workers 64 KB TCP and UDP
 /// super-packets and partial checksums, which they segment and complete. A kernel that refuses is
 /// logged and the device stays at plain packets; `--no-offload` asks for nothing.
-fn tun_offload(wanted: bool, queues: &[TunQueue]) -> u32 {
+fn tun_offload(opts: &RunOptions, queues: &[TunQueue]) -> u32 {
+    let wanted = opts.offload;
     let tso = tap::TUN_F_CSUM | tap::TUN_F_TSO4;
     let uso = tso | tap::TUN_F_USO4 | tap::TUN_F_USO6;
-    let masks = [uso, tso];
-    let mask = grant_offload(queues, if wanted { &masks } else { &[] });
+    let mask = grant_offload(queues, &offload_masks(opts, uso, tso));
     if wanted && mask == 0 {
         tracing::warn!("TUN refuses TSO/checksum offload; reading plain packets");
     }

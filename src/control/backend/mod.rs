@@ -55,6 +55,15 @@ impl Started {
     }
 }
 
+/// The offload masks to try, best first: with and without USO, as the options allow.
+pub fn offload_masks(opts: &super::run::RunOptions, uso: u32, tso: u32) -> Vec<u32> {
+    match (opts.offload, opts.uso) {
+        (false, _) => vec![],
+        (true, true) => vec![uso, tso],
+        (true, false) => vec![tso],
+    }
+}
+
 /// Sets the first offload mask of `masks` (best first) that every queue accepts and returns it; 0
 /// when none is. The mask is device-wide, so after a refusal the next one is set on all queues
 /// again. Each refusal is logged: an older kernel lacks USO (6.2+), a very old one TSO on a TAP.

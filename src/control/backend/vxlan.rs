@@ -1,7 +1,7 @@
 //! The VXLAN backend: a TAP device set up as flanneld sets up `flannel.1`, UDP workers with the
 //! offloads the kernel grants, and (with `vxlan.direct_routing`) plain routes to peers on the
 //! underlay's own subnet.
-use super::{grant_offload, install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
+use super::{grant_offload, offload_masks, install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
 use crate::control::config::Config;
 use crate::control::netlink::{Netlink, NetlinkError, Route};
 use crate::control::overlay::{Installer, Overlay, RemoteNode};
@@ -89,7 +89,7 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     let sockets = (0..queues.len())
         .map(|_| UdpUnderlay::bind(cfg.node.public_ip, cfg.vxlan.port, opts.source_ports))
         .collect::<Result<Vec<_>, _>>()?;
-    let (offloads, offload) = negotiate_offloads(opts.offload, &queues, &sockets);
+    let (offloads, offload) = negotiate_offloads(opts, &queues, &sockets);
     let device = DeviceSpec {
         kind: Kind::Tap,
         name: cfg.vxlan.device.clone(),
@@ -125,11 +125,11 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
 /// Turns on what the kernel offers: TSO, USO and checksum offload on the TAP (so it hands us 64 KB
 /// TCP and UDP super-frames), UDP GSO on the send sockets and UDP GRO on the receive sockets. Each
 /// one that is refused is logged and left off; forwarding works without any of them.
-fn negotiate_offloads(wanted: bool, queues: &[TapQueue], underlays: &[UdpUnderlay]) -> (Offloads, u32) {
+fn negotiate_offloads(opts: &RunOptions, queues: &[TapQueue], underlays: &[UdpUnderlay]) -> (Offloads, u32) {
+    let wanted = opts.offload;
     let tso = tap::TUN_F_CSUM | tap::TUN_F_TSO4 | tap::TUN_F_TSO6;
     let uso = tso | tap::TUN_F_USO4 | tap::TUN_F_USO6;
-    let masks = [uso, tso];
-    let mask = grant_offload(queues, if wanted { &masks } else { &[] });
+    let mask = grant_offload(queues, &offload_masks(opts, uso, tso));
     let udp_gso = wanted && underlays.iter().all(|u| u.tx.iter().all(udp::gso_supported));
     let tap_gro = wanted && underlays.iter().all(|u| udp::enable_gro(&u.rx));
     if wanted && mask == 0 {

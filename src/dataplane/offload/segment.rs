@@ -43,6 +43,18 @@ impl Outer for Vni {
     }
 }
 
+/// Nothing in front: segments for the local device, as the kernel's own USO would have cut them.
+#[derive(Debug, Clone, Copy)]
+pub struct Bare;
+
+impl Outer for Bare {
+    const LEN: usize = 0;
+    /// An Ethernet header and the largest IPv4 packet.
+    const MAX_PACKET: usize = 14 + 65_535;
+
+    fn emit(&self, _hdr: &mut [u8], _inner_len: usize) {}
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SegmentError {
     #[error("GSO type is not TCP or UDP over IPv4/IPv6")]
