@@ -182,3 +182,59 @@ fn ipip_uso_both_ways() {
         assert_uso_used(host, &c, &tun, USO_FLOW, true);
     }
 }
+
+/// Raw sockets would each get a copy of every packet; instead each worker's receive socket keeps
+/// its share of the inner flows (a BPF hash, `io::steer`). 16 UDP flows from A (distinct source
+/// ports) into B running 3 workers: every datagram arrives once, and every worker of B delivers
+/// at least one flow's worth.
+#[test]
+fn ipip_receive_spreads_flows_over_workers() {
+    const FLOWS: u16 = 16;
+    const EACH: usize = 50;
+    let hosts = TwoHosts::new("ipsp");
+    let dir = TempDir::new("ipsp");
+    let vtepd_a = start(&hosts.a, &dir, 1, 2);
+    let path = dir.write("2.toml", &config(2, 1));
+    let vtepd_b = Vtepd::start_until_with(&hosts.b, &path, &["--workers", "3"], "ipip0 and its route in B", || {
+        hosts.b.has_link(DEV) && hosts.b.has_route("10.244.1.0/24")
+    });
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+
+    let rx = spawn_in_netns(hosts.b.name(), || {
+        let sock = std::net::UdpSocket::bind("10.244.2.0:7100").expect("bind receiver");
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let mut per_port = std::collections::HashMap::<u16, usize>::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((_, from)) = sock.recv_from(&mut buf) {
+            *per_port.entry(from.port()).or_default() += 1;
+        }
+        per_port
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    in_netns(hosts.a.name(), || {
+        let socks: Vec<_> = (0..FLOWS).map(|k| std::net::UdpSocket::bind(("10.244.1.0", 7000 + k)).expect("bind sender")).collect();
+        for _ in 0..EACH {
+            for s in &socks {
+                s.send_to(&[0x5a; 200], "10.244.2.0:7100").expect("send");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    });
+    let per_port = rx.join().expect("receiver");
+    let stats = stats_json(&vtepd_b);
+    vtepd_a.stop();
+    let counters_b = vtepd_b.stop();
+    for k in 0..FLOWS {
+        assert_eq!(per_port.get(&(7000 + k)), Some(&EACH), "flow from port {}: {per_port:?}", 7000 + k);
+    }
+    for k in IPIP_RX_DROPS {
+        assert_eq!(counters_b[*k], 0, "B: {k}\n{}", show_counters(&counters_b));
+    }
+    eprintln!("B stats: {stats}");
+    let workers = stats["workers"].as_array().expect("per-worker stats");
+    assert_eq!(workers.len(), 3, "{stats}");
+    for (i, w) in workers.iter().enumerate() {
+        let rx = w["rx_packets"].as_u64().unwrap_or(0);
+        assert!(rx >= EACH as u64, "B worker {i} delivered {rx} packets: flows not spread over workers\n{stats}");
+    }
+}

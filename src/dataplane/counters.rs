@@ -117,6 +117,11 @@ impl Counters {
         *l = LocalCounters::default();
     }
 
+    /// Packets this worker delivered and sent: (rx, tx).
+    pub fn packets(&self) -> (u64, u64) {
+        (self.rx_packets.load(Relaxed), self.tx_packets.load(Relaxed))
+    }
+
     /// Every counter with its public name, in a fixed order.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let mut v = vec![

@@ -1,5 +1,5 @@
-//! The IPIP worker loop: one TUN queue, one raw send socket and (for one worker only) the raw
-//! receive socket, moved in batches.
+//! The IPIP worker loop: one TUN queue, one raw send socket and a raw receive socket filtered to
+//! this worker's share of the inner flows (`io::steer`; none beyond its cap), moved in batches.
 //!
 //! It has the shape of [`super::worker`] — poll both sides, drain up to `batch` packets from the
 //! readable one, run the core over them with table snapshots loaded once per batch, flush counters
@@ -65,7 +65,7 @@ pub struct IpipWorker {
     cfg: IpipWorkerConfig,
     tun: TunQueue,
     tx: Socket,
-    /// The receive socket, on exactly one worker (see `io::raw` for why).
+    /// The receive socket with this worker's share of the flows; `None` past `steer::MAX_RX_SOCKETS`.
     rx: Option<Socket>,
     tx_slots: Slots,
     rx_slots: Slots,

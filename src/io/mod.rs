@@ -6,6 +6,7 @@ pub mod ipip_worker;
 pub mod poll;
 pub mod privilege;
 pub mod raw;
+pub mod steer;
 pub mod tap;
 pub mod tun;
 pub mod udp;

@@ -11,10 +11,11 @@
 //! checks the MTU first and answers with ICMP. An `IPPROTO_RAW` socket is send-only (raw(7)), so
 //! the per-worker send sockets never queue copies of incoming packets.
 //!
-//! Receiving uses one `IPPROTO_IPIP` socket bound to the node's underlay address: the kernel hands
-//! it every protocol-4 packet for that address, whole outer header included, after reassembling
+//! Receiving uses `IPPROTO_IPIP` sockets bound to the node's underlay address: the kernel hands
+//! them every protocol-4 packet for that address, whole outer header included, after reassembling
 //! fragments. Raw sockets have no SO_REUSEPORT spreading — every raw socket of a protocol gets its
-//! own copy of each packet — so there is exactly one receive socket, owned by one worker.
+//! own copy of each packet — so each worker's receive socket carries a BPF filter that keeps only
+//! its share of the inner flows (`io::steer`).
 //! Raw sockets have no GSO/GRO either (OFFLOAD.md pitfall 9): batching is all there is.
 use super::udp::force_buffers;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};

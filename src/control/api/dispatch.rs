@@ -24,6 +24,8 @@ pub struct View<'a> {
     pub tables: &'a Tables,
     pub peers: Vec<RemoteNode>,
     pub counters: Vec<(&'static str, u64)>,
+    /// Per worker, in order.
+    pub workers: Vec<WorkerLoad>,
     pub datastore: Option<&'a dyn Datastore>,
 }
 
@@ -33,6 +35,7 @@ pub fn dispatch(req: Request, live: &mut Live<'_>) -> Response {
         tables: live.overlay.tables(),
         peers: live.overlay.peers().copied().collect(),
         counters: counters::total(live.counters),
+        workers: live.counters.iter().map(|c| c.packets()).map(|(rx_packets, tx_packets)| WorkerLoad { rx_packets, tx_packets }).collect(),
         datastore: live.datastore,
     };
     answer(req, &view)
@@ -168,6 +171,7 @@ fn stats(v: &View<'_>) -> StatsReply {
         counters: v.counters.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
         tables: tables.iter().map(|(n, c)| (n.to_string(), *c as u64)).collect(),
         datastore: v.datastore.map(|d| d.state()),
+        workers: v.workers.clone(),
     }
 }
 
@@ -263,7 +267,7 @@ mod tests {
         let tables = Tables::default();
         let p = cfg.peers[0];
         tables.add_peer(&Peer { underlay_ip: p.public_ip, vtep_mac: p.vtep_mac, vtep_ip: p.vtep_ip() });
-        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![("rx_packets", 3)], datastore: None };
+        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![("rx_packets", 3)], workers: vec![], datastore: None };
         f(&v)
     }
 
@@ -314,7 +318,7 @@ mod tests {
         let tables = Tables::default();
         // The IPIP installer allow-lists a tunnelled peer; a directly routed one is not in the tables.
         tables.peers.insert(cfg.peers[0].public_ip, Default::default());
-        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![], datastore: None };
+        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![], workers: vec![], datastore: None };
         let Reply::Peers(p) = ok(answer(Request::Peers, &v)) else { panic!() };
         let rows: Vec<(&str, Option<bool>)> = p.peers.iter().map(|r| (r.mode.as_str(), r.reachable)).collect();
         assert_eq!(rows, [("ipip", None), ("direct", None)]);

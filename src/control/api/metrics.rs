@@ -121,6 +121,10 @@ pub fn prometheus(s: &StatsReply) -> String {
     for (table, v) in &s.tables {
         out += &format!("vtepd_table_entries{{table=\"{table}\"}} {v}\n");
     }
+    if !s.workers.is_empty() {
+        out += &worker_series("rx", s.workers.iter().map(|w| w.rx_packets));
+        out += &worker_series("tx", s.workers.iter().map(|w| w.tx_packets));
+    }
     if let Some(ds) = &s.datastore {
         let state = ds.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ");
         out += &format!("# TYPE vtepd_datastore_info gauge\nvtepd_datastore_info{{state=\"{state}\"}} 1\n");
@@ -128,9 +132,19 @@ pub fn prometheus(s: &StatsReply) -> String {
     out
 }
 
+/// One counter per worker, labelled with its index.
+fn worker_series(dir: &str, values: impl Iterator<Item = u64>) -> String {
+    let mut out = format!("# TYPE vtepd_worker_{dir}_packets_total counter\n");
+    for (i, v) in values.enumerate() {
+        out += &format!("vtepd_worker_{dir}_packets_total{{worker=\"{i}\"}} {v}\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::api::proto::WorkerLoad;
 
     #[test]
     fn exposition_format() {
@@ -138,6 +152,7 @@ mod tests {
             counters: vec![("rx_packets".into(), 5), ("drop_rx_wrong_vni".into(), 2)],
             tables: vec![("fdb".into(), 1)],
             datastore: Some("connected to \"etcd\"".into()),
+            workers: vec![WorkerLoad { rx_packets: 3, tx_packets: 4 }],
         };
         assert_eq!(
             prometheus(&s),
@@ -145,6 +160,8 @@ mod tests {
              # HELP vtepd_drops_total Packets dropped, by reason (see the README's counter table).\n\
              # TYPE vtepd_drops_total counter\nvtepd_drops_total{reason=\"rx_wrong_vni\"} 2\n\
              # TYPE vtepd_table_entries gauge\nvtepd_table_entries{table=\"fdb\"} 1\n\
+             # TYPE vtepd_worker_rx_packets_total counter\nvtepd_worker_rx_packets_total{worker=\"0\"} 3\n\
+             # TYPE vtepd_worker_tx_packets_total counter\nvtepd_worker_tx_packets_total{worker=\"0\"} 4\n\
              # TYPE vtepd_datastore_info gauge\nvtepd_datastore_info{state=\"connected to \\\"etcd\\\"\"} 1\n"
         );
     }

@@ -240,6 +240,15 @@ pub struct StatsReply {
     /// Entries per table: fdb, neigh, peers, routes.
     pub tables: Vec<(String, u64)>,
     pub datastore: Option<String>,
+    /// Each worker's packets, in worker order: how evenly the flows spread over them.
+    #[serde(default)]
+    pub workers: Vec<WorkerLoad>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerLoad {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

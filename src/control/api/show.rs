@@ -116,7 +116,10 @@ fn peers(p: &PeersReply) -> String {
 
 fn stats(s: &StatsReply) -> String {
     let tables = s.tables.iter().map(|(n, c)| (format!("table_{n}_entries"), *c));
-    let all: Vec<(String, u64)> = s.counters.iter().cloned().chain(tables).collect();
+    let workers = s.workers.iter().enumerate().flat_map(|(i, w)| {
+        [(format!("worker{i}_rx_packets"), w.rx_packets), (format!("worker{i}_tx_packets"), w.tx_packets)]
+    });
+    let all: Vec<(String, u64)> = s.counters.iter().cloned().chain(tables).chain(workers).collect();
     let w = all.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     let mut out: String = all.iter().map(|(n, c)| format!("{n:<w$} {c}\n")).collect();
     if let Some(ds) = &s.datastore {
@@ -186,7 +189,13 @@ mod tests {
 
     #[test]
     fn stats_align_names() {
-        let s = StatsReply { counters: vec![("rx_packets".into(), 5), ("drop_rx_wrong_vni".into(), 1)], tables: vec![("fdb".into(), 2)], datastore: None };
-        assert_eq!(human(&Reply::Stats(s)), "rx_packets        5\ndrop_rx_wrong_vni 1\ntable_fdb_entries 2\n");
+        let s = StatsReply {
+            counters: vec![("rx_packets".into(), 5), ("drop_rx_wrong_vni".into(), 1)],
+            tables: vec![("fdb".into(), 2)],
+            datastore: None,
+            workers: vec![WorkerLoad { rx_packets: 3, tx_packets: 4 }],
+        };
+        let want = "rx_packets         5\ndrop_rx_wrong_vni  1\ntable_fdb_entries  2\nworker0_rx_packets 3\nworker0_tx_packets 4\n";
+        assert_eq!(human(&Reply::Stats(s)), want);
     }
 }

@@ -3,14 +3,15 @@
 //! device route per peer subnet through it, vtepd's own LPM table to find each packet's remote
 //! host, and raw-socket workers. With `ipip.direct_routing` (Calico's CrossSubnet), peers on the
 //! underlay's own subnet get plain routes instead.
-use super::{grant_offload, offload_masks, install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
+use super::{grant_offload, install, offload_masks, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
 use crate::control::config::Config;
 use crate::control::netlink::{Netlink, NetlinkError, Route};
 use crate::control::overlay::{Installer, Overlay, RemoteNode};
 use crate::control::run::{RunError, RunOptions};
 use crate::dataplane::ipip::Tunnel;
 use crate::io::ipip_worker::{IpipWorker, IpipWorkerConfig};
-use crate::io::raw;
+use crate::io::raw::{self, RawError};
+use crate::io::steer;
 use crate::io::tap::{self, Kind};
 use crate::io::tun::TunQueue;
 use crate::table::Tables;
@@ -80,7 +81,7 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
         None => underlay.mtu("ipip.mtu")?.saturating_sub(IPIP_OVERHEAD).max(68),
     };
     // Sockets before the device: a missing capability fails before anything is created.
-    let rx = raw::open_rx(cfg.node.public_ip)?;
+    let rx = rx_sockets(cfg.node.public_ip, opts.workers.max(1))?;
     let tx = (0..opts.workers.max(1)).map(|_| raw::open_tx()).collect::<Result<Vec<_>, _>>()?;
     let mut device = DeviceSpec {
         kind: Kind::Tun,
@@ -107,17 +108,31 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     let (opts_offload, busy_poll) = (opts.offload, opts.busy_poll);
     let uso = device.offload & tap::TUN_F_USO4 != 0;
     let tunnel = Tunnel { local: cfg.node.public_ip, subnet: cfg.node.subnet, mtu: mtu as u16, ttl: cfg.ipip.ttl };
-    let mut rx = Some(rx);
+    let mut rx = rx.into_iter();
     let mut started = Started::without_workers(overlay);
     started.device = Some(device);
     for (i, (queue, tx)) in queues.into_iter().zip(tx).enumerate() {
-        let (tables, stop, batch, rx) = (tables.clone(), stop.clone(), opts.batch, rx.take());
+        let (tables, stop, batch, rx) = (tables.clone(), stop.clone(), opts.batch, rx.next());
         spawn_worker(&mut started, i, move |counters, new_tun| {
             let wc = IpipWorkerConfig { tunnel, batch, tables, counters, stop, gro: opts_offload, uso, new_tun, busy_poll };
             IpipWorker::new(wc, queue, tx, rx).run()
         })?;
     }
     Ok(started)
+}
+
+/// One receive socket per worker, up to `steer::MAX_RX_SOCKETS`, each filtered to its share of the
+/// inner flows (raw sockets would otherwise each get every packet); workers beyond that only send.
+fn rx_sockets(local: std::net::Ipv4Addr, workers: usize) -> Result<Vec<socket2::Socket>, RunError> {
+    let count = workers.min(steer::MAX_RX_SOCKETS);
+    let mut sockets = Vec::with_capacity(count);
+    for i in 0..count {
+        let s = raw::open_rx(local)?;
+        steer::attach(&s, i, count).map_err(|source| RawError::Socket { what: "attach the receive-steering BPF filter", source })?;
+        sockets.push(s);
+    }
+    tracing::info!(rx_sockets = count, "IPIP receive sockets, flows spread by a BPF hash");
+    Ok(sockets)
 }
 
 /// TSO, USO and checksum offload on the TUN (TSO4 only: the device carries IPv4, IPv6 is disabled

@@ -1,7 +1,7 @@
 //! The VXLAN backend: a TAP device set up as flanneld sets up `flannel.1`, UDP workers with the
 //! offloads the kernel grants, and (with `vxlan.direct_routing`) plain routes to peers on the
 //! underlay's own subnet.
-use super::{grant_offload, offload_masks, install, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
+use super::{grant_offload, install, offload_masks, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
 use crate::control::config::Config;
 use crate::control::netlink::{Netlink, NetlinkError, Route};
 use crate::control::overlay::{Installer, Overlay, RemoteNode};
