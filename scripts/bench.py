@@ -512,8 +512,10 @@ def row_registry(opts) -> list[Row]:
         words = shlex.split(args)
         # '@PATH' first: another vtepd build, to compare two builds in one interleaved run.
         kw = {"binary": words.pop(0)[1:]} if words and words[0].startswith("@") else {}
-        rows.append(Row(key, f"vtepd {args}", setup_vtepd, {"args": tuple(words), **kw},
-                        teardown_vtepd))
+        # The backend comes from the vtepd row named by the key's first letter ('Eold' is IPIP).
+        base = next((r for r in rows if r.key == key[0] and r.setup is setup_vtepd), rows[2])
+        rows.append(Row(key, f"{base.label} {args}", setup_vtepd,
+                        {**base.kwargs, "args": tuple(words), **kw}, teardown_vtepd))
     return rows
 
 
@@ -1047,7 +1049,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                     help=f"comma-separated row keys, or 'all' (default {','.join(DEFAULT_ROWS)})")
     ap.add_argument("--variant", action="append", default=[], metavar="KEY:ARGS",
-                    help="extra vtepd row with these arguments, e.g. 'C2:--workers 2'; ARGS may "
+                    help="extra vtepd row with these arguments, e.g. 'C2:--workers 2', on the backend of "
+                         "the row named by KEY's first letter (C VXLAN, E IPIP, F host-gw); ARGS may "
                          "start with @PATH to run another vtepd build, e.g. 'Cold:@/tmp/old/vtepd' "
                          "(also add KEY to --rows unless --rows is default)")
     ap.add_argument("--vtepd", default=str(REPO / "target/release/vtepd"),
