@@ -138,9 +138,7 @@ impl Gro {
         }
         self.iov.clear();
     }
-}
 
-impl Gro {
     /// A device without USO (kernels before 6.2 refuse a USO write) gets a whole UDP_SEGMENT
     /// packet as the application's datagrams, cut here: one writev each, headers from `hdr_buf`,
     /// payload straight from the frame.
