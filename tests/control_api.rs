@@ -102,6 +102,13 @@ fn every_subcommand_against_a_running_vtepd() {
     let stats = cli_ok(sa, &["stats"]);
     assert!(stats.contains("table_fdb_entries "), "{stats}");
     assert!(stat(sa, "rx_packets") >= 3 && stat(sa, "tx_packets") >= 3, "{stats}");
+    assert!(stats.contains("\nworker0_rx_packets "), "{stats}");
+    // Per worker, in order, adding up to the totals (nothing crosses the tunnel meanwhile).
+    let v = cli_json(sa, &["stats"]);
+    for dir in ["rx_packets", "tx_packets"] {
+        let sum: u64 = v["workers"].as_array().unwrap().iter().map(|w| w[dir].as_u64().unwrap()).sum();
+        assert_eq!(sum, stat(sa, dir), "per-worker {dir} do not add up: {v}");
+    }
     let (code, err) = cli_err(sa, &["leases"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not in etcd mode"), "{err}");
@@ -112,6 +119,7 @@ fn every_subcommand_against_a_running_vtepd() {
     assert!(metrics.contains("\nvtepd_drops_total{reason=\"rx_unknown_source\"} 0\n"), "{metrics}");
     let tx = metrics.lines().find_map(|l| l.strip_prefix("vtepd_tx_packets_total ")).and_then(|v| v.parse::<u64>().ok());
     assert!(tx.is_some_and(|n| n >= 3), "{metrics}");
+    assert!(metrics.contains("\nvtepd_worker_rx_packets_total{worker=\"0\"} "), "{metrics}");
     assert!(scrape(&hosts.a, "POST / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 400"));
 
     manual_entries_steer_the_data_path(&hosts, sa, sb);

@@ -123,12 +123,17 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
 
 /// One receive socket per worker, up to `steer::MAX_RX_SOCKETS`, each filtered to its share of the
 /// inner flows (raw sockets would otherwise each get every packet); workers beyond that only send.
-fn rx_sockets(local: std::net::Ipv4Addr, workers: usize) -> Result<Vec<socket2::Socket>, RunError> {
+/// A kernel that refuses the filter (one without classic BPF's MOD and XOR, before 3.7) gets one
+/// unfiltered socket, as before spreading existed, and says so.
+fn rx_sockets(local: std::net::Ipv4Addr, workers: usize) -> Result<Vec<socket2::Socket>, RawError> {
     let count = workers.min(steer::MAX_RX_SOCKETS);
     let mut sockets = Vec::with_capacity(count);
     for i in 0..count {
         let s = raw::open_rx(local)?;
-        steer::attach(&s, i, count).map_err(|source| RawError::Socket { what: "attach the receive-steering BPF filter", source })?;
+        if let Err(e) = steer::attach(&s, i, count) {
+            tracing::warn!(error = %e, "kernel refuses the receive-steering BPF filter; one worker receives all IPIP");
+            return Ok(vec![raw::open_rx(local)?]);
+        }
         sockets.push(s);
     }
     tracing::info!(rx_sockets = count, "IPIP receive sockets, flows spread by a BPF hash");
