@@ -74,6 +74,11 @@ fn ipip_two_hosts_ping_capture_tcp() {
         lines.join("\n")
     );
     assert!(lines.iter().all(|l| l.starts_with("4,")), "non-IPIP or undecodable packets:\n{}", lines.join("\n"));
+    // The receive path timed the peer: `vtepd peers` says up, heard just now, and shows no MAC.
+    let p = ctl_json(&vtepd_a, "peers");
+    let peer = &p["peers"][0];
+    assert_eq!((&peer["mode"], &peer["reachable"], &peer["vtep_mac"]), (&"ipip".into(), &true.into(), &serde_json::Value::Null), "{p}");
+    assert!(peer["last_heard_secs"].as_u64().is_some_and(|s| s < 60), "{p}");
 
     let ip_a = Ipv4Addr::new(10, 244, 1, 0);
     let ip_b = Ipv4Addr::new(10, 244, 2, 0);
@@ -221,7 +226,7 @@ fn ipip_receive_spreads_flows_over_workers() {
         }
     });
     let per_port = rx.join().expect("receiver");
-    let stats = stats_json(&vtepd_b);
+    let stats = ctl_json(&vtepd_b, "stats");
     vtepd_a.stop();
     let counters_b = vtepd_b.stop();
     for k in 0..FLOWS {

@@ -287,14 +287,15 @@ fn frag_needed(buf: &mut [u8], total: usize, mtu: u16) -> Option<usize> {
 }
 
 /// Decides what to do with the packet at `buf[..len]` received on the raw IPIP socket from `src`
-/// (outer header included). On `Deliver` a vnet header has been written in front of the inner packet.
+/// (outer header included). On `Deliver` a vnet header has been written in front of the inner packet
+/// and the peer is marked as heard from at `now` ([`crate::table::coarse_now`] seconds).
 ///
 /// Checks run cheapest and most hostile first: a stranger's packet is dropped before a header byte
 /// is trusted, and every length is checked against the one before it.
-pub fn process_packet(t: &Tunnel, peers: &crate::table::PeerSet, src: Ipv4Addr, buf: &mut [u8], len: usize) -> IpipRxVerdict {
-    if !peers.contains_key(&src) {
+pub fn process_packet(t: &Tunnel, peers: &crate::table::PeerSet, src: Ipv4Addr, buf: &mut [u8], len: usize, now: u32) -> IpipRxVerdict {
+    let Some(heard) = peers.get(&src) else {
         return IpipRxVerdict::Drop(DropReason::RxUnknownSource);
-    }
+    };
     let Some(pkt) = buf.get(..len) else {
         return IpipRxVerdict::Drop(DropReason::RxOuterMalformed);
     };
@@ -325,6 +326,7 @@ pub fn process_packet(t: &Tunnel, peers: &crate::table::PeerSet, src: Ipv4Addr, 
     // `at` >= 20 (the view checked IHL), so the vnet header fits in front of the inner packet.
     let start = at - vnet::HEADER_LEN;
     VnetHdr::default().emit(&mut buf[start..at]);
+    heard.note(now);
     IpipRxVerdict::Deliver { start, len: vnet::HEADER_LEN + inner_len }
 }
 
@@ -605,8 +607,24 @@ mod tests {
     fn process(pkt: &[u8], src: Ipv4Addr) -> (IpipRxVerdict, Vec<u8>) {
         let mut buf = pkt.to_vec();
         buf.resize(pkt.len() + 64, 0);
-        let v = process_packet(&tunnel(), &peers(), src, &mut buf, pkt.len());
+        let v = process_packet(&tunnel(), &peers(), src, &mut buf, pkt.len(), 0);
         (v, buf)
+    }
+
+    #[test]
+    fn only_a_delivered_packet_marks_the_peer_heard() {
+        let peers = peers();
+        let heard = || peers[&PEER].get();
+        let mut not_ours = ipip(PEER.octets(), &echo([10, 244, 2, 2], [10, 244, 3, 2], 56));
+        let len = not_ours.len();
+        not_ours.resize(len + 64, 0);
+        assert!(matches!(process_packet(&tunnel(), &peers, PEER, &mut not_ours, len, 7), IpipRxVerdict::Drop(_)));
+        assert_eq!(heard(), None, "a dropped packet is not the peer speaking IPIP to us");
+        let mut good = ipip(PEER.octets(), &echo([10, 244, 2, 2], [10, 244, 1, 2], 56));
+        let len = good.len();
+        good.resize(len + 64, 0);
+        assert!(matches!(process_packet(&tunnel(), &peers, PEER, &mut good, len, 7), IpipRxVerdict::Deliver { .. }));
+        assert_eq!(heard(), Some(7));
     }
 
     #[test]
@@ -684,7 +702,7 @@ mod tests {
         }
         // A length beyond the buffer is refused, not indexed.
         let mut buf = good.clone();
-        let v = process_packet(&tunnel(), &peers(), PEER, &mut buf, good.len() + 1);
+        let v = process_packet(&tunnel(), &peers(), PEER, &mut buf, good.len() + 1, 0);
         assert_eq!(v, IpipRxVerdict::Drop(DropReason::RxOuterMalformed));
     }
 
@@ -706,7 +724,7 @@ mod tests {
                 buf[0] = 0x45;
             }
             let _ = dispatch_packet(&tunnel(), &routes(), &mut buf.clone(), len);
-            let _ = process_packet(&tunnel(), &peers(), PEER, &mut buf, len);
+            let _ = process_packet(&tunnel(), &peers(), PEER, &mut buf, len, 0);
         }
     }
 }

@@ -209,10 +209,11 @@ impl IpipWorker {
             }
         };
         let peers = self.cfg.tables.peers.load();
+        let now = crate::table::coarse_now();
         for i in 0..got {
             // Raw sockets have no GRO: one packet per buffer, `seg_size == len`.
             let Received { len, src, .. } = self.received[i];
-            match process_packet(&self.cfg.tunnel, &peers, src, self.rx_slots.get_mut(i), len) {
+            match process_packet(&self.cfg.tunnel, &peers, src, self.rx_slots.get_mut(i), len, now) {
                 IpipRxVerdict::Deliver { start, len } => {
                     // The core wrote a plain vnet header in front; the coalescer writes its own.
                     let f = FrameRef { slot: i as u32, start: (start + vnet::HEADER_LEN) as u32, len: (len - vnet::HEADER_LEN) as u32, udp_gso_size: 0 };

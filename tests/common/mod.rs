@@ -688,11 +688,11 @@ impl Drop for Vtepd {
 }
 
 /// Parses `name value` lines; other lines (if any) are ignored.
-/// `vtepd stats --json` of a running daemon.
-pub fn stats_json(v: &Vtepd) -> serde_json::Value {
-    let out = Command::new(vtepd_bin()).args(["stats", "--json", "--socket"]).arg(&v.socket).output().expect("run vtepd stats");
-    assert!(out.status.success(), "vtepd stats failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("vtepd stats printed no JSON ({e})"))
+/// `vtepd <cmd> --json` (e.g. `stats`, `peers`) against a running daemon.
+pub fn ctl_json(v: &Vtepd, cmd: &str) -> serde_json::Value {
+    let out = Command::new(vtepd_bin()).args([cmd, "--json", "--socket"]).arg(&v.socket).output().expect("run vtepd");
+    assert!(out.status.success(), "vtepd {cmd} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("vtepd {cmd} printed no JSON ({e})"))
 }
 
 pub fn parse_counters(stdout: &str) -> HashMap<String, u64> {

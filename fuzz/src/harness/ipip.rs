@@ -43,7 +43,7 @@ pub fn run(data: &[u8]) {
     for (src, pkt) in decode(data) {
         let mut buf = [&pkt[..], &[SLACK_FILL; SLACK]].concat();
         let before = buf.clone();
-        let verdict = process_packet(&tunnel(), &peers, src, &mut buf, pkt.len());
+        let verdict = process_packet(&tunnel(), &peers, src, &mut buf, pkt.len(), 0);
         let expected = reference(src, &pkt);
         match verdict {
             IpipRxVerdict::Drop(r) => {

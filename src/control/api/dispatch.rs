@@ -145,16 +145,16 @@ fn peers(v: &View<'_>) -> PeersReply {
                 (true, b) => b.name(),
                 (false, _) => "direct",
             };
-            // Only the VXLAN receive path records arrivals (IPIP's is not timed yet), and a directly
-            // routed peer's packets never pass through vtepd: for those there is nothing to say.
+            // The VXLAN and IPIP receive paths record arrivals; a directly routed peer's packets
+            // never pass through vtepd: for those there is nothing to say.
             let vxlan = v.cfg.node.backend == Backend::Vxlan;
-            let timed = heard.filter(|_| vxlan);
+            let timed = heard.filter(|_| vxlan || v.cfg.node.backend == Backend::Ipip);
             let ago = timed.and_then(|h| h.get()).map(|t| u64::from(now.saturating_sub(t)));
             PeerRow {
                 public_ip: p.public_ip,
                 subnet: p.subnet,
                 mode: mode.into(),
-                vtep_mac: timed.map(|_| p.vtep_mac.to_string()),
+                vtep_mac: timed.filter(|_| vxlan).map(|_| p.vtep_mac.to_string()),
                 reachable: timed.map(|_| ago.is_some_and(|a| a <= REACHABLE_WITHIN)),
                 last_heard_secs: ago,
             }
@@ -311,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn routed_peers_are_not_timed() {
+    fn routed_peers_are_not_timed_tunnelled_ones_are() {
         let text = "[node]\npublic_ip = \"192.0.2.1\"\nsubnet = \"10.244.1.0/24\"\nbackend = \"ipip\"\n\n\
             [[peer]]\npublic_ip = \"192.0.2.2\"\nsubnet = \"10.244.2.0/24\"\n[[peer]]\npublic_ip = \"192.0.2.3\"\nsubnet = \"10.244.3.0/24\"\n";
         let cfg = Config::parse(text).unwrap();
@@ -321,7 +321,8 @@ mod tests {
         let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![], workers: vec![], datastore: None };
         let Reply::Peers(p) = ok(answer(Request::Peers, &v)) else { panic!() };
         let rows: Vec<(&str, Option<bool>)> = p.peers.iter().map(|r| (r.mode.as_str(), r.reachable)).collect();
-        assert_eq!(rows, [("ipip", None), ("direct", None)]);
+        assert_eq!(rows, [("ipip", Some(false)), ("direct", None)], "the IPIP peer not heard yet: silent");
+        assert_eq!(p.peers[0].vtep_mac, None, "IPIP has no VTEP MAC");
         let Reply::Routes(r) = ok(answer(Request::RouteShow, &v)) else { panic!() };
         assert_eq!(r[0].dev, "ipip0");
         assert_eq!((r[1].via, r[1].onlink), (Ipv4Addr::new(192, 0, 2, 3), false));
