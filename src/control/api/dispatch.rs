@@ -148,7 +148,8 @@ fn peers(v: &View<'_>) -> PeersReply {
             // The VXLAN and IPIP receive paths record arrivals; a directly routed peer's packets
             // never pass through vtepd: for those there is nothing to say.
             let vxlan = v.cfg.node.backend == Backend::Vxlan;
-            let timed = heard.filter(|_| vxlan || v.cfg.node.backend == Backend::Ipip);
+            let tunnelled = vxlan || v.cfg.node.backend == Backend::Ipip;
+            let timed = heard.filter(|_| tunnelled);
             let ago = timed.and_then(|h| h.get()).map(|t| u64::from(now.saturating_sub(t)));
             PeerRow {
                 public_ip: p.public_ip,
