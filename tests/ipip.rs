@@ -208,12 +208,7 @@ fn ipip_receive_spreads_flows_over_workers() {
     let rx = spawn_in_netns(hosts.b.name(), || {
         let sock = std::net::UdpSocket::bind("10.244.2.0:7100").expect("bind receiver");
         // Room for every datagram even if this thread is starved for a while on a busy machine.
-        let big: libc::c_int = 8 << 20;
-        // SAFETY: setsockopt with a valid fd and an int option value.
-        unsafe {
-            use std::os::fd::AsRawFd;
-            libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&big as *const libc::c_int).cast(), 4);
-        }
+        force_rcvbuf(&sock, 8 << 20);
         sock.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
         let mut per_port = std::collections::HashMap::<u16, usize>::new();
         let mut buf = [0u8; 2048];

@@ -688,6 +688,15 @@ impl Drop for Vtepd {
 }
 
 /// Parses `name value` lines; other lines (if any) are ignored.
+/// A receive buffer of `bytes` for a test's UDP receiver, past rmem_max (we are root).
+pub fn force_rcvbuf(sock: &std::net::UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt with a valid fd and an int option value.
+    unsafe {
+        libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&bytes as *const libc::c_int).cast(), 4);
+    }
+}
+
 /// `vtepd <cmd> --json` (e.g. `stats`, `peers`) against a running daemon.
 pub fn ctl_json(v: &Vtepd, cmd: &str) -> serde_json::Value {
     let out = Command::new(vtepd_bin()).args([cmd, "--json", "--socket"]).arg(&v.socket).output().expect("run vtepd");

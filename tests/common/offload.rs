@@ -244,11 +244,7 @@ pub fn udp_gso_transfer(tx_ns: &Netns, src: Ipv4Addr, rx_ns: &Netns, dst: Ipv4Ad
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let receiver = spawn_in_netns(rx_ns.name(), move || -> Result<(), String> {
         let sock = std::net::UdpSocket::bind((dst, port)).map_err(|e| format!("bind: {e}"))?;
-        let big: libc::c_int = 32 << 20;
-        // SAFETY: setsockopt with a valid fd and an int option value.
-        unsafe {
-            libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&big as *const libc::c_int).cast(), 4);
-        }
+        force_rcvbuf(&sock, 32 << 20);
         sock.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
         let _ = ready_tx.send(());
         let (mut seen, mut got, mut problems) = (vec![false; flow.total()], 0, Vec::new());
