@@ -110,8 +110,9 @@ fn host_gw_restart_after_sigkill_sweeps_stale_routes() {
 
     let a = Vtepd::start_until(&hosts.a, &one, "the kept route", || hosts.a.has_route("10.244.2.0/24"));
     wait_until("the stale route to 10.244.3.0/24 removed", || !hosts.a.has_route("10.244.3.0/24"));
-    let log = a.stderr();
-    assert!(log.contains("removed a stale route") && log.contains("10.244.3.0/24"), "no word of the sweep:\n{log}");
+    // The route goes before the log line reaches our reader thread: wait for the line, not just the route.
+    let log = a.wait_for_log("removed a stale route", 0);
+    assert!(log.contains("10.244.3.0/24"), "the sweep does not name the stale route:\n{log}");
     assert!(!log.contains("10.244.2.0/24 via"), "the kept route was swept:\n{log}\nkilled run:\n{killed_log}");
     assert!(hosts.a.has_route("10.244.9.0/24"), "a route vtepd did not install was removed");
     a.stop();
