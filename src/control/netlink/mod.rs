@@ -29,6 +29,9 @@
 //!
 //! A netlink socket works on the network namespace it was created in, whichever thread uses it
 //! later. The wire format is in host byte order, except that addresses are in network order.
+//!
+//! Here: the client ([`Netlink`]); `msg`, the wire format; `error`, what a call fails with;
+//! `uapi`, the kernel's constants. The socket's system calls are in `crate::io::netlink`.
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
@@ -37,9 +40,10 @@ use std::time::Duration;
 
 use tracing::{debug, trace};
 
+use crate::io::netlink as sys;
+
 mod error;
 mod msg;
-mod sys;
 #[cfg(test)]
 mod tests;
 mod uapi;

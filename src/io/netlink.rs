@@ -1,10 +1,11 @@
-//! The system calls, each wrapped so that the rest of the module is safe code.
+//! The netlink socket's system calls, each wrapped so that the rtnetlink client
+//! (`control::netlink`) is safe code.
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr;
 
-pub(super) fn socket() -> io::Result<OwnedFd> {
+pub fn socket() -> io::Result<OwnedFd> {
     // SAFETY: socket(2) takes no pointers; the arguments are constants.
     let fd = unsafe {
         libc::socket(
@@ -20,7 +21,7 @@ pub(super) fn socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-pub(super) fn set_opt<T>(
+pub fn set_opt<T>(
     fd: &OwnedFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -47,7 +48,7 @@ pub(super) fn set_opt<T>(
 
 /// Sends one datagram to the kernel: an unconnected netlink socket sends to port 0, and the
 /// first send binds it to a port id of the kernel's choosing.
-pub(super) fn send(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
+pub fn send(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
     retry_eintr(|| {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
         unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) }
@@ -56,7 +57,7 @@ pub(super) fn send(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
 
 /// The length of the next datagram, which stays queued. With `MSG_TRUNC` netlink reports the
 /// full length even though nothing is copied.
-pub(super) fn peek_len(fd: &OwnedFd) -> io::Result<usize> {
+pub fn peek_len(fd: &OwnedFd) -> io::Result<usize> {
     retry_eintr(|| {
         // SAFETY: a zero-length buffer is never written to, so a null pointer is fine.
         unsafe {
@@ -72,7 +73,7 @@ pub(super) fn peek_len(fd: &OwnedFd) -> io::Result<usize> {
 
 /// Reads one datagram into `buf`; returns its full length (`MSG_TRUNC`, so a length above
 /// `buf.len()` shows truncation) and the sender's port id (0 is the kernel).
-pub(super) fn recv_from(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, u32)> {
+pub fn recv_from(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, u32)> {
     // SAFETY: sockaddr_nl is plain old data, for which all zero bytes is a valid value.
     let mut addr: libc::sockaddr_nl = unsafe { mem::zeroed() };
     let mut addr_len = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
