@@ -907,9 +907,6 @@ impl XorShift {
     }
 }
 
-/// Per-operation socket timeout: a stalled transfer fails instead of hanging. Not a speed assertion.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Sends `nbytes` of xorshift data over TCP from namespace `tx_ns` (bound to `tx_src` if given) to a
 /// listener on `rx_addr:port` in namespace `rx_ns`; asserts both ends saw the same byte count and SHA-256.
 pub fn tcp_transfer(
@@ -920,106 +917,8 @@ pub fn tcp_transfer(
     port: u16,
     nbytes: usize,
 ) {
-    let what = format!(
-        "TCP {} ({tx_src:?}) -> {}:{rx_addr}:{port}, {nbytes} bytes",
-        tx_ns.name(),
-        rx_ns.name()
-    );
-    let (ready_tx, ready_rx) = mpsc::channel::<()>();
-
-    let receiver = spawn_in_netns(rx_ns.name(), move || -> Result<(usize, Vec<u8>), String> {
-        let listener = TcpListener::bind(SocketAddrV4::new(rx_addr, port))
-            .map_err(|e| format!("bind: {e}"))?;
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let _ = ready_tx.send(());
-        let deadline = Instant::now() + READY_TIMEOUT + READY_TIMEOUT;
-        let mut stream = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() >= deadline {
-                        return Err("no connection arrived at the listener".into());
-                    }
-                    thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(format!("accept: {e}")),
-            }
-        };
-        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        read_and_hash(&mut stream)
-    });
-
-    if ready_rx.recv_timeout(READY_TIMEOUT).is_err() {
-        let r = receiver.join();
-        panic!("{what}: receiver did not start listening: {r:?}");
-    }
-
-    let sender = spawn_in_netns(tx_ns.name(), move || -> Result<(usize, Vec<u8>), String> {
-        let dst = SocketAddr::V4(SocketAddrV4::new(rx_addr, port));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut stream = loop {
-            let attempt = (|| -> std::io::Result<TcpStream> {
-                let sock =
-                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-                if let Some(src) = tx_src {
-                    sock.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())?;
-                }
-                sock.connect_timeout(&dst.into(), Duration::from_secs(3))?;
-                Ok(sock.into())
-            })();
-            match attempt {
-                Ok(s) => break s,
-                Err(e) if Instant::now() >= deadline => return Err(format!("connect: {e}")),
-                Err(_) => thread::sleep(Duration::from_millis(100)),
-            }
-        };
-        stream
-            .set_write_timeout(Some(IO_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        let mut rng = XorShift::new(0x5eed_0000 ^ u64::from(port) ^ (nbytes as u64));
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut sent = 0usize;
-        while sent < nbytes {
-            let n = buf.len().min(nbytes - sent);
-            rng.fill(&mut buf[..n]);
-            stream
-                .write_all(&buf[..n])
-                .map_err(|e| format!("write after {sent} bytes: {e}"))?;
-            hasher.update(&buf[..n]);
-            sent += n;
-        }
-        stream
-            .shutdown(std::net::Shutdown::Write)
-            .map_err(|e| format!("shutdown: {e}"))?;
-        // Wait for the receiver to close so every byte is acknowledged before we return.
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        let mut sink = [0u8; 64];
-        let _ = stream.read(&mut sink);
-        Ok((sent, hasher.finalize().to_vec()))
-    });
-
-    let sent = sender
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e));
-    let received = receiver
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e));
-    let (sent_n, sent_h) =
-        sent.unwrap_or_else(|e| panic!("{what}: sender failed: {e} (receiver: {received:?})"));
-    let (recv_n, recv_h) = received.unwrap_or_else(|e| panic!("{what}: receiver failed: {e}"));
-    assert_eq!(sent_n, nbytes, "{what}: sender wrote {sent_n} bytes");
-    assert_eq!(recv_n, nbytes, "{what}: receiver got {recv_n} bytes");
-    assert_eq!(
-        hex(&sent_h),
-        hex(&recv_h),
-        "{what}: SHA-256 differs between sender and receiver"
-    );
+    let plan = TransferPlan { nbytes, rate: None, hold: 0 };
+    Transfer::spawn(tx_ns, tx_src, rx_ns, rx_addr, port, plan).finish(nbytes);
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -1397,8 +1296,8 @@ pub struct TransferPlan {
 /// What one end of a [`Transfer`] ends with: bytes and their SHA-256, or what went wrong.
 type EndResult = Result<(usize, Vec<u8>), String>;
 
-/// A checksummed TCP transfer (like [`tcp_transfer`]) running in the background, with progress,
-/// so a test can do something to the path while it is in flight.
+/// A checksummed TCP transfer running in the background, with progress, so a test can do
+/// something to the path while it is in flight ([`tcp_transfer`] is one run to the end).
 pub struct Transfer {
     what: String,
     sent: Arc<AtomicUsize>,
@@ -1410,7 +1309,8 @@ pub struct Transfer {
 use std::sync::atomic::AtomicUsize;
 
 /// Read/write timeout of a [`Transfer`]: longer than any fault plus recovery, so a connection that
-/// rides out an outage is not declared dead. Not a speed assertion.
+/// rides out an outage is not declared dead, yet a stalled one fails instead of hanging. Not a
+/// speed assertion.
 const HELD_IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Transfer {
@@ -1422,8 +1322,20 @@ impl Transfer {
         port: u16,
         plan: TransferPlan,
     ) -> Transfer {
+        Transfer::spawn(tx_ns, Some(tx_src), rx_ns, rx_addr, port, plan)
+    }
+
+    /// The sender binds to `tx_src` if given, else the kernel picks its source address.
+    fn spawn(
+        tx_ns: &Netns,
+        tx_src: Option<Ipv4Addr>,
+        rx_ns: &Netns,
+        rx_addr: Ipv4Addr,
+        port: u16,
+        plan: TransferPlan,
+    ) -> Transfer {
         let what = format!(
-            "TCP {} ({tx_src}) -> {}:{rx_addr}:{port}, {} bytes",
+            "TCP {} ({tx_src:?}) -> {}:{rx_addr}:{port}, {} bytes",
             tx_ns.name(),
             rx_ns.name(),
             plan.nbytes
@@ -1467,7 +1379,9 @@ impl Transfer {
                 let attempt = (|| -> std::io::Result<TcpStream> {
                     let sock =
                         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-                    sock.bind(&SocketAddr::V4(SocketAddrV4::new(tx_src, 0)).into())?;
+                    if let Some(src) = tx_src {
+                        sock.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())?;
+                    }
                     sock.connect_timeout(&dst.into(), Duration::from_secs(3))?;
                     Ok(sock.into())
                 })();
