@@ -79,6 +79,41 @@ impl Pair {
         assert_eq!(self.a.pid(), pid, "vtepd A was restarted after {what}");
     }
 
+    /// After a fault on A's underlay: waits until the underlay answers again, checks the overlay
+    /// and that A is the same process, lets the transfer finish (SHA-256 checked), checks B → A and
+    /// stops both daemons. Returns A's whole log and A's final counters.
+    fn recover_and_stop(
+        mut self,
+        pid: Option<u32>,
+        transfer: Transfer,
+        nbytes: usize,
+        pings: PingLoop,
+        fault: &str,
+    ) -> (String, std::collections::HashMap<String, u64>) {
+        wait_until_for(
+            &format!("underlay ping A -> B after {fault}"),
+            RECOVERY_TIMEOUT,
+            || {
+                self.hosts
+                    .a
+                    .exec("ping", &["-c", "1", "-W", "1", "192.0.2.2"])
+                    .status
+                    .success()
+            },
+        );
+        ping(&self.hosts.a, "10.244.1.0", "10.244.2.0");
+        self.assert_same_process(pid, fault);
+
+        transfer.finish(nbytes);
+        let (answered, lost) = pings.stop();
+        eprintln!("B -> A ping loop across {fault}: {answered} answered, {lost} lost");
+        ping(&self.hosts.b, "10.244.2.0", "10.244.1.0");
+        let log = self.a.stderr();
+        let (counters_a, _) = self.stop();
+        note_gso_fallback(&log, fault);
+        (log, counters_a)
+    }
+
     /// Stops both daemons (SIGTERM, exit 0, counters) and checks they removed what they installed.
     fn stop(
         self,
@@ -193,7 +228,7 @@ struct Flap {
 /// asserts that forwarding resumes in the same process and the transfer completes intact.
 fn flap_underlay_link(tag: &str, port: u16) -> Flap {
     let _heavy = heavy_lock();
-    let mut p = Pair::start(tag);
+    let p = Pair::start(tag);
     let pid = p.a.pid();
     let pings = PingLoop::start(&p.hosts.b, "10.244.2.0", "10.244.1.0");
     let nbytes = 30 * MB;
@@ -211,27 +246,7 @@ fn flap_underlay_link(tag: &str, port: u16) -> Flap {
     // retransmissions and the ping loop to hit the dead link.
     thread::sleep(Duration::from_millis(2500));
     p.hosts.a.ip(&["link", "set", UNDERLAY_DEV, "up"]);
-    wait_until_for(
-        "underlay ping A -> B after link up",
-        RECOVERY_TIMEOUT,
-        || {
-            p.hosts
-                .a
-                .exec("ping", &["-c", "1", "-W", "1", "192.0.2.2"])
-                .status
-                .success()
-        },
-    );
-    ping(&p.hosts.a, "10.244.1.0", "10.244.2.0");
-    p.assert_same_process(pid, "underlay link down/up");
-
-    t.finish(nbytes);
-    let (answered, lost) = pings.stop();
-    eprintln!("B -> A ping loop across the link flap: {answered} answered, {lost} lost");
-    ping(&p.hosts.b, "10.244.2.0", "10.244.1.0");
-    let log = p.a.stderr();
-    let (counters_a, _) = p.stop();
-    note_gso_fallback(&log, "the underlay link flap");
+    let (log, counters_a) = p.recover_and_stop(pid, t, nbytes, pings, "the underlay link flap");
     Flap {
         log,
         fault_from,
@@ -269,7 +284,7 @@ fn underlay_link_down_is_logged() {
 #[test]
 fn underlay_address_removed_and_readded_traffic_resumes() {
     let _heavy = heavy_lock();
-    let mut p = Pair::start("fadr");
+    let p = Pair::start("fadr");
     let pid = p.a.pid();
     let pings = PingLoop::start(&p.hosts.b, "10.244.2.0", "10.244.1.0");
     let nbytes = 30 * MB;
@@ -288,27 +303,7 @@ fn underlay_address_removed_and_readded_traffic_resumes() {
         .a
         .ip(&["addr", "add", "192.0.2.1/24", "dev", UNDERLAY_DEV]);
     p.a.wait_for_log("underlay address is back", back);
-    wait_until_for(
-        "underlay ping A -> B after the address returned",
-        RECOVERY_TIMEOUT,
-        || {
-            p.hosts
-                .a
-                .exec("ping", &["-c", "1", "-W", "1", "192.0.2.2"])
-                .status
-                .success()
-        },
-    );
-    ping(&p.hosts.a, "10.244.1.0", "10.244.2.0");
-    p.assert_same_process(pid, "underlay address removal");
-
-    t.finish(nbytes);
-    let (answered, lost) = pings.stop();
-    eprintln!("B -> A ping loop across the address removal: {answered} answered, {lost} lost");
-    ping(&p.hosts.b, "10.244.2.0", "10.244.1.0");
-    let log = p.a.stderr();
-    let (ca, _) = p.stop();
-    note_gso_fallback(&log, "the underlay address removal");
+    let (_, ca) = p.recover_and_stop(pid, t, nbytes, pings, "the underlay address removal");
     assert!(
         ca["drop_tx_send_error"] > 0,
         "no drop_tx_send_error counted for sends while the underlay address was gone\n{}",
