@@ -1072,7 +1072,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--vtepd", default=str(REPO / "target/release/vtepd"),
                     help="vtepd binary (default target/release/vtepd)")
     ap.add_argument("--out", default="bench-out", help="output dir for bench.json/bench.svg")
-    ap.add_argument("--pings", type=int, default=200, help="pings per RTT measurement (default 200)")
+    ap.add_argument("--pings", type=int, default=200, help="pings per RTT measurement (default 200; the back-to-back one sends 10x as many)")
     ap.add_argument("--udp-rate", default="0",
                     help="iperf3 -b for the 64-byte UDP test (default 0 = as fast as possible)")
     ap.add_argument("--keep-logs", action="store_true", help="keep per-row configs and daemon logs in OUT/logs")
