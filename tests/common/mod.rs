@@ -687,14 +687,15 @@ impl Drop for Vtepd {
     }
 }
 
-/// Parses `name value` lines; other lines (if any) are ignored.
 /// A receive buffer of `bytes` for a test's UDP receiver, past rmem_max (we are root).
 pub fn force_rcvbuf(sock: &std::net::UdpSocket, bytes: libc::c_int) {
     use std::os::fd::AsRawFd;
     // SAFETY: setsockopt with a valid fd and an int option value.
-    unsafe {
-        libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&bytes as *const libc::c_int).cast(), 4);
-    }
+    let rc = unsafe {
+        libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&bytes as *const libc::c_int).cast(), 4)
+    };
+    // A silently small buffer would make the receiver, not vtepd, drop the burst under test.
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE {bytes}: {}", std::io::Error::last_os_error());
 }
 
 /// `vtepd <cmd> --json` (e.g. `stats`, `peers`) against a running daemon.
@@ -704,6 +705,7 @@ pub fn ctl_json(v: &Vtepd, cmd: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("vtepd {cmd} printed no JSON ({e})"))
 }
 
+/// Parses `name value` lines; other lines (if any) are ignored.
 pub fn parse_counters(stdout: &str) -> HashMap<String, u64> {
     stdout
         .lines()
@@ -918,7 +920,7 @@ pub fn tcp_transfer(
     nbytes: usize,
 ) {
     let plan = TransferPlan { nbytes, rate: None, hold: 0 };
-    Transfer::spawn(tx_ns, tx_src, rx_ns, rx_addr, port, plan).finish(nbytes);
+    Transfer::spawn(tx_ns, tx_src, rx_ns, rx_addr, port, plan, IO_TIMEOUT).finish(nbytes);
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -1313,6 +1315,10 @@ use std::sync::atomic::AtomicUsize;
 /// speed assertion.
 const HELD_IO_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Read/write timeout of a plain [`tcp_transfer`]: nothing is done to its path, so a stall is a
+/// failure to report soon. Not a speed assertion.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Transfer {
     pub fn start(
         tx_ns: &Netns,
@@ -1322,10 +1328,11 @@ impl Transfer {
         port: u16,
         plan: TransferPlan,
     ) -> Transfer {
-        Transfer::spawn(tx_ns, Some(tx_src), rx_ns, rx_addr, port, plan)
+        Transfer::spawn(tx_ns, Some(tx_src), rx_ns, rx_addr, port, plan, HELD_IO_TIMEOUT)
     }
 
-    /// The sender binds to `tx_src` if given, else the kernel picks its source address.
+    /// The sender binds to `tx_src` if given, else the kernel picks its source address; a read or
+    /// write that waits longer than `io_timeout` fails the transfer.
     fn spawn(
         tx_ns: &Netns,
         tx_src: Option<Ipv4Addr>,
@@ -1333,6 +1340,7 @@ impl Transfer {
         rx_addr: Ipv4Addr,
         port: u16,
         plan: TransferPlan,
+        io_timeout: Duration,
     ) -> Transfer {
         let what = format!(
             "TCP {} ({tx_src:?}) -> {}:{rx_addr}:{port}, {} bytes",
@@ -1361,7 +1369,7 @@ impl Transfer {
             };
             stream.set_nonblocking(false).map_err(|e| e.to_string())?;
             stream
-                .set_read_timeout(Some(HELD_IO_TIMEOUT))
+                .set_read_timeout(Some(io_timeout))
                 .map_err(|e| e.to_string())?;
             read_and_hash(&mut stream)
         });
@@ -1392,7 +1400,7 @@ impl Transfer {
                 }
             };
             stream
-                .set_write_timeout(Some(HELD_IO_TIMEOUT))
+                .set_write_timeout(Some(io_timeout))
                 .map_err(|e| e.to_string())?;
             let mut rng = XorShift::new(0x5eed_0000 ^ u64::from(port) ^ (plan.nbytes as u64));
             let mut hasher = Sha256::new();
@@ -1402,7 +1410,7 @@ impl Transfer {
             let held_from = plan.nbytes.saturating_sub(plan.hold);
             while n_sent < plan.nbytes {
                 if n_sent >= held_from && !open.load(Ordering::Relaxed) {
-                    let until = Instant::now() + HELD_IO_TIMEOUT;
+                    let until = Instant::now() + io_timeout;
                     while !open.load(Ordering::Relaxed) {
                         if Instant::now() >= until {
                             return Err(format!("never released after {n_sent} bytes"));
@@ -1434,7 +1442,7 @@ impl Transfer {
                 .shutdown(std::net::Shutdown::Write)
                 .map_err(|e| format!("shutdown: {e}"))?;
             stream
-                .set_read_timeout(Some(HELD_IO_TIMEOUT))
+                .set_read_timeout(Some(io_timeout))
                 .map_err(|e| e.to_string())?;
             let mut sink = [0u8; 64];
             let _ = stream.read(&mut sink);
