@@ -16,7 +16,6 @@ pub const OFFLOAD_DROPS: &[&str] = &[
     "drop_tx_send_error",
 ];
 
-
 /// Runs A→B and B→A transfers concurrently; both finish (or fail) before any failure is raised,
 /// so the message names the direction that broke.
 pub fn transfer_both_ways(a: &Netns, b: &Netns, nbytes: usize) {

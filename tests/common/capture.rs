@@ -1,0 +1,69 @@
+//! Packet captures (tcpdump) and reading them back (tshark).
+use super::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+
+/// A `tcpdump -w` running in a namespace until [`Capture::finish`] (or drop, which kills it).
+pub struct Capture {
+    child: Option<Child>,
+    path: PathBuf,
+    stderr: Captured,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Capture {
+    /// Starts capturing on `dev` in `ns` into `dir/name` with the pcap `filter`, and waits until
+    /// tcpdump says it is listening, so nothing sent after this returns is missed.
+    pub fn start(ns: &Netns, dev: &str, dir: &TempDir, name: &str, filter: &str) -> Capture {
+        let path = dir.path().join(name);
+        let path_s = path.display().to_string();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "tcpdump", "-i", dev, "-n", "-U", "-w", &path_s, filter])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpdump");
+        let (stderr, reader) = collect_output(child.stderr.take().unwrap());
+        let cap = Capture { child: Some(child), path, stderr, reader: Some(reader) };
+        wait_until(&format!("tcpdump listening on {dev} in {}", ns.name()), || {
+            cap.stderr.lock().unwrap().contains("listening on")
+        });
+        cap
+    }
+
+    /// Stops tcpdump (SIGINT, so it flushes) and returns the pcap file's path.
+    pub fn finish(mut self) -> PathBuf {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child, which has not been reaped yet.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.path.clone()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Decodes a pcap with tshark into one line per packet of the given `-e` fields, separated by tabs;
+/// a field that occurs twice (the outer and inner IP header of IPIP) is joined with commas.
+pub fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<String> {
+    let mut args = vec!["-r".to_string(), pcap.display().to_string(), "-T".into(), "fields".into()];
+    for f in fields {
+        args.push("-e".into());
+        args.push((*f).into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_ok("tshark", &args).lines().map(str::to_owned).collect()
+}
