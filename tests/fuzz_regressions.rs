@@ -7,7 +7,6 @@
 //!
 //! The target bodies are compiled in from `fuzz/src/harness/` (see fuzz/README.md); they check
 //! invariants and panic with the one that broke. `VTEPD_BLESS_SEEDS=1` rewrites the generated files.
-#[allow(dead_code)]
 #[path = "../fuzz/src/harness/mod.rs"]
 mod harness;
 

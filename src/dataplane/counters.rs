@@ -169,8 +169,7 @@ mod tests {
     #[test]
     fn flush_adds_and_clears() {
         let c = Counters::default();
-        let mut l = LocalCounters::default();
-        l.rx_packets = 3;
+        let mut l = LocalCounters { rx_packets: 3, ..Default::default() };
         l.drop(DropReason::RxWrongVni);
         l.drop(DropReason::RxWrongVni);
         c.flush(&mut l);

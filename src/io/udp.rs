@@ -170,10 +170,10 @@ impl MmsgScratch {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
         };
-        for i in 0..got {
+        for (i, o) in out.iter_mut().enumerate().take(got) {
             let len = self.hdrs[i].msg_len as usize;
             let seg = self.gro_size(i).filter(|g| *g > 0).unwrap_or(len);
-            out[i] = Received { len, src: Ipv4Addr::from(u32::from_be(self.addrs[i].sin_addr.s_addr)), seg_size: seg };
+            *o = Received { len, src: Ipv4Addr::from(u32::from_be(self.addrs[i].sin_addr.s_addr)), seg_size: seg };
         }
         Ok(got)
     }

@@ -248,8 +248,8 @@ pub fn check_run(run: &Run, members: &[usize], frames: &[&[u8]]) {
         let (f, d) = (frames[k], seg(i));
         assert_eq!(d.len(), f.len(), "length of member {i}");
         let rewritable = |j: usize| {
-            (!l.v6 && (18..20).contains(&j)) // IPv4 id
-                || (!l.v6 && (24..26).contains(&j)) // IPv4 header checksum
+            // IPv4 id and header checksum
+            (!l.v6 && ((18..20).contains(&j) || (24..26).contains(&j)))
                 || (l.tcp_off + 14..l.tcp_off + 20).contains(&j) // window, checksum, urgent pointer
         };
         for j in (0..hdr).filter(|j| !rewritable(*j)) {
@@ -327,8 +327,8 @@ fn check_udp_run(run: &Run, members: &[usize], frames: &[&[u8]]) {
         let (f, d) = (frames[k], &out[segs.range(i)][8..]);
         assert_eq!(d.len(), f.len(), "length of member {i}");
         let rewritable = |j: usize| {
-            (!u.v6 && (18..20).contains(&j)) // IPv4 id
-                || (!u.v6 && (24..26).contains(&j)) // IPv4 header checksum
+            // IPv4 id and header checksum
+            (!u.v6 && ((18..20).contains(&j) || (24..26).contains(&j)))
                 || (facts[i].1 && (u.udp_off() + 6..u.udp_off() + 8).contains(&j)) // a partial UDP checksum, completed
         };
         for j in (0..f.len()).filter(|j| !rewritable(*j)) {

@@ -29,8 +29,11 @@ use vtepd::dataplane::Vtep;
 use vtepd::wire::vxlan::Vni;
 use vtepd::wire::MacAddr;
 
+/// A target's body: runs one input, panics on a broken invariant.
+pub type Body = fn(&[u8]);
+
 /// Every target: its cargo-fuzz name and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("vxlan_decap", decap::run),
     ("arp", arp::run),
     ("encap", encap::run),
@@ -186,13 +189,13 @@ impl RefTcp {
 
     /// Whether the TCP checksum over `f[tcp_off..tcp_off + tcp_bytes]` verifies.
     pub fn tcp_csum_ok(&self, f: &[u8], tcp_bytes: usize) -> bool {
-        ref_sum(&f[self.tcp_off..self.tcp_off + tcp_bytes], self.pseudo(f, tcp_bytes) as u32) == 0xffff
+        ref_sum(&f[self.tcp_off..self.tcp_off + tcp_bytes], self.pseudo(f, tcp_bytes)) == 0xffff
     }
 
     /// Writes a correct TCP checksum over `f[tcp_off..tcp_off + tcp_bytes]`.
     pub fn fill_tcp_csum(&self, f: &mut [u8], tcp_bytes: usize) {
         put16(f, self.tcp_off + 16, 0);
-        let c = !ref_sum(&f[self.tcp_off..self.tcp_off + tcp_bytes], self.pseudo(f, tcp_bytes) as u32);
+        let c = !ref_sum(&f[self.tcp_off..self.tcp_off + tcp_bytes], self.pseudo(f, tcp_bytes));
         put16(f, self.tcp_off + 16, c);
     }
 

@@ -76,7 +76,7 @@ pub fn repair(vnet: &mut [u8; 12], ctrl: u8, grow: usize, frame: &mut Vec<u8>) {
             frame[14 + 7] = 0;
         }
         if !udp {
-            frame[14 + ip_len + 12] = (l4_len / 4) as u8 * 16 | (frame[14 + ip_len + 12] & 15);
+            frame[14 + ip_len + 12] = ((l4_len / 4) as u8 * 16) | (frame[14 + ip_len + 12] & 15);
         }
     }
     if ctrl & 4 != 0 {
