@@ -97,7 +97,7 @@ NOTES = [
     "over the same interval: everything above plus any unrelated load. Background load is sampled "
     "before the run (background_cpu_cores in bench.json) and NOT subtracted.",
     "CPU s/GB vtepd only: the vtepd part of the 'involved' figure (both nodes).",
-    "Ratios: median of the row / median of row B (kernel VXLAN); for RTT, loss and CPU lower is better.",
+    "Ratios: median of the row / median of row B (kernel VXLAN); for RTT and CPU lower is better; losses have none (a ratio of two loss rates means nothing).",
 ]
 
 
@@ -538,15 +538,17 @@ class Figure:
     unit: str
     higher_is_better: bool
     digits: int = 2
+    # A ratio of two loss rates says nothing (0.02 % vs 30 % is "x1500"): losses are shown as is.
+    ratio: bool = True
 
 
 FIGURES = [
     Figure("tcp1_gbps", "TCP 1 stream", "Gbit/s", True),
     Figure("tcp4_gbps", "TCP 4 streams", "Gbit/s", True),
     Figure("udp64_kpps", "UDP 64 B received", "kpps", True, 1),
-    Figure("udp64_loss_pct", "UDP 64 B loss", "%", False, 1),
+    Figure("udp64_loss_pct", "UDP 64 B loss", "%", False, 1, ratio=False),
     Figure("uso_gbps", "UDP GSO 1200 B received", "Gbit/s", True),
-    Figure("uso_loss_pct", "UDP GSO 1200 B loss", "%", False, 1),
+    Figure("uso_loss_pct", "UDP GSO 1200 B loss", "%", False, 1, ratio=False),
     Figure("rtt_mean_us", "ping RTT mean", "us", False, 1),
     Figure("rtt_p99_us", "ping RTT p99", "us", False, 1),
     Figure("rtt_b2b_mean_us", "ping RTT back to back, mean", "us", False, 1),
@@ -832,8 +834,9 @@ def summarise(rows: list[Row], raw: dict[str, list[dict]]) -> dict:
                         "status": status, "rounds_ok": n_ok, "errors": errors, "warnings": warns,
                         "median": med, "rounds": rounds}
     ref = out.get(REFERENCE_ROW, {}).get("median", {})
+    no_ratio = {f.key for f in FIGURES if not f.ratio}
     for key, r in out.items():
-        r["ratio_to_" + REFERENCE_ROW] = {f: (v / ref[f]) if ref.get(f) else None
+        r["ratio_to_" + REFERENCE_ROW] = {f: (v / ref[f]) if ref.get(f) and f not in no_ratio else None
                                           for f, v in r["median"].items()}
     return out
 
@@ -1041,6 +1044,50 @@ def vtepd_info(path: str) -> dict:
     return info
 
 
+def pipe_round_trip_us(n: int, cpu: Optional[int] = None) -> float:
+    """Mean time for a byte to go to another process and back through two pipes: two sleeps and
+    two wake-ups, the hand-off a userspace forwarder pays per hop and the kernel path does not."""
+    a_r, a_w = os.pipe()
+    b_r, b_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the echo side: no Python teardown, no exceptions escaping into the bench
+        try:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+            for _ in range(n):
+                os.read(a_r, 1)
+                os.write(b_w, b"x")
+        finally:
+            os._exit(0)
+    mask = os.sched_getaffinity(0)
+    try:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        t = time.perf_counter()
+        for _ in range(n):
+            os.write(a_w, b"x")
+            os.read(b_r, 1)
+        return (time.perf_counter() - t) / n * 1e6
+    finally:
+        os.sched_setaffinity(0, mask)
+        os.waitpid(pid, 0)
+        for fd in (a_r, a_w, b_r, b_w):
+            os.close(fd)
+
+
+def machine_costs() -> dict:
+    """What a syscall and a process hand-off cost on this machine (µs, Python's own overhead
+    included): vtepd's ratios to the kernel path depend on these more than on the CPU's speed."""
+    n = 200_000
+    t = time.perf_counter()
+    for _ in range(n):
+        os.getppid()
+    costs = {"syscall_us": round((time.perf_counter() - t) / n * 1e6, 3),
+             "pipe_round_trip_us": round(pipe_round_trip_us(20_000), 2)}
+    costs["pipe_round_trip_one_cpu_us"] = round(pipe_round_trip_us(20_000, cpu=min(os.sched_getaffinity(0))), 2)
+    return costs
+
+
 def background_cpu(seconds: float = 2.0) -> float:
     """Busy CPU cores of the machine while the bench is idle (noise indicator)."""
     c0 = cpu_times()
@@ -1126,9 +1173,12 @@ def main(argv: list[str]) -> int:
     raw: dict[str, list[dict]] = {r.key: [] for r in rows}
     interrupted = False
     bg: Optional[float] = None
+    costs: dict = {}
     try:
         progress("sampling background CPU load (2 s)")
         bg = background_cpu(2.0)
+        progress("timing a syscall and a process hand-off")
+        costs = machine_costs()
         for rnd in range(1, opts.rounds + 1):
             for row in rows:
                 res = run_row(row, rnd, opts, workdir, progress)
@@ -1169,7 +1219,7 @@ def main(argv: list[str]) -> int:
         "date": started.isoformat(timespec="seconds"),
         "duration_s": round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 1),
         "interrupted": interrupted,
-        "machine": minfo,
+        "machine": {**minfo, "costs": costs},
         "git": ginfo,
         "vtepd": vinfo,
         "args": {k: v for k, v in vars(opts).items() if k != "vtepd_snapshot"},
@@ -1188,6 +1238,10 @@ def main(argv: list[str]) -> int:
     (out_dir / "bench.svg").write_text(render_svg(rows, summary, title, subtitle))
 
     print(f"vtepd bench  {subtitle}")
+    if costs:
+        print(f"machine: a syscall {costs['syscall_us']:.2f} µs; a pipe round trip between two processes "
+              f"{costs['pipe_round_trip_us']:.1f} µs across CPUs, {costs['pipe_round_trip_one_cpu_us']:.1f} µs "
+              "on one CPU (each ping through vtepd wakes 3 threads; through flannel.1 none)")
     print(render_table(rows, summary))
     print()
     for n in notes:

@@ -1,7 +1,8 @@
 //! The benchmark is a product feature (issue 3), so it is run here end to end on the smallest
 //! settings it accepts: rows A (raw veth), B (kernel VXLAN) and C (vtepd), 3 interleaved rounds of
 //! 1 s. Checked is what it promises — exit 0, every round of every row ok, every figure present and
-//! finite, ratios to kernel VXLAN on the table, bench.json and bench.svg written — and never how
+//! finite, ratios to kernel VXLAN on the table, the machine's syscall and hand-off costs, bench.json
+//! and bench.svg written — and never how
 //! fast anything was: this is not a speed test.
 
 mod common;
@@ -59,6 +60,13 @@ fn bench_runs_every_row_and_writes_table_json_and_svg() {
             assert!(v.is_finite() && v >= 0.0, "row {key}: {fig} = {v}");
         }
     }
+    // The machine's own costs, which the ratios depend on, are reported alongside.
+    let costs = &bench["machine"]["costs"];
+    for key in ["syscall_us", "pipe_round_trip_us", "pipe_round_trip_one_cpu_us"] {
+        let v = costs[key].as_f64().unwrap_or_else(|| panic!("machine.costs.{key} missing: {costs}"));
+        assert!(v.is_finite() && v > 0.0, "machine.costs.{key} = {v}");
+    }
+    assert!(stdout.lines().any(|l| l.starts_with("machine: a syscall")), "no machine-costs line:\n{stdout}");
     let vtepd_cpu = bench["rows"]["C"]["median"]["daemon_cpu_s_per_gb"].as_f64();
     assert!(vtepd_cpu.is_some_and(|v| v > 0.0), "vtepd's own CPU per GB missing: {vtepd_cpu:?}");
 
