@@ -27,6 +27,7 @@ PACKAGES=(
     git             # bench.json records the commit
     etcd-server     # the cluster datastore the etcd tests start (etcd 3.4)
     protobuf-compiler # protoc, for the etcd-client crate's build
+    libprotobuf-dev # google/protobuf/*.proto that etcd-client's protos import (protoc only recommends it)
 )
 
 verbose=0
