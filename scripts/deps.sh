@@ -26,6 +26,7 @@ PACKAGES=(
     pkg-config
     git             # bench.json records the commit
     etcd-server     # the cluster datastore the etcd tests start (etcd 3.4)
+    etcd-client     # etcdctl, which the etcd tests use to seed and inspect it (etcd-server only recommends it)
     protobuf-compiler # protoc, for the etcd-client crate's build
     libprotobuf-dev # google/protobuf/*.proto that etcd-client's protos import (protoc only recommends it)
 )

@@ -36,6 +36,9 @@ impl Etcd {
     }
 
     fn start(ns: Option<String>, ip: &str, client_port: u16, peer_port: u16, tag: &str) -> Etcd {
+        // Without etcdctl the health wait below would only time out, saying nothing of why.
+        let etcdctl = Command::new("etcdctl").arg("version").env("ETCDCTL_API", "3").output();
+        assert!(etcdctl.is_ok_and(|o| o.status.success()), "etcdctl not found: run scripts/deps.sh (Debian package etcd-client)");
         let mut e = Etcd { child: None, ns, ip: ip.into(), client_port, peer_port, dir: TempDir::new(&format!("etcd-{tag}")) };
         e.spawn();
         e
