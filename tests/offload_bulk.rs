@@ -37,10 +37,7 @@ fn bulk_both_ways_vtepd_to_vtepd() {
     let _heavy = heavy_lock();
     let hosts = TwoHosts::new("ob");
     let dir = TempDir::new("ob");
-    let cfg_a = NodeCfg::host(1, &[2]);
-    let cfg_b = NodeCfg::host(2, &[1]);
-    let vtepd_a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
-    let vtepd_b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
+    let (vtepd_a, vtepd_b) = start_pair(&hosts, &dir, &[]);
     assert_offloads_on("A", &vtepd_a, VXLAN_OFFLOADS);
     assert_offloads_on("B", &vtepd_b, VXLAN_OFFLOADS);
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");
@@ -52,13 +49,7 @@ fn bulk_both_ways_vtepd_to_vtepd() {
     // Read while the TAPs still exist: they go away when vtepd stops.
     let (tap_a, tap_b) = (link_stats(&hosts.a, "vtep0"), link_stats(&hosts.b, "vtep0"));
 
-    let counters_a = vtepd_a.stop();
-    let counters_b = vtepd_b.stop();
-    eprintln!(
-        "A counters:\n{}\nB counters:\n{}",
-        show_counters(&counters_a),
-        show_counters(&counters_b)
-    );
+    let (counters_a, counters_b) = stop_pair(vtepd_a, vtepd_b);
     for (host, c, tap) in [("A", &counters_a, &tap_a), ("B", &counters_b, &tap_b)] {
         assert_clean_traffic(host, c);
         assert_no_offload_drops(host, c);
@@ -66,8 +57,8 @@ fn bulk_both_ways_vtepd_to_vtepd() {
         assert_no_rx_errors(host, "vtep0", tap);
         assert_offloads_used(host, c, tap, true);
     }
-    assert_cleaned_up(&hosts.a, &cfg_a);
-    assert_cleaned_up(&hosts.b, &cfg_b);
+    assert_cleaned_up(&hosts.a, &NodeCfg::host(1, &[2]));
+    assert_cleaned_up(&hosts.b, &NodeCfg::host(2, &[1]));
 }
 
 /// vtepd on A against the kernel's flannel.1 on B. With `wire_sized`, B's underlay segments VXLAN

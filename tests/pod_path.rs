@@ -15,12 +15,7 @@ fn pod_to_pod_over_vtepd() {
     let pod2 = add_pod(&hosts.b, 2, "pod2", 1450);
 
     let dir = TempDir::new("pod");
-    let cfg_a = NodeCfg::host(1, &[2]);
-    let cfg_b = NodeCfg::host(2, &[1]);
-    let path_a = dir.write("a.toml", &cfg_a.to_toml());
-    let path_b = dir.write("b.toml", &cfg_b.to_toml());
-    let vtepd_a = Vtepd::start(&hosts.a, &path_a, &cfg_a);
-    let vtepd_b = Vtepd::start(&hosts.b, &path_b, &cfg_b);
+    let (vtepd_a, vtepd_b) = start_pair(&hosts, &dir, &[]);
 
     ping(&pod1, "10.244.1.2", "10.244.2.2");
     ping(&pod2, "10.244.2.2", "10.244.1.2");
@@ -34,13 +29,7 @@ fn pod_to_pod_over_vtepd() {
         BIG_TRANSFER,
     );
 
-    let counters_a = vtepd_a.stop();
-    let counters_b = vtepd_b.stop();
-    eprintln!(
-        "A counters:\n{}\nB counters:\n{}",
-        show_counters(&counters_a),
-        show_counters(&counters_b)
-    );
+    let (counters_a, counters_b) = stop_pair(vtepd_a, vtepd_b);
     assert_clean_traffic("A", &counters_a);
     assert_clean_traffic("B", &counters_b);
     assert!(

@@ -118,12 +118,7 @@ fn rx_drops_are_counted_exactly() {
         .ip(&["addr", "add", "192.0.2.99/24", "dev", UNDERLAY_DEV]);
 
     let dir = TempDir::new("rxd");
-    let cfg_a = NodeCfg::host(1, &[2]);
-    let cfg_b = NodeCfg::host(2, &[1]);
-    let path_a = dir.write("a.toml", &cfg_a.to_toml());
-    let path_b = dir.write("b.toml", &cfg_b.to_toml());
-    let vtepd_a = Vtepd::start(&hosts.a, &path_a, &cfg_a);
-    let vtepd_b = Vtepd::start(&hosts.b, &path_b, &cfg_b);
+    let (vtepd_a, vtepd_b) = start_pair(&hosts, &dir, &[]);
 
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");
 
@@ -189,13 +184,7 @@ fn rx_drops_are_counted_exactly() {
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");
     ping(&hosts.b, "10.244.2.0", "10.244.1.0");
 
-    let counters_a = vtepd_a.stop();
-    let counters_b = vtepd_b.stop();
-    eprintln!(
-        "A counters:\n{}\nB counters:\n{}",
-        show_counters(&counters_a),
-        show_counters(&counters_b)
-    );
+    let (counters_a, counters_b) = stop_pair(vtepd_a, vtepd_b);
     assert!(
         counters_a["rx_packets"] > 0,
         "A rx_packets is 0\n{}",

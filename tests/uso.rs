@@ -27,10 +27,7 @@ fn uso_both_ways_vtepd_to_vtepd() {
     let _heavy = heavy_lock();
     let hosts = TwoHosts::new("us");
     let dir = TempDir::new("us");
-    let cfg_a = NodeCfg::host(1, &[2]);
-    let cfg_b = NodeCfg::host(2, &[1]);
-    let vtepd_a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
-    let vtepd_b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
+    let (vtepd_a, vtepd_b) = start_pair(&hosts, &dir, &[]);
     assert_offloads_on("A", &vtepd_a, USO_ON);
     assert_offloads_on("B", &vtepd_b, USO_ON);
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");

@@ -14,13 +14,7 @@ fn vxlan_two_hosts_ping_and_tcp() {
     let _heavy = heavy_lock();
     let hosts = TwoHosts::new("2h");
     let dir = TempDir::new("2h");
-    let cfg_a = NodeCfg::host(1, &[2]);
-    let cfg_b = NodeCfg::host(2, &[1]);
-    let path_a = dir.write("a.toml", &cfg_a.to_toml());
-    let path_b = dir.write("b.toml", &cfg_b.to_toml());
-
-    let vtepd_a = Vtepd::start(&hosts.a, &path_a, &cfg_a);
-    let vtepd_b = Vtepd::start(&hosts.b, &path_b, &cfg_b);
+    let (vtepd_a, vtepd_b) = start_pair(&hosts, &dir, &[]);
 
     // The device looks like flannel.1: the subnet's .0 as a /32, and the configured MTU.
     let addr_a = hosts.a.ip(&["addr", "show", "dev", "vtep0"]);
@@ -41,13 +35,7 @@ fn vxlan_two_hosts_ping_and_tcp() {
     tcp_transfer(&hosts.a, Some(ip_a), &hosts.b, ip_b, 5001, BIG_TRANSFER);
     tcp_transfer(&hosts.b, Some(ip_b), &hosts.a, ip_a, 5002, BIG_TRANSFER);
 
-    let counters_a = vtepd_a.stop();
-    let counters_b = vtepd_b.stop();
-    eprintln!(
-        "A counters:\n{}\nB counters:\n{}",
-        show_counters(&counters_a),
-        show_counters(&counters_b)
-    );
+    let (counters_a, counters_b) = stop_pair(vtepd_a, vtepd_b);
     assert_clean_traffic("A", &counters_a);
     assert_clean_traffic("B", &counters_b);
     // 50 MB went each way, so each side moved at least that much in both directions.
@@ -61,8 +49,8 @@ fn vxlan_two_hosts_ping_and_tcp() {
         }
     }
 
-    assert_cleaned_up(&hosts.a, &cfg_a);
-    assert_cleaned_up(&hosts.b, &cfg_b);
+    assert_cleaned_up(&hosts.a, &NodeCfg::host(1, &[2]));
+    assert_cleaned_up(&hosts.b, &NodeCfg::host(2, &[1]));
     let neigh_a = hosts.a.ip(&["neigh", "show"]);
     assert!(
         !neigh_a.contains("10.244.2.0 "),
@@ -148,10 +136,7 @@ fn busy_poll_forwards_both_ways() {
     let _heavy = heavy_lock();
     let hosts = TwoHosts::new("2hbp");
     let dir = TempDir::new("2hbp");
-    let cfg_a = NodeCfg::host(1, &[2]);
-    let cfg_b = NodeCfg::host(2, &[1]);
-    let vtepd_a = Vtepd::start_with(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a, &["--busy-poll", "2000"]);
-    let vtepd_b = Vtepd::start_with(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b, &["--busy-poll", "2000"]);
+    let (vtepd_a, vtepd_b) = start_pair(&hosts, &dir, &["--busy-poll", "2000"]);
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");
     ping(&hosts.b, "10.244.2.0", "10.244.1.0");
     let (ip_a, ip_b) = (Ipv4Addr::new(10, 244, 1, 0), Ipv4Addr::new(10, 244, 2, 0));

@@ -15,6 +15,24 @@ pub fn test_socket(ns: &Netns) -> PathBuf {
     dir.join(format!("{}-{n}.sock", ns.name()))
 }
 
+/// The usual pair: vtepd on host 1 and host 2 of `hosts`, each with the other as its one peer, configs
+/// in `dir`, `extra` arguments for both; returns once both have the peer's route.
+pub fn start_pair(hosts: &TwoHosts, dir: &TempDir, extra: &[&str]) -> (Vtepd, Vtepd) {
+    let start = |ns: &Netns, me: u8, peer: u8, file: &str| {
+        let cfg = NodeCfg::host(me, &[peer]);
+        Vtepd::start_with(ns, &dir.write(file, &cfg.to_toml()), &cfg, extra)
+    };
+    (start(&hosts.a, 1, 2, "a.toml"), start(&hosts.b, 2, 1, "b.toml"))
+}
+
+/// Stops both daemons and prints their counters, so that an assertion failing after this has them in
+/// its output.
+pub fn stop_pair(a: Vtepd, b: Vtepd) -> (HashMap<String, u64>, HashMap<String, u64>) {
+    let (ca, cb) = (a.stop(), b.stop());
+    eprintln!("A counters:\n{}\nB counters:\n{}", show_counters(&ca), show_counters(&cb));
+    (ca, cb)
+}
+
 /// A running `vtepd run` inside a namespace. Drop kills it if [`Vtepd::stop`] was not called, and prints
 /// its stderr when the test is panicking so the failure shows what the daemon said.
 pub struct Vtepd {
