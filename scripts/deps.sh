@@ -26,7 +26,7 @@ PACKAGES=(
     pkg-config
     git             # bench.json records the commit
     etcd-server     # the cluster datastore the etcd tests start (etcd 3.4)
-    etcd-client     # etcdctl, which the etcd tests use to seed and inspect it (etcd-server only recommends it)
+    etcd-client     # etcdctl, which the etcd tests use to seed and inspect it (etcd-server only suggests it)
     protobuf-compiler # protoc, for the etcd-client crate's build
     libprotobuf-dev # google/protobuf/*.proto that etcd-client's protos import (protoc only recommends it)
 )

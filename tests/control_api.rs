@@ -72,7 +72,7 @@ fn poke(ns: &Netns, dst: &str) {
 fn every_subcommand_against_a_running_vtepd() {
     let hosts = TwoHosts::new("capi");
     let dir = TempDir::new("capi");
-    let (cfg_a, cfg_b) = (NodeCfg::host(1, &[2]), NodeCfg::host(2, &[1]));
+    let (cfg_a, cfg_b) = pair_cfgs();
     let a = Vtepd::start_with(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a, &["--metrics", "127.0.0.1:9476"]);
     let b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
     let (sa, sb) = (a.socket.as_path(), b.socket.as_path());

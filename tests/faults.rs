@@ -36,10 +36,8 @@ impl Pair {
     fn start(tag: &str) -> Pair {
         let hosts = TwoHosts::new(tag);
         let dir = TempDir::new(tag);
-        let cfg_a = NodeCfg::host(1, &[2]);
-        let cfg_b = NodeCfg::host(2, &[1]);
-        let a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
-        let b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
+        let (a, b) = start_pair(&hosts, &dir, &[]);
+        let (cfg_a, cfg_b) = pair_cfgs();
         ping(&hosts.a, "10.244.1.0", "10.244.2.0");
         ping(&hosts.b, "10.244.2.0", "10.244.1.0");
         Pair {
@@ -129,12 +127,7 @@ impl Pair {
             hosts,
             dir: _dir,
         } = self;
-        let (ca, cb) = (a.stop(), b.stop());
-        eprintln!(
-            "A counters:\n{}\nB counters:\n{}",
-            show_counters(&ca),
-            show_counters(&cb)
-        );
+        let (ca, cb) = stop_pair(a, b);
         assert_cleaned_up(&hosts.a, &cfg_a);
         assert_cleaned_up(&hosts.b, &cfg_b);
         (ca, cb)

@@ -57,8 +57,9 @@ fn bulk_both_ways_vtepd_to_vtepd() {
         assert_no_rx_errors(host, "vtep0", tap);
         assert_offloads_used(host, c, tap, true);
     }
-    assert_cleaned_up(&hosts.a, &NodeCfg::host(1, &[2]));
-    assert_cleaned_up(&hosts.b, &NodeCfg::host(2, &[1]));
+    let (cfg_a, cfg_b) = pair_cfgs();
+    assert_cleaned_up(&hosts.a, &cfg_a);
+    assert_cleaned_up(&hosts.b, &cfg_b);
 }
 
 /// vtepd on A against the kernel's flannel.1 on B. With `wire_sized`, B's underlay segments VXLAN

@@ -49,8 +49,9 @@ fn vxlan_two_hosts_ping_and_tcp() {
         }
     }
 
-    assert_cleaned_up(&hosts.a, &NodeCfg::host(1, &[2]));
-    assert_cleaned_up(&hosts.b, &NodeCfg::host(2, &[1]));
+    let (cfg_a, cfg_b) = pair_cfgs();
+    assert_cleaned_up(&hosts.a, &cfg_a);
+    assert_cleaned_up(&hosts.b, &cfg_b);
     let neigh_a = hosts.a.ip(&["neigh", "show"]);
     assert!(
         !neigh_a.contains("10.244.2.0 "),

@@ -15,14 +15,17 @@ pub fn test_socket(ns: &Netns) -> PathBuf {
     dir.join(format!("{}-{n}.sock", ns.name()))
 }
 
-/// The usual pair: vtepd on host 1 and host 2 of `hosts`, each with the other as its one peer, configs
-/// in `dir`, `extra` arguments for both; returns once both have the peer's route.
+/// The usual pair's configs: host 1 and host 2, each with the other as its one peer.
+pub fn pair_cfgs() -> (NodeCfg, NodeCfg) {
+    (NodeCfg::host(1, &[2]), NodeCfg::host(2, &[1]))
+}
+
+/// vtepd on both of `hosts` with [`pair_cfgs`], written to `dir`, `extra` arguments for both; returns
+/// once both have the peer's route.
 pub fn start_pair(hosts: &TwoHosts, dir: &TempDir, extra: &[&str]) -> (Vtepd, Vtepd) {
-    let start = |ns: &Netns, me: u8, peer: u8, file: &str| {
-        let cfg = NodeCfg::host(me, &[peer]);
-        Vtepd::start_with(ns, &dir.write(file, &cfg.to_toml()), &cfg, extra)
-    };
-    (start(&hosts.a, 1, 2, "a.toml"), start(&hosts.b, 2, 1, "b.toml"))
+    let (cfg_a, cfg_b) = pair_cfgs();
+    let start = |ns: &Netns, cfg: &NodeCfg, file: &str| Vtepd::start_with(ns, &dir.write(file, &cfg.to_toml()), cfg, extra);
+    (start(&hosts.a, &cfg_a, "a.toml"), start(&hosts.b, &cfg_b, "b.toml"))
 }
 
 /// Stops both daemons and prints their counters, so that an assertion failing after this has them in
