@@ -97,7 +97,8 @@ NOTES = [
     "over the same interval: everything above plus any unrelated load. Background load is sampled "
     "before the run (background_cpu_cores in bench.json) and NOT subtracted.",
     "CPU s/GB vtepd only: the vtepd part of the 'involved' figure (both nodes).",
-    "Ratios: median of the row / median of row B (kernel VXLAN); for RTT and CPU lower is better; losses have none (a ratio of two loss rates means nothing).",
+    "Ratios: median of the row / median of row B (kernel VXLAN); for RTT and CPU lower is better; losses have none (a ratio of two loss rates means nothing). "
+    "round_ratios_to_B: each round's figure / row B's in the same round (rows of a round run back to back, so the pair shares the machine's state); the table shows their range.",
 ]
 
 
@@ -835,10 +836,22 @@ def summarise(rows: list[Row], raw: dict[str, list[dict]]) -> dict:
                         "median": med, "rounds": rounds}
     ref = out.get(REFERENCE_ROW, {}).get("median", {})
     no_ratio = {f.key for f in FIGURES if not f.ratio}
+    ref_rounds = out.get(REFERENCE_ROW, {}).get("rounds", [])
     for key, r in out.items():
         r["ratio_to_" + REFERENCE_ROW] = {f: (v / ref[f]) if ref.get(f) and f not in no_ratio else None
                                           for f, v in r["median"].items()}
+        r["round_ratios_to_" + REFERENCE_ROW] = {f: paired_ratios(r["rounds"], ref_rounds, f)
+                                                 for f in r["median"] if f not in no_ratio}
     return out
+
+
+def paired_ratios(rounds: list[dict], ref_rounds: list[dict], key: str) -> list[float]:
+    """Each round's figure over the reference row's in the same round. Rows of one round run
+    back to back, so these pairs cancel the machine's drift between rounds, and their spread
+    says whether a ratio's second digit means anything."""
+    ref = {rd["round"]: rd["figures"].get(key) for rd in ref_rounds}
+    pairs = ((rd["figures"].get(key), ref.get(rd["round"])) for rd in rounds)
+    return [v / b for v, b in pairs if v is not None and b]
 
 
 def fmt(v: Optional[float], digits: int) -> str:
@@ -868,7 +881,9 @@ def render_table(rows: list[Row], summary: dict) -> str:
                 continue
             any_val = True
             ratio = s[f"ratio_to_{ref}"].get(f.key)
-            rs = f" (x{ratio:.2f})" if ratio is not None and r.key != ref else ""
+            per_round = s[f"round_ratios_to_{ref}"].get(f.key, [])
+            spread = f", {min(per_round):.2f}-{max(per_round):.2f}" if len(per_round) > 1 else ""
+            rs = f" (x{ratio:.2f}{spread})" if ratio is not None and r.key != ref else ""
             cells.append(fmt(v, f.digits) + rs)
         if any_val:
             lines.append(cells)
@@ -881,7 +896,8 @@ def render_table(rows: list[Row], summary: dict) -> str:
                               for i, c in enumerate(l)).rstrip())
         if n == 0:
             text.append("  ".join("-" * w for w in widths))
-    ratio_note = (f"(xR) = ratio to {ref} {summary[ref]['label']}" if ref in summary
+    ratio_note = (f"(xR, lo-hi) = ratio of medians to {ref} {summary[ref]['label']}, and the "
+                  f"range of each round's own ratio" if ref in summary
                   else f"no ratios: reference row {ref} not run")
     text.append(f"medians over rounds; {ratio_note}; ^ higher is better, v lower is better")
     for r in rows:

@@ -48,6 +48,7 @@ fn bench_runs_every_row_and_writes_table_json_and_svg() {
     // The terminal table: a line per figure, vtepd's with its ratio to kernel VXLAN.
     let rtt_line = stdout.lines().find(|l| l.starts_with("ping RTT back to back")).unwrap_or_else(|| panic!("no back-to-back RTT line:\n{stdout}"));
     assert!(rtt_line.contains("(x"), "no ratio to kernel VXLAN on the RTT line: {rtt_line}");
+    assert!(rtt_line.contains('-') && rtt_line.contains(", "), "no per-round ratio range on the RTT line: {rtt_line}");
     assert!(stderr.contains("round 3/3"), "no progress line for the last round:\n{stderr}");
 
     let json = std::fs::read_to_string(dir.path().join("bench.json")).expect("bench.json written");
@@ -59,6 +60,12 @@ fn bench_runs_every_row_and_writes_table_json_and_svg() {
             let v = row["median"][fig].as_f64().unwrap_or_else(|| panic!("row {key}: no median {fig}: {}", row["median"]));
             assert!(v.is_finite() && v >= 0.0, "row {key}: {fig} = {v}");
         }
+    }
+    // Each round's own ratio to kernel VXLAN (rows of a round run back to back).
+    for fig in ["tcp1_gbps", "udp64_kpps", "rtt_mean_us", "rtt_b2b_mean_us", "cpu_s_per_gb"] {
+        let ratios = bench["rows"]["C"]["round_ratios_to_B"][fig].as_array().unwrap_or_else(|| panic!("no round ratios for {fig}"));
+        assert_eq!(ratios.len(), 3, "{fig}: one ratio per round: {ratios:?}");
+        assert!(ratios.iter().all(|r| r.as_f64().is_some_and(|r| r.is_finite() && r > 0.0)), "{fig}: {ratios:?}");
     }
     // The machine's own costs, which the ratios depend on, are reported alongside.
     let costs = &bench["machine"]["costs"];
