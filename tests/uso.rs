@@ -21,6 +21,9 @@ use common::*;
 
 const USO_ON: &[&str] = &["tap_tso=true", "tap_uso=true", "udp_gso=true"];
 const FLOW: UsoFlow = USO_FLOW;
+/// UDP_SEGMENT sends that fit the MTU whole (400 + 400 + 200 bytes): the kernel peer sends each in
+/// one VXLAN datagram, which must still reach the application as three datagrams.
+const SMALL_FLOW: UsoFlow = UsoFlow { sends: 50, segs: 3, size: 400 };
 
 #[test]
 fn uso_both_ways_vtepd_to_vtepd() {
@@ -59,6 +62,7 @@ fn uso_each_way_with_kernel_vxlan() {
 
     let snmp_b = snmp(&hosts.b);
     udp_gso_transfer(&hosts.b, IP_B, &hosts.a, IP_A, 6004, FLOW);
+    udp_gso_transfer(&hosts.b, IP_B, &hosts.a, IP_A, 6007, SMALL_FLOW);
     udp_gso_transfer(&hosts.a, IP_A, &hosts.b, IP_B, 6003, FLOW);
     // The kernel decapsulates and checks each datagram's UDP checksum: a wrong one is counted here
     // (and the datagram lost, which the transfer also reports).
@@ -86,6 +90,7 @@ fn kernel_vxlan_to_vtepd_without_uso() {
 
     let snmp_a = snmp(&hosts.a);
     udp_gso_transfer(&hosts.b, IP_B, &hosts.a, IP_A, 6005, FLOW);
+    udp_gso_transfer(&hosts.b, IP_B, &hosts.a, IP_A, 6008, SMALL_FLOW);
     // vtepd leaves the checksums of the datagrams it cuts for A's stack to verify.
     assert_no_csum_errors("A", &hosts.a, &snmp_a);
     let tap_a = link_stats(&hosts.a, "vtep0");

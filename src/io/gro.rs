@@ -77,13 +77,18 @@ impl Gro {
             self.flush(slots, dev, local);
             let frame = &mut slots.get_mut(f.slot as usize)[f.start as usize..(f.start + f.len) as usize];
             let big = frame.len() > self.framing.link_len() + self.mtu;
-            let vnet = match (big, f.udp_gso_size) {
-                (false, _) => None,
-                (true, 0) => coalesce::oversized(frame, self.framing, self.mtu),
-                (true, gso) => match coalesce::oversized_udp(frame, self.framing, gso as usize) {
-                    Some(uso) if !self.udp => return self.write_cut(slots, &uso, f, dev, local),
-                    v => v,
-                },
+            // A whole UDP_SEGMENT packet is cut back into its datagrams even when it fits the MTU
+            // (two 600-byte QUIC packets in one send): written plain, the application would get
+            // one datagram where it sent two.
+            let uso = match f.udp_gso_size {
+                0 => None,
+                gso => coalesce::oversized_udp(frame, self.framing, gso as usize),
+            };
+            let vnet = match uso {
+                Some(uso) if !self.udp => return self.write_cut(slots, &uso, f, dev, local),
+                Some(uso) => Some(uso),
+                None if big => coalesce::oversized(frame, self.framing, self.mtu),
+                None => None,
             };
             let vnet = vnet.unwrap_or_else(|| hint(frame));
             return self.write(slots, &vnet, f, 1, dev, local);
@@ -173,4 +178,66 @@ fn frame(slots: &Slots, f: FrameRef) -> &[u8] {
 
 fn iovec(b: &[u8]) -> libc::iovec {
     libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::vnet::{GSO_NONE, GSO_UDP_L4};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// A UDP_SEGMENT packet of ten 100-byte datagrams (1042 bytes: under the MTU), as a kernel
+    /// VXLAN peer sends it whole, in slot 0 at offset 12.
+    fn small_uso_frame(slots: &mut Slots) -> FrameRef {
+        let payload: Vec<u8> = (0..1000).map(|i| i as u8).collect();
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+            .ipv4([10, 244, 2, 2], [10, 244, 1, 2], 64)
+            .udp(4433, 443)
+            .write(&mut frame, &payload)
+            .unwrap();
+        slots.get_mut(0)[12..12 + frame.len()].copy_from_slice(&frame);
+        FrameRef { slot: 0, start: 12, len: frame.len() as u32, udp_gso_size: 100 }
+    }
+
+    /// Every write the driver made to a datagram socket pair standing in for the device.
+    fn delivered(uso_device: bool) -> (Vec<(usize, VnetHdr)>, LocalCounters) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors socketpair writes.
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors were just created and are owned by nothing else.
+        let (dev, peer) = unsafe { (TapQueue::from_fd(OwnedFd::from_raw_fd(fds[0])), OwnedFd::from_raw_fd(fds[1])) };
+        let mut slots = Slots::new(1, 4096);
+        let f = small_uso_frame(&mut slots);
+        let mut local = LocalCounters::default();
+        let mut gro = Gro::new(Framing::Ethernet, 1450, true, uso_device);
+        gro.deliver(&mut slots, f, &dev, &mut local, |_| VnetHdr::default());
+        gro.flush(&mut slots, &dev, &mut local);
+        let mut writes = Vec::new();
+        let mut b = [0u8; 4096];
+        loop {
+            // SAFETY: `b` is writable for its length.
+            let n = unsafe { libc::recv(peer.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                break (writes, local);
+            }
+            writes.push((n as usize - vnet::HEADER_LEN, VnetHdr::parse(&b[..vnet::HEADER_LEN]).unwrap()));
+        }
+    }
+
+    #[test]
+    fn small_uso_packet_goes_up_as_its_datagrams_with_uso() {
+        let (writes, local) = delivered(true);
+        assert_eq!(writes.len(), 1, "{writes:?}");
+        let (len, vnet) = writes[0];
+        assert_eq!((len, vnet.gso_type, vnet.gso_size), (1042, GSO_UDP_L4, 100), "{vnet:?}");
+        assert_eq!(local.rx_packets, 1);
+    }
+
+    #[test]
+    fn small_uso_packet_goes_up_cut_without_uso() {
+        let (writes, _) = delivered(false);
+        assert_eq!(writes.len(), 10, "{writes:?}");
+        assert!(writes.iter().all(|(len, v)| *len == 14 + 20 + 8 + 100 && v.gso_type == GSO_NONE), "{writes:?}");
+    }
 }

@@ -192,3 +192,11 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
         && !name.bytes().any(|c| c == b'/' || c == b':' || c == 0 || c.is_ascii_whitespace());
     if ok { Ok(()) } else { Err("1 to 15 characters, none of '/', ':', space or NUL") }
 }
+
+#[cfg(test)]
+impl TapQueue {
+    /// Any descriptor as a queue, for tests that look at what a driver writes.
+    pub(crate) fn from_fd(fd: OwnedFd) -> TapQueue {
+        TapQueue { fd }
+    }
+}
