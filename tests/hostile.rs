@@ -979,22 +979,28 @@ fn hostile_flood_during_transfer() {
 /// An empty UDP datagram to the VXLAN port is shorter than a VXLAN header like any other truncated
 /// one, and must be counted as drop_rx_truncated. The worker splits what recvmmsg returned with
 /// `while off < r.len`, which for a 0-byte datagram never runs: the datagram is read and silently
-/// forgotten (found by the flood above, where exactly the empty ones were missing).
+/// forgotten (found by the flood above, where exactly the empty ones were missing). An empty one
+/// from a stranger is a stranger's like any other: the source is checked first.
 #[test]
-
 fn empty_datagrams_are_counted_as_truncated() {
     let hosts = TwoHosts::new("hemp");
     let dir = TempDir::new("hemp");
     let cfg_a = NodeCfg::host(1, &[2]);
     let vtepd_a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
     const EACH: u64 = 50;
+    hosts.b.addr(UNDERLAY_DEV, "192.0.2.9/24");
     let before = kernel_mibs(&hosts.a);
     in_netns(hosts.b.name(), || {
         let peer = std::net::UdpSocket::bind("192.0.2.2:0").expect("bind 192.0.2.2");
+        let stranger = std::net::UdpSocket::bind("192.0.2.9:0").expect("bind 192.0.2.9");
         for i in 0..2 * EACH {
-            // Alternately empty and 4 bytes, both from the configured peer's address.
+            // Alternately empty and 4 bytes, both from the configured peer's address; and an empty
+            // one from a stranger for each pair.
             let d: &[u8] = if i % 2 == 0 { &[] } else { &[0x08, 0, 0, 0] };
             peer.send_to(d, ("192.0.2.1", VXLAN_PORT)).expect("send");
+            if i % 2 == 0 {
+                stranger.send_to(&[], ("192.0.2.1", VXLAN_PORT)).expect("send");
+            }
             thread::sleep(Duration::from_millis(2));
         }
     });
@@ -1002,11 +1008,8 @@ fn empty_datagrams_are_counted_as_truncated() {
     let after = kernel_mibs(&hosts.a);
     let delivered = after["Udp.InDatagrams"] - before["Udp.InDatagrams"];
     let c = vtepd_a.stop();
-    assert_eq!(
-        delivered,
-        2 * EACH,
-        "A's kernel delivered {delivered} datagrams to the VXLAN port"
-    );
+    assert_eq!(delivered, 3 * EACH, "A's kernel delivered {delivered} datagrams to the VXLAN port");
+    assert_eq!(c["drop_rx_unknown_source"], EACH, "{EACH} empty datagrams from a stranger\n{}", show_counters(&c));
     assert_eq!(
         c["drop_rx_truncated"],
         2 * EACH,

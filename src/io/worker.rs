@@ -278,8 +278,9 @@ impl Worker {
         for i in 0..got {
             let r = self.received[i];
             if r.len == 0 {
-                // An empty datagram has no header to split on; it is still a truncated one.
-                self.local.drop(DropReason::RxTruncated);
+                // An empty datagram has nothing to split; validating it still checks the source
+                // first, so a stranger's is counted as one and a peer's as truncated.
+                self.local.drop(validate(&self.cfg.vtep, &peers, r.src, &[], now).err().unwrap_or(DropReason::RxTruncated));
                 continue;
             }
             let (seg, udp_gso_size) = split_size(&r, &self.rx_slots.get(i)[VXLAN_OFFSET..VXLAN_OFFSET + r.len]);
