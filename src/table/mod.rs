@@ -73,14 +73,23 @@ impl Tables {
         self.fdb.update(|m| m.extend(ps.iter().map(|p| (p.vtep_mac, p.underlay_ip))));
     }
 
-    /// Removes what `add_peers` installed, in the reverse order.
+    /// Removes what `add_peers` installed, in the reverse order. An entry that another peer (or
+    /// an operator) has since pointed elsewhere is not ours to remove: two etcd leases can carry
+    /// one VTEP MAC (a node whose address changed, its old lease not yet expired), and the kernel
+    /// likewise refuses `fdb del MAC dst A` once the entry says B.
     pub fn remove_peers(&self, ps: &[Peer]) {
         if ps.is_empty() {
             return;
         }
-        self.fdb.update(|m| ps.iter().for_each(|p| _ = m.remove(&p.vtep_mac)));
-        self.neigh.update(|m| ps.iter().for_each(|p| _ = m.remove(&p.vtep_ip)));
+        self.fdb.update(|m| ps.iter().for_each(|p| remove_if(m, &p.vtep_mac, &p.underlay_ip)));
+        self.neigh.update(|m| ps.iter().for_each(|p| remove_if(m, &p.vtep_ip, &p.vtep_mac)));
         self.peers.update(|m| ps.iter().for_each(|p| _ = m.remove(&p.underlay_ip)));
+    }
+}
+
+fn remove_if<K: std::hash::Hash + Eq, V: PartialEq>(m: &mut FxHashMap<K, V>, k: &K, v: &V) {
+    if m.get(k) == Some(v) {
+        m.remove(k);
     }
 }
 
@@ -145,5 +154,23 @@ mod tests {
         assert_eq!(many.neigh.len(), 1);
         assert_eq!(many.peers.len(), 1);
         assert_eq!(one.fdb.len(), ps.len() - 1);
+    }
+
+    #[test]
+    fn removing_a_peer_keeps_entries_another_peer_now_owns() {
+        let t = Tables::default();
+        let a = peer(10);
+        // B took over A's VTEP MAC (same node, new address) while A's lease lingered.
+        let b = Peer { underlay_ip: Ipv4Addr::new(192, 0, 2, 11), ..peer(11) };
+        let b = Peer { vtep_mac: a.vtep_mac, ..b };
+        t.add_peers(&[a, b]);
+        t.remove_peer(&a);
+        assert_eq!(t.fdb.load().get(&a.vtep_mac), Some(&b.underlay_ip), "B's FDB entry went with A");
+        assert_eq!(t.neigh.load().get(&b.vtep_ip), Some(&b.vtep_mac));
+        assert_eq!(t.neigh.load().get(&a.vtep_ip), None);
+        assert!(!t.peers.load().contains_key(&a.underlay_ip));
+        t.remove_peer(&b);
+        assert_eq!(t.fdb.len(), 0);
+        assert_eq!(t.neigh.len(), 0);
     }
 }
