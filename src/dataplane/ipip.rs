@@ -195,6 +195,11 @@ pub fn fragment(t: &Tunnel, remote: Ipv4Addr, pkt: &[u8], out: &mut [u8]) -> Opt
     if max == 0 || hl != ipv4::MIN_HEADER_LEN {
         return None;
     }
+    // A fragment whose data would end past 65,535 bytes cannot be reassembled, and its offsets
+    // would spill into the flag bits: no real sender makes one.
+    if ip.frag_offset() as usize * 8 + hl + data.len() > u16::MAX as usize {
+        return None;
+    }
     let count = data.len().div_ceil(max);
     let last_data = data.len() - (count - 1) * max;
     let frags = Segments { count, seg_len: OUTER_LEN + hl + max, last_len: OUTER_LEN + hl + last_data };
@@ -581,6 +586,23 @@ mod tests {
             .collect();
         assert_eq!(offsets, vec![(16, true), (16 + 182, true), (16 + 364, true)]);
         assert_eq!(fragment(&tunnel(), PEER, &frag, &mut out[..100]), None, "no room");
+    }
+
+    #[test]
+    fn a_fragment_ending_past_64k_is_refused() {
+        let mut frag = big_udp();
+        let data = frag.len() - 20;
+        // The last fragment (MF clear) at the highest offset whose data still ends within 65,535
+        // bytes is cut; 8 bytes further, its later pieces' offsets would not fit in 13 bits.
+        let top = ((u16::MAX as usize - 20 - data) / 8) as u16;
+        let mut out = vec![0u8; 8192];
+        for (off, ok) in [(top, true), (top + 1, false)] {
+            frag[6..8].copy_from_slice(&off.to_be_bytes());
+            frag[10..12].copy_from_slice(&[0, 0]);
+            let c = Ipv4Header::from_slice(&frag).unwrap().0.calc_header_checksum();
+            frag[10..12].copy_from_slice(&c.to_be_bytes());
+            assert_eq!(fragment(&tunnel(), PEER, &frag, &mut out).is_some(), ok, "offset {off}");
+        }
     }
 
     #[test]

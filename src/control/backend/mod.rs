@@ -165,6 +165,20 @@ impl Underlay {
         ifaddr::mtu_of(&self.name).ok_or(RunError::NoUnderlayMtu { device: self.name.clone(), key })
     }
 
+    /// The tunnel device's MTU: `configured`, or the underlay's less the encapsulation `overhead`.
+    /// A configured MTU the underlay cannot carry whole is allowed (the operator may know better,
+    /// e.g. a jumbo path beyond the first hop) but warned about: RFC 7348 wants no fragmented
+    /// VXLAN, and every large packet would go out as fragments.
+    pub fn tunnel_mtu(&self, key: &'static str, configured: Option<u16>, overhead: u32) -> Result<u32, RunError> {
+        let Some(m) = configured.map(u32::from) else {
+            return Ok(derived_mtu(self.mtu(key)?, overhead));
+        };
+        if let Some(fits) = ifaddr::mtu_of(&self.name).map(|u| u.saturating_sub(overhead)).filter(|f| m > *f) {
+            tracing::warn!(key, mtu = m, underlay = %self.name, fits, "the underlay cannot carry this MTU unfragmented; large packets will leave as fragments");
+        }
+        Ok(m)
+    }
+
     pub fn is_on_link(&self, ip: Ipv4Addr) -> bool {
         self.subnets.iter().any(|n| n.contains(&ip))
     }
@@ -271,6 +285,13 @@ pub fn spawn_worker(
     Ok(())
 }
 
+/// The underlay's MTU less the encapsulation, within what `*.mtu` accepts in the config (68 to
+/// 65,000): a 64 KB underlay (loopback, dummy) must not make a tunnel MTU whose packets plus outer
+/// header no longer fit an IPv4 length.
+fn derived_mtu(underlay_mtu: u32, overhead: u32) -> u32 {
+    underlay_mtu.saturating_sub(overhead).clamp(68, 65_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +302,15 @@ mod tests {
 
     fn node(ip: &str, subnet: &str) -> RemoteNode {
         RemoteNode { public_ip: ip.parse().unwrap(), subnet: subnet.parse().unwrap(), vtep_mac: Default::default() }
+    }
+
+    #[test]
+    fn derived_mtu_stays_within_what_the_config_accepts() {
+        assert_eq!(derived_mtu(1500, 50), 1450);
+        assert_eq!(derived_mtu(1500, 20), 1480);
+        // A 64 KB underlay: 65,516 + a 20-byte outer header would wrap the IPv4 total length.
+        assert_eq!(derived_mtu(65_536, 20), 65_000);
+        assert_eq!(derived_mtu(100, 50), 68);
     }
 
     #[test]

@@ -81,10 +81,7 @@ impl Installer for VxlanInstaller {
 pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Started, RunError> {
     udp::probe_port(cfg.node.public_ip, cfg.vxlan.port)?;
     let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
-    let mtu = match cfg.vxlan.mtu {
-        Some(m) => m as u32,
-        None => underlay.mtu("vxlan.mtu")?.saturating_sub(VXLAN_OVERHEAD).max(68),
-    };
+    let mtu = underlay.tunnel_mtu("vxlan.mtu", cfg.vxlan.mtu, VXLAN_OVERHEAD)?;
     let queues = tap::open(&cfg.vxlan.device, opts.workers)?;
     let sockets = (0..queues.len())
         .map(|_| UdpUnderlay::bind(cfg.node.public_ip, cfg.vxlan.port, opts.source_ports))
