@@ -130,7 +130,8 @@ impl Gro {
             let hdr = vnet.hdr_len as usize;
             for f in &self.frames[1..count] {
                 let payload = &slots.get(f.slot as usize)[(f.start as usize + hdr)..(f.start + f.len) as usize];
-                bytes += payload.len();
+                // Counted as received, headers and all, so rx_bytes agrees with the sender's tx_bytes.
+                bytes += f.len as usize;
                 self.iov.push(iovec(payload));
             }
         }
@@ -200,29 +201,64 @@ mod tests {
         FrameRef { slot: 0, start: 12, len: frame.len() as u32, udp_gso_size: 100 }
     }
 
-    /// Every write the driver made to a datagram socket pair standing in for the device.
-    fn delivered(uso_device: bool) -> (Vec<(usize, VnetHdr)>, LocalCounters) {
+    /// A datagram socket pair: one end stands in for the device, the other shows what was written.
+    fn device() -> (TapQueue, OwnedFd) {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors socketpair writes.
         assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) }, 0);
         // SAFETY: both descriptors were just created and are owned by nothing else.
-        let (dev, peer) = unsafe { (TapQueue::from_fd(OwnedFd::from_raw_fd(fds[0])), OwnedFd::from_raw_fd(fds[1])) };
+        unsafe { (TapQueue::from_fd(OwnedFd::from_raw_fd(fds[0])), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    /// Every write made to the device: frame length and virtio-net header.
+    fn written(peer: &OwnedFd) -> Vec<(usize, VnetHdr)> {
+        let mut writes = Vec::new();
+        let mut b = [0u8; 65_536];
+        loop {
+            // SAFETY: `b` is writable for its length.
+            let n = unsafe { libc::recv(peer.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                break writes;
+            }
+            writes.push((n as usize - vnet::HEADER_LEN, VnetHdr::parse(&b[..vnet::HEADER_LEN]).unwrap()));
+        }
+    }
+
+    fn delivered(uso_device: bool) -> (Vec<(usize, VnetHdr)>, LocalCounters) {
+        let (dev, peer) = device();
         let mut slots = Slots::new(1, 4096);
         let f = small_uso_frame(&mut slots);
         let mut local = LocalCounters::default();
         let mut gro = Gro::new(Framing::Ethernet, 1450, true, uso_device);
         gro.deliver(&mut slots, f, &dev, &mut local, |_| VnetHdr::default());
         gro.flush(&mut slots, &dev, &mut local);
-        let mut writes = Vec::new();
-        let mut b = [0u8; 4096];
-        loop {
-            // SAFETY: `b` is writable for its length.
-            let n = unsafe { libc::recv(peer.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) };
-            if n <= 0 {
-                break (writes, local);
-            }
-            writes.push((n as usize - vnet::HEADER_LEN, VnetHdr::parse(&b[..vnet::HEADER_LEN]).unwrap()));
+        (written(&peer), local)
+    }
+
+    #[test]
+    fn merged_frames_count_their_own_bytes() {
+        let mut slots = Slots::new(3, 4096);
+        let mut frames = Vec::new();
+        for i in 0..3u32 {
+            let mut f = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+                .ipv4([10, 244, 2, 2], [10, 244, 1, 2], 64)
+                .tcp(5201, 40000, 1000 + i * 1000, 64000)
+                .ack(1)
+                .write(&mut f, &[i as u8; 1000])
+                .unwrap();
+            slots.get_mut(i as usize)[..f.len()].copy_from_slice(&f);
+            frames.push(FrameRef { slot: i, start: 0, len: f.len() as u32, udp_gso_size: 0 });
         }
+        let (dev, peer) = device();
+        let mut local = LocalCounters::default();
+        let mut gro = Gro::new(Framing::Ethernet, 1450, true, false);
+        frames.iter().for_each(|f| gro.deliver(&mut slots, *f, &dev, &mut local, |_| VnetHdr::default()));
+        gro.flush(&mut slots, &dev, &mut local);
+        let writes = written(&peer);
+        assert_eq!(writes.len(), 1, "merged into one write: {writes:?}");
+        assert_eq!(local.rx_packets, 3);
+        assert_eq!(local.rx_bytes, frames.iter().map(|f| f.len as u64).sum::<u64>());
     }
 
     #[test]
