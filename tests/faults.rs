@@ -497,3 +497,69 @@ fn assert_nothing_left(ns: &Netns, cfg: &NodeCfg, after: &str) {
         );
     }
 }
+
+/// `ip link set vtep0 down` flushes the device's routes and permanent neighbours; when it is up
+/// again vtepd puts them back, and a vtepd route deleted by hand comes back within a few seconds.
+#[test]
+fn device_set_down_and_up_gets_its_routes_back() {
+    let _heavy = heavy_lock();
+    let mut p = Pair::start("fdown");
+    let pid = p.a.pid();
+    let before = p.overlay_state();
+    let down = p.a.log_count("device was set down");
+    p.hosts.a.ip(&["link", "set", DEV, "down"]);
+    p.a.wait_for_log("device was set down", down);
+    assert!(p.hosts.a.ip(&["route", "show", "proto", "118"]).trim().is_empty(), "routes survived the device going down");
+    p.hosts.a.ip(&["link", "set", DEV, "up"]);
+    wait_until_for("routes and neighbours back after down/up", RECOVERY_TIMEOUT, || p.overlay_state() == before);
+    ping(&p.hosts.a, "10.244.1.0", "10.244.2.0");
+
+    p.hosts.a.ip(&["route", "del", "10.244.2.0/24", "dev", DEV]);
+    wait_until_for("a deleted route back", RECOVERY_TIMEOUT, || p.overlay_state() == before);
+    ping(&p.hosts.a, "10.244.1.0", "10.244.2.0");
+    p.assert_same_process(pid, "the device set down and up");
+    p.stop();
+}
+
+/// A peer whose subnet is already routed by someone else (here the underlay's own connected
+/// route) is left out and logged; the route is not touched, before or after vtepd, and the other
+/// peers work.
+#[test]
+fn a_peer_whose_subnet_someone_else_routes_is_left_out() {
+    let hosts = TwoHosts::new("ftaken");
+    let dir = TempDir::new("ftaken");
+    hosts.a.addr(UNDERLAY_DEV, "198.51.100.1/24");
+    let connected = hosts.a.ip(&["route", "show", "198.51.100.0/24"]);
+    assert!(connected.contains("proto kernel"), "{connected}");
+    let (mut cfg_a, cfg_b) = pair_cfgs();
+    cfg_a.peers.push(PeerCfg { public_ip: "192.0.2.50".into(), subnet: "198.51.100.0/24".into(), vtep_mac: host_mac(50) });
+    let a = Vtepd::start_until(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), "B's route", || hosts.a.has_route("10.244.2.0/24"));
+    let b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
+    let log = a.wait_for_log("peer not installed", 0);
+    assert!(log.contains("198.51.100.0/24") && log.contains("proto kernel"), "the refusal names neither the subnet nor the owner:\n{log}");
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    assert_eq!(hosts.a.ip(&["route", "show", "198.51.100.0/24"]), connected, "the connected route was changed");
+    a.stop();
+    b.stop();
+    assert_eq!(hosts.a.ip(&["route", "show", "198.51.100.0/24"]), connected, "the connected route did not survive vtepd");
+}
+
+/// A second vtepd on another device and port with the same peers finds the first one's routes and
+/// leaves them alone: the first keeps forwarding during and after the second's life.
+#[test]
+fn a_second_vtepd_does_not_take_the_first_ones_routes() {
+    let _heavy = heavy_lock();
+    let mut p = Pair::start("fsecond");
+    let before = p.overlay_state();
+    let mut cfg = p.cfg_a.clone();
+    (cfg.device, cfg.port) = ("vtep1".into(), 8473);
+    let second = Vtepd::start_until(&p.hosts.a, &p.dir.write("a2.toml", &cfg.to_toml()), "vtep1", || p.hosts.a.has_link("vtep1"));
+    second.wait_for_log("peer not installed", 0);
+    assert_eq!(p.overlay_state(), before, "the second vtepd changed the first one's routes or neighbours");
+    ping(&p.hosts.a, "10.244.1.0", "10.244.2.0");
+    second.stop();
+    assert_eq!(p.overlay_state(), before, "the second vtepd's exit changed the first one's routes or neighbours");
+    ping(&p.hosts.a, "10.244.1.0", "10.244.2.0");
+    p.assert_same_process(p.a.pid(), "a second vtepd");
+    p.stop();
+}

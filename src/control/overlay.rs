@@ -7,7 +7,7 @@
 //! What adding a peer means depends on the backend (FDB and neighbour entries for VXLAN, a route
 //! table entry for IPIP, a kernel route only for host-gw); that part is an [`Installer`], kept in
 //! `control::backend`. The diff, the bookkeeping and the teardown are shared here.
-use super::netlink::{Netlink, NetlinkError};
+use super::netlink::{Netlink, NetlinkError, Route, RTPROT_VTEPD};
 use crate::table::Tables;
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
@@ -40,6 +40,8 @@ pub trait Installer: Send {
     fn add(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError>;
     /// Removes what `add` installed; also the best-effort teardown at exit.
     fn remove(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError>;
+    /// The route `add` puts in the kernel for the peer: its absence means the kernel lost it.
+    fn kernel_route(&self, n: &RemoteNode) -> Route;
     /// The backend's device was recreated with a new index (backends without a device ignore it).
     fn set_device(&mut self, _ifindex: u32) {}
 }
@@ -97,13 +99,23 @@ impl Overlay {
     }
 
     /// Tables once, then the kernel's entries peer by peer; a peer whose kernel entries fail is
-    /// withdrawn from the tables again, with every peer after it.
+    /// withdrawn from the tables again, with every peer after it — except a peer whose subnet
+    /// someone else's route already covers, which alone is left out (and logged; retried at the
+    /// next change), so one conflicting peer does not keep the others away.
     fn add_all(&mut self, new: &[RemoteNode]) -> Result<(), NetlinkError> {
         self.installer.update_tables(new, &[]);
         for (i, n) in new.iter().enumerate() {
-            if let Err(e) = self.installer.add(&mut self.nl, n) {
-                self.installer.update_tables(&[], &new[i..]);
-                return Err(e);
+            match self.installer.add(&mut self.nl, n) {
+                Ok(()) => {}
+                Err(e @ NetlinkError::RouteTaken { .. }) => {
+                    self.installer.update_tables(&[], std::slice::from_ref(n));
+                    tracing::error!(peer = %n.public_ip, subnet = %n.subnet, error = %e, "peer not installed");
+                    continue;
+                }
+                Err(e) => {
+                    self.installer.update_tables(&[], &new[i..]);
+                    return Err(e);
+                }
             }
             self.installed.insert(n.public_ip, *n);
             tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "peer added");
@@ -126,6 +138,19 @@ impl Overlay {
         }
         self.installer.update_tables(&[], &gone[..done]);
         result
+    }
+
+    /// Puts back the kernel entries of installed peers whose route has gone — flushed when the
+    /// device was set down and up again, or deleted by hand — and returns how many. Cheap enough
+    /// for a periodic check: one dump of vtepd's routes.
+    pub fn repair(&mut self) -> Result<usize, NetlinkError> {
+        let present: std::collections::HashSet<Route> = self.nl.routes_by_protocol(RTPROT_VTEPD)?.into_iter().collect();
+        let lost: Vec<RemoteNode> = self.installed.values().filter(|n| !present.contains(&self.installer.kernel_route(n))).copied().collect();
+        for n in &lost {
+            self.installer.add(&mut self.nl, n)?;
+            tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "route was gone from the kernel; put back");
+        }
+        Ok(lost.len())
     }
 
     /// Removes every peer's entries (best effort, logged). Workers that are still draining may

@@ -1,7 +1,9 @@
 //! Keeps a running vtepd in line with the system and the operator while workers forward.
 //!
-//! Every second it checks that the backend's TAP or TUN device (if it has one) still exists and the underlay address is still
-//! there; on SIGHUP it re-reads the config. Each change of state is logged once, and recovery
+//! Every second it checks that the backend's TAP or TUN device (if it has one) still exists and is
+//! up, and the underlay address is still there; every few seconds that the kernel still has every
+//! peer's route (setting a device down flushes them; so can an operator); on SIGHUP it re-reads
+//! the config. Each change of state is logged once, and recovery
 //! happens without a restart: a deleted device is recreated and its queues handed to the workers,
 //! a returned underlay address simply works again (the sockets stay bound to it), and a reloaded
 //! peer list is applied as a diff so flows to unchanged peers never notice.
@@ -18,6 +20,8 @@ use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_millis(100);
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// How often the kernel's routes are compared with the installed peers (one route dump).
+const REPAIR_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Supervisor<'a> {
     pub cfg: Config,
@@ -41,7 +45,8 @@ impl Supervisor<'_> {
         // Resolved once while the address is surely there; the name outlives address changes.
         let underlay_if = crate::io::ifaddr::interface_of(self.cfg.node.public_ip);
         let mut device_ok = true;
-        let mut last = Instant::now();
+        let (mut device_up, mut repair_ok) = (true, true);
+        let (mut last, mut last_repair) = (Instant::now(), Instant::now());
         while !stop.load(Ordering::Relaxed) {
             // Events wake us at once (a control request should not wait a tick); the timeout keeps
             // the stop flag, SIGHUP and health checks going when nothing happens.
@@ -58,6 +63,14 @@ impl Supervisor<'_> {
                     link_ok = check_link(name, link_ok);
                 }
                 device_ok = self.check_device(device_ok);
+                let was_up = device_up;
+                device_up = self.check_device_up(device_up);
+                // Setting a device down flushes its routes and neighbours: put them back as soon
+                // as it is up again, and look for routes lost otherwise every few seconds.
+                if device_up && (!was_up || last_repair.elapsed() >= REPAIR_EVERY) {
+                    last_repair = Instant::now();
+                    repair_ok = self.repair_routes(repair_ok);
+                }
             }
         }
     }
@@ -132,6 +145,38 @@ impl Supervisor<'_> {
             Err(e) => {
                 if was_ok {
                     tracing::error!(device = %dev, error = %e, "cannot recreate device; retrying every second");
+                }
+                false
+            }
+        }
+    }
+
+    /// Whether the device is up; only said, as setting it down is the operator's to do (its routes
+    /// go with it, and come back with it in [`Self::repair_routes`]).
+    fn check_device_up(&self, was_up: bool) -> bool {
+        let Some(dev) = self.device.as_ref().map(|d| &d.name) else { return true };
+        let up = crate::io::ifaddr::link_up(dev).unwrap_or(was_up);
+        if up != was_up {
+            if up {
+                tracing::info!(device = %dev, "device is up again; putting its routes back");
+            } else {
+                tracing::warn!(device = %dev, "device was set down; the kernel flushed its routes and neighbours until it is up again");
+            }
+        }
+        up
+    }
+
+    /// Said once per failing stretch: while the underlay link is down, say, every attempt fails.
+    fn repair_routes(&mut self, was_ok: bool) -> bool {
+        match self.overlay.repair() {
+            Ok(0) => true,
+            Ok(n) => {
+                tracing::info!(peers = n, "kernel routes repaired");
+                true
+            }
+            Err(e) => {
+                if was_ok {
+                    tracing::warn!(error = %crate::error_chain(&e), "kernel route repair failed; retrying every few seconds");
                 }
                 false
             }

@@ -4,7 +4,7 @@
 //! that names it.
 use super::{install, DirectRoutes, Started, Underlay};
 use crate::control::config::Config;
-use crate::control::netlink::{Netlink, NetlinkError};
+use crate::control::netlink::{Netlink, NetlinkError, Route};
 use crate::control::overlay::{Installer, Overlay, RemoteNode};
 use crate::control::run::{RunError, RunOptions};
 use crate::table::Tables;
@@ -19,6 +19,10 @@ impl Installer for DirectRoutes {
 
     fn remove(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
         DirectRoutes::remove(self, nl, n)
+    }
+
+    fn kernel_route(&self, n: &RemoteNode) -> Route {
+        self.route(n)
     }
 }
 

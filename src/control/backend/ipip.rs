@@ -62,6 +62,10 @@ impl Installer for IpipInstaller {
         nl.add_route(&self.route(n))
     }
 
+    fn kernel_route(&self, n: &RemoteNode) -> Route {
+        self.direct_for(n).map_or_else(|| self.route(n), |d| d.route(n))
+    }
+
     fn remove(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
         if let Some(d) = self.direct_for(n) {
             return d.remove(nl, n);

@@ -62,7 +62,16 @@ impl Installer for VxlanInstaller {
             return d.add(nl, n);
         }
         nl.add_neigh(self.ifindex, n.subnet.network(), n.vtep_mac.0)?;
-        nl.add_route(&self.route(n))
+        let added = nl.add_route(&self.route(n));
+        if added.is_err() {
+            // Not installed after all: no neighbour entry left behind for it.
+            let _ = nl.del_neigh(self.ifindex, n.subnet.network());
+        }
+        added
+    }
+
+    fn kernel_route(&self, n: &RemoteNode) -> Route {
+        self.direct_for(n).map_or_else(|| self.route(n), |d| d.route(n))
     }
 
     fn remove(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {

@@ -134,6 +134,9 @@ pub enum NetlinkError {
     /// The answer broke the netlink protocol.
     #[error("{op}: malformed reply: {what}")]
     Malformed { op: Op, what: &'static str },
+    /// A route to the prefix exists that vtepd does not own; it was not replaced.
+    #[error("add route {route}: the kernel already has {existing} proto {} there, which is not vtepd's; leaving it alone", ProtoName(*.proto))]
+    RouteTaken { route: Route, proto: u8, existing: Route },
     /// Every attempt at a dump was interrupted by a concurrent change.
     #[error("{op}: dump interrupted by concurrent changes {attempts} times")]
     Interrupted { op: Op, attempts: usize },
@@ -208,4 +211,18 @@ fn extack_message(attrs: &[u8]) -> Option<String> {
     let (_, text) = Attrs(attrs).find(|&(ty, _)| ty == NLMSGERR_ATTR_MSG)?;
     let text = text.split(|&b| b == 0).next().unwrap_or_default();
     Some(String::from_utf8_lossy(text).trim_end().to_owned())
+}
+
+/// A route protocol the way `ip route` names the common ones.
+struct ProtoName(u8);
+
+impl fmt::Display for ProtoName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            RTPROT_KERNEL => f.write_str("kernel"),
+            RTPROT_BOOT => f.write_str("boot"),
+            RTPROT_STATIC => f.write_str("static"),
+            n => write!(f, "{n}"),
+        }
+    }
 }

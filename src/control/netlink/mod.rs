@@ -68,7 +68,7 @@ const RECV_BUF_LEN: usize = 32 * 1024;
 const DUMP_ATTEMPTS: usize = 3;
 
 /// An IPv4 unicast route in the main table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Route {
     pub dst: Ipv4Addr,
     pub prefix_len: u8,
@@ -234,10 +234,14 @@ impl Netlink {
         Ok(locals.contains(&addr))
     }
 
-    /// Installs the route in the main table with protocol [`RTPROT_VTEPD`], replacing any route to
-    /// the same prefix. Routes with a gateway get scope universe. Device routes get scope link, as
-    /// `ip route add` gives them, so that they can resolve the gateways of other routes: the
-    /// kernel looks a gateway up only among routes of a narrower scope than the route using it.
+    /// Installs the route in the main table with protocol [`RTPROT_VTEPD`]. A route to the same
+    /// prefix that is already there is replaced only if it is ours — [`RTPROT_VTEPD`] on the same
+    /// device (a restart, a changed peer); anyone else's (the underlay's connected route, an
+    /// operator's, another vtepd's on its own device) is left alone and the add fails with
+    /// [`NetlinkError::RouteTaken`]. Routes with a gateway get scope universe. Device routes get
+    /// scope link, as `ip route add` gives them, so that they can resolve the gateways of other
+    /// routes: the kernel looks a gateway up only among routes of a narrower scope than the route
+    /// using it.
     pub fn add_route(&mut self, r: &Route) -> Result<(), NetlinkError> {
         let op = Op::AddRoute(*r);
         check_prefix_len(&op, r.prefix_len)?;
@@ -250,8 +254,26 @@ impl Netlink {
         } else {
             RT_SCOPE_LINK
         };
+        let mut req = route_request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, r, scope);
+        match self.ack(&op, &mut req) {
+            Err(e) if e.errno() == Some(libc::EEXIST) => {}
+            done => return done,
+        }
+        if let Some((proto, existing)) = self.main_route(r.dst, r.prefix_len)? {
+            if proto != RTPROT_VTEPD || existing.ifindex != r.ifindex {
+                return Err(NetlinkError::RouteTaken { route: *r, proto, existing });
+            }
+        }
         let mut req = route_request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, r, scope);
         self.ack(&op, &mut req)
+    }
+
+    /// The main table's unicast route to exactly `dst/prefix_len`, with its protocol.
+    fn main_route(&mut self, dst: Ipv4Addr, prefix_len: u8) -> Result<Option<(u8, Route)>, NetlinkError> {
+        let rtm = RtMsg { family: AF_INET, ..RtMsg::default() };
+        let mut req = Request::new(RTM_GETROUTE, NLM_F_DUMP, &rtm.encode());
+        let all = self.dump(&Op::DumpRoutes { proto: 0 }, &mut req, parse_any_route)?;
+        Ok(all.into_iter().find(|(_, r)| r.dst == dst && r.prefix_len == prefix_len))
     }
 
     /// Removes the route if it carries protocol [`RTPROT_VTEPD`]. Already gone is success: the

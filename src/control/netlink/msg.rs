@@ -55,12 +55,13 @@ pub(super) fn parse_addr(ty: u16, payload: &[u8]) -> Result<Option<Ipv4Addr>, &'
 /// A [`Route`] from an `RTM_NEWROUTE` in a route dump, if it is an IPv4 unicast route in the main
 /// table with protocol `proto` and a single next hop.
 pub(super) fn parse_route(ty: u16, payload: &[u8], proto: u8) -> Result<Option<Route>, &'static str> {
+    Ok(parse_any_route(ty, payload)?.and_then(|(p, r)| (p == proto).then_some(r)))
+}
+
+/// A main-table IPv4 unicast route of any protocol, with its protocol.
+pub(super) fn parse_any_route(ty: u16, payload: &[u8]) -> Result<Option<(u8, Route)>, &'static str> {
     let rtm = RtMsg::decode(payload).ok_or("short rtmsg")?;
-    if ty != RTM_NEWROUTE
-        || rtm.family != AF_INET
-        || rtm.protocol != proto
-        || rtm.kind != RTN_UNICAST
-    {
+    if ty != RTM_NEWROUTE || rtm.family != AF_INET || rtm.kind != RTN_UNICAST {
         return Ok(None);
     }
     let mut table = u32::from(rtm.table);
@@ -80,13 +81,8 @@ pub(super) fn parse_route(ty: u16, payload: &[u8], proto: u8) -> Result<Option<R
         return Ok(None);
     };
     let onlink = rtm.flags & RTNH_F_ONLINK != 0;
-    Ok(Some(Route {
-        dst,
-        prefix_len: rtm.dst_len,
-        gateway,
-        ifindex,
-        onlink,
-    }))
+    let route = Route { dst, prefix_len: rtm.dst_len, gateway, ifindex, onlink };
+    Ok(Some((rtm.protocol, route)))
 }
 
 pub(super) fn ipv4(value: &[u8]) -> Result<Ipv4Addr, &'static str> {

@@ -55,6 +55,9 @@ pub const IFF_UP: u32 = libc::IFF_UP as u32;
 pub const IFNAMSIZ: usize = libc::IFNAMSIZ;
 pub const RT_TABLE_MAIN: u8 = 254;
 pub const RTN_UNICAST: u8 = 1;
+pub const RTPROT_BOOT: u8 = 3;
+pub const RTPROT_KERNEL: u8 = 2;
+pub const RTPROT_STATIC: u8 = 4;
 pub const RT_SCOPE_UNIVERSE: u8 = 0;
 pub const RT_SCOPE_LINK: u8 = 253;
 /// In a delete request: match a route of any scope.
