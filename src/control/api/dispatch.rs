@@ -209,9 +209,32 @@ fn fdb_add(v: &View<'_>, mac: MacAddr, dst: Ipv4Addr) -> Result<Reply, String> {
     if mac == v.cfg.vxlan.mac {
         return Err(format!("{mac} is this node's own vxlan.mac"));
     }
+    check_fdb_dst(v, dst)?;
     v.tables.fdb.insert(mac, dst);
     tracing::info!(%mac, %dst, "manual fdb entry added");
+    if !v.tables.peers.load().contains_key(&dst) {
+        // Allowed (the entry may be for a peer about to be added), but one-way until then.
+        return Ok(Reply::Done(format!(
+            "fdb {mac} dst {dst} added; note: {dst} is not a peer, so VXLAN from it is dropped (drop_rx_unknown_source) until it is one"
+        )));
+    }
     Ok(Reply::Done(format!("fdb {mac} dst {dst} added")))
+}
+
+/// An FDB destination is a remote VTEP's underlay address: not this node (the frames would come
+/// straight back), not an overlay address (VXLAN inside VXLAN), not a group or broadcast address.
+fn check_fdb_dst(v: &View<'_>, dst: Ipv4Addr) -> Result<(), String> {
+    if dst.is_unspecified() || dst.is_multicast() || dst.is_broadcast() || dst.is_loopback() {
+        return Err(format!("dst {dst} is not a unicast address; give the remote VTEP's underlay address"));
+    }
+    if dst == v.cfg.node.public_ip {
+        return Err(format!("dst {dst} is this node's own public_ip; give the remote VTEP's underlay address"));
+    }
+    let overlay = std::iter::once(v.cfg.node.subnet).chain(v.peers.iter().map(|p| p.subnet));
+    if let Some(net) = overlay.into_iter().find(|n| n.contains(&dst)) {
+        return Err(format!("dst {dst} is an overlay address (in {net}); give the remote VTEP's underlay address"));
+    }
+    Ok(())
 }
 
 fn fdb_del(v: &View<'_>, mac: MacAddr) -> Result<Reply, String> {
@@ -299,6 +322,14 @@ mod tests {
             assert!(refused(answer(Request::FdbAdd { mac: peer_mac, dst }, v)).contains("peer 192.0.2.2"));
             assert!(refused(answer(Request::FdbDel { mac: peer_mac }, v)).contains("peer 192.0.2.2"));
             assert!(refused(answer(Request::FdbAdd { mac: MacAddr([2, 0, 0, 0, 0, 1]), dst }, v)).contains("own vxlan.mac"));
+            for (bad, why) in [((192, 0, 2, 1), "own public_ip"), ((10, 244, 2, 5), "overlay address (in 10.244.2.0/24)"), ((10, 244, 1, 9), "overlay address"), ((224, 0, 0, 1), "not a unicast")] {
+                let dst = Ipv4Addr::new(bad.0, bad.1, bad.2, bad.3);
+                assert!(refused(answer(Request::FdbAdd { mac: m9, dst }, v)).contains(why), "{dst}");
+            }
+            let Reply::Done(note) = ok(answer(Request::FdbAdd { mac: m9, dst: Ipv4Addr::new(192, 0, 2, 77) }, v)) else { panic!() };
+            assert!(note.contains("not a peer"), "{note}");
+            ok(answer(Request::FdbDel { mac: m9 }, v));
+            ok(answer(Request::FdbAdd { mac: m9, dst }, v));
             ok(answer(Request::FdbDel { mac: m9 }, v));
             assert_eq!(refused(answer(Request::FdbDel { mac: m9 }, v)), "no fdb entry for 02:00:00:00:00:09");
             assert_eq!(v.tables.fdb.len(), 1, "the peer's entry stays");
