@@ -76,6 +76,10 @@ impl LeaseMap {
                 _ => MacAddr::from_underlay_ip(e.attrs.public_ip),
             };
             let node = RemoteNode { public_ip: e.attrs.public_ip, subnet: *subnet, vtep_mac };
+            if let Some(why) = unusable(&node, own_ip, backend) {
+                tracing::warn!(subnet = %subnet, peer = %node.public_ip, why, "lease skipped");
+                continue;
+            }
             match by_ip.get(&node.public_ip) {
                 Some((rev, _)) if *rev > e.mod_revision => {}
                 _ => {
@@ -87,6 +91,17 @@ impl LeaseMap {
         peers.sort_by_key(|n| n.subnet);
         peers
     }
+}
+
+/// What the config file refuses in a `[[peer]]` is skipped in a lease too: a subnet that holds an
+/// underlay address (its route would carry the tunnel's own packets into the tunnel) or a VTEP MAC
+/// that cannot be one host's.
+fn unusable(n: &RemoteNode, own_ip: Ipv4Addr, backend: Backend) -> Option<&'static str> {
+    if n.subnet.contains(&n.public_ip) || n.subnet.contains(&own_ip) {
+        return Some("its subnet holds an underlay address: an encapsulation loop");
+    }
+    let mac = n.vtep_mac;
+    (backend == Backend::Vxlan && (mac.is_multicast() || mac.0 == [0; 6])).then_some("its VtepMAC is not a unicast MAC")
 }
 
 #[cfg(test)]
@@ -129,5 +144,18 @@ mod tests {
         // A bad value for a known key removes it: the node's old state is not trustworthy either.
         m.put("10.244.9.0-24", b"{}", 7, 10);
         assert_eq!(m.peers(own, Backend::Vxlan)[0].subnet.to_string(), "10.244.2.0/24");
+    }
+
+    #[test]
+    fn leases_that_would_loop_or_have_no_unicast_mac_are_skipped() {
+        let mut m = LeaseMap::default();
+        let own = Ipv4Addr::new(192, 0, 2, 1);
+        m.put("10.244.2.0-24", &vxlan("192.0.2.2", "02:00:00:00:00:02"), 7, 2);
+        m.put("192.0.2.0-25", &vxlan("192.0.2.3", "02:00:00:00:00:03"), 7, 3);
+        m.put("198.51.100.0-24", &vxlan("198.51.100.4", "02:00:00:00:00:04"), 7, 4);
+        m.put("10.244.5.0-24", &vxlan("192.0.2.5", "01:00:5e:00:00:05"), 7, 5);
+        m.put("10.244.6.0-24", &vxlan("192.0.2.6", "00:00:00:00:00:00"), 7, 6);
+        let p: Vec<String> = m.peers(own, Backend::Vxlan).iter().map(|n| n.subnet.to_string()).collect();
+        assert_eq!(p, ["10.244.2.0/24"]);
     }
 }
