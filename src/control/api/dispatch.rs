@@ -1,5 +1,6 @@
 //! Answers a [`Request`] from the supervisor's state. Runs on the supervisor thread, so it does
-//! only table reads and snapshot swaps: nothing here waits on the client or the kernel.
+//! only table reads and snapshot swaps: nothing here waits on the client, and the kernel is asked
+//! only once, for the underlay's name in `route show` (getifaddrs, no netlink round trip).
 //!
 //! Manual entries (`vtepd fdb add`, `vtepd neigh add`) live in the same data-path tables as the
 //! peers' entries. A MAC or IP that belongs to an installed peer (from the config file or the
