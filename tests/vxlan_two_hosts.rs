@@ -130,6 +130,21 @@ fn check_rejects_unknown_key() {
     assert_rejected("ckunk", &toml, "frobnicate_level");
 }
 
+/// Runs `vtepd ARGS`; returns (exit code, stderr).
+fn vtepd(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(vtepd_bin()).args(args).output().expect("run vtepd");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn check_names_a_missing_file_and_its_cause_once() {
+    let (code, stderr) = vtepd(&["check", "--config", "/nonexistent/vtepd.toml"]);
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("/nonexistent/vtepd.toml"), "{stderr}");
+    let cause = std::io::Error::from_raw_os_error(libc::ENOENT).to_string();
+    assert_eq!(stderr.matches(&cause).count(), 1, "the cause `{cause}` should be printed once:\n{stderr}");
+}
+
 /// `--busy-poll` changes only how workers wait: traffic both ways must be exactly as without it
 /// (and the spinning workers must not starve the transfer into a timeout).
 #[test]
