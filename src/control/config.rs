@@ -14,11 +14,19 @@ use std::path::{Path, PathBuf};
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path} is {what}, not a regular file")]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error("config {path} is larger than {} MiB, the limit for a config file", MAX_CONFIG_BYTES >> 20)]
+    TooBig { path: PathBuf },
     #[error("config {path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("config key {key}: {problem}")]
     Invalid { key: String, problem: String },
 }
+
+/// The largest config file read. A generated file with 100k peers is about 9 MiB; this leaves
+/// room for several times that (and comments), yet a runaway file is refused before it eats memory.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), problem: problem.into() }
@@ -192,7 +200,7 @@ struct RawPeer {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = read_config(path)?;
         Config::parse(&text).map_err(|e| match e {
             ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.into(), message },
             other => other,
@@ -277,6 +285,49 @@ impl Config {
             Backend::Ipip => self.ipip.direct_routing,
             Backend::HostGw => true,
         }
+    }
+}
+
+/// Reads a config file, refusing what is not a regular file (`/dev/zero`, a FIFO, a directory)
+/// and anything over [`MAX_CONFIG_BYTES`]: either would hang `vtepd check` or eat memory.
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read_err = |source| ConfigError::Read { path: path.into(), source };
+    // Non-blocking, so opening a FIFO with no writer returns at once instead of waiting for one;
+    // it changes nothing for a regular file.
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(ConfigError::NotAFile { path: path.into(), what: file_kind(&meta.file_type()) });
+    }
+    let too_big = || ConfigError::TooBig { path: path.into() };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    // Bounded even if the file grows after the size check.
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text).map_err(read_err)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    Ok(text)
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "something else"
     }
 }
 
@@ -707,6 +758,64 @@ device = "flannel0"
             assert!(e.contains(key), "expected {key} in: {e}");
         }
         assert!(err_of("[node]\npublic_ip = \"192.0.2.1\"\n").contains("node.subnet"));
+    }
+
+    /// A scratch directory for one test, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("vtepd-config-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Loads `path` on another thread, so a regression that blocks fails the test instead of hanging it.
+    fn load_within_seconds(path: &Path) -> Result<Config, ConfigError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_path_buf();
+        // The send fails only if the test gave up waiting; nothing to do then.
+        std::thread::spawn(move || {
+            let _ = tx.send(Config::load(&path));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("Config::load blocked")
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = Scratch::new("kinds");
+        let fifo = dir.0.join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path and nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let cases = [
+            (fifo.as_path(), "is a FIFO, not a regular file"),
+            (Path::new("/dev/zero"), "is a character device, not a regular file"),
+            (dir.0.as_path(), "is a directory, not a regular file"),
+        ];
+        for (path, want) in cases {
+            let e = load_within_seconds(path).unwrap_err().to_string();
+            assert_eq!(e, format!("config {} {want}", path.display()));
+        }
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused() {
+        let dir = Scratch::new("big");
+        let path = dir.0.join("big.toml");
+        // Sparse: no disk or memory is spent on it.
+        std::fs::File::create(&path).unwrap().set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        let e = load_within_seconds(&path).unwrap_err().to_string();
+        assert_eq!(e, format!("config {} is larger than 64 MiB, the limit for a config file", path.display()));
+        std::fs::write(&path, GOOD).unwrap();
+        assert!(load_within_seconds(&path).is_ok());
     }
 
     #[test]
