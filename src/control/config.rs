@@ -208,8 +208,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: PathBuf::new(), message: e.to_string() })?;
+        let raw = deserialize(text)?;
         let control_socket = parse_control_socket(raw.control_socket.as_deref())?;
         if raw.etcd.is_some() {
             return Ok(Config { control_socket, ..parse_etcd_mode(raw)? });
@@ -286,6 +285,70 @@ impl Config {
             Backend::HostGw => true,
         }
     }
+}
+
+/// Parses the TOML into the raw structs; an error names the key it is about, as validation does.
+fn deserialize(text: &str) -> Result<RawConfig, ConfigError> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let at = e.inner().span().map(|s| line_column(text, s.start)).unwrap_or_default();
+        let message = e.inner().message().replace('\n', "; ");
+        match key_and_problem(&e.path().to_string(), &message) {
+            Some((key, problem)) => invalid(key, format!("{problem}{at}")),
+            None => ConfigError::Syntax { path: PathBuf::new(), message: format!("{message}{at}") },
+        }
+    })
+}
+
+/// Serde's messages say `missing field \`subnet\``, `invalid type: string "x", expected i64`: the
+/// key goes in front, the problem is put in the file's terms. `None`: a TOML syntax error, which
+/// belongs to no key.
+fn key_and_problem(path: &str, message: &str) -> Option<(String, String)> {
+    let path = if path == "." { "" } else { path };
+    let join = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+    if let Some(name) = backquoted_after(message, "missing field ") {
+        return Some((join(name), "missing".into()));
+    }
+    if let Some(name) = backquoted_after(message, "unknown field ") {
+        let known = message.split_once(", expected ").map(|(_, e)| e.strip_prefix("one of ").unwrap_or(e).replace('`', ""));
+        let expected = known.map(|k| format!(" (known keys here: {k})")).unwrap_or_default();
+        // The path may already end at the unknown key.
+        let key = if path.ends_with(name) { path.to_string() } else { join(name) };
+        return Some((key, format!("unknown key{expected}")));
+    }
+    if path.is_empty() {
+        return None;
+    }
+    if let Some((found, expected)) = message.strip_prefix("invalid type: ").and_then(|m| m.split_once(", expected ")) {
+        return Some((path.to_string(), format!("expected {}, found {}", toml_kind(expected), toml_kind(found))));
+    }
+    Some((path.to_string(), message.to_string()))
+}
+
+fn backquoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message.strip_prefix(prefix)?.strip_prefix('`')?.split('`').next()
+}
+
+/// A serde type (`i64`, `a boolean`, `struct RawNode`) or value (`string "x"`, `integer \`5\``) as
+/// the kind of TOML value it is.
+fn toml_kind(serde: &str) -> &str {
+    let word = serde.strip_prefix("a ").or_else(|| serde.strip_prefix("an ")).unwrap_or(serde);
+    match word.split(' ').next().unwrap_or(word) {
+        "string" => "a string",
+        "boolean" => "a boolean",
+        "i64" | "integer" => "an integer",
+        "floating" => "a float",
+        "sequence" => "an array",
+        "map" | "struct" => "a table",
+        _ => serde,
+    }
+}
+
+/// ` (line L, column C)` for a byte offset into `text`.
+fn line_column(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" (line {line}, column {column})")
 }
 
 /// Reads a config file, refusing what is not a regular file (`/dev/zero`, a FIFO, a directory)
@@ -631,6 +694,28 @@ subnet = "10.244.7.9/32"
         let c = Config::parse(&text).unwrap();
         assert_eq!(c.node.backend, Backend::HostGw);
         assert_eq!(c.peers.len(), 2);
+    }
+
+    #[test]
+    fn toml_errors_name_the_full_key() {
+        let second_peer = format!("{GOOD}{}", peer_toml("192.0.2.3", "10.244.3.0/24", "02:00:00:00:00:03"));
+        let cases = [
+            (second_peer.replace("subnet = \"10.244.3.0/24\"\n", ""), "config key peer[1].subnet: missing (line 16, column 1)"),
+            (GOOD.replace("vni = 1", "vni = \"1\""), "config key vxlan.vni: expected an integer, found a string (line 8, column 7)"),
+            (GOOD.replace("mtu = 1450", "mtu = 1450.0"), "config key vxlan.mtu: expected an integer, found a float (line 11, column 7)"),
+            (IPIP.replace("direct_routing = true", "direct_routing = \"yes\""), "config key ipip.direct_routing: expected a boolean, found a string (line 8, column 18)"),
+            (GOOD.replace("[node]\n", "node = 1\n[nod]\n"), "config key node: expected a table, found an integer (line 2, column 8)"),
+            ("[node]\nsubnet = \"10.244.1.0/24\"\n".into(), "config key node.public_ip: missing (line 1, column 1)"),
+            ("".into(), "config key node: missing (line 1, column 1)"),
+            (
+                GOOD.replace("mtu = 1450", "colour = 1"),
+                "config key vxlan.colour: unknown key (known keys here: device, vni, port, mac, mtu, direct_routing) (line 11, column 1)",
+            ),
+            (format!("{ETCD}[etcd]\n"), "config : invalid table header; duplicate key `etcd` in document root (line 8, column 1)"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(err_of(&text), want, "config:\n{text}");
+        }
     }
 
     #[test]
