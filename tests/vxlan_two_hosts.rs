@@ -130,6 +130,28 @@ fn check_rejects_unknown_key() {
     assert_rejected("ckunk", &toml, "frobnicate_level");
 }
 
+#[test]
+fn check_rejects_all_zero_vtep_mac() {
+    let mut cfg = NodeCfg::host(1, &[2]);
+    cfg.peers[0].vtep_mac = "00:00:00:00:00:00".into();
+    assert_rejected("ckmac", &cfg.to_toml(), "config key peer[0].vtep_mac: 00:00:00:00:00:00 is the all-zero address");
+}
+
+#[test]
+fn check_rejects_multicast_node_subnet() {
+    let mut cfg = NodeCfg::host(1, &[2]);
+    cfg.subnet = "224.1.0.0/24".into();
+    assert_rejected("ckmc", &cfg.to_toml(), "config key node.subnet: 224.1.0.0/24 overlaps 224.0.0.0/4 (multicast)");
+}
+
+/// A peer subnet holding the node's own underlay address would route the VXLAN packets into vtep0.
+#[test]
+fn check_rejects_encapsulation_loop() {
+    let mut cfg = NodeCfg::host(1, &[2]);
+    cfg.peers[0].subnet = "192.0.2.0/24".into();
+    assert_rejected("ckloop", &cfg.to_toml(), "config key peer[0].subnet: 192.0.2.0/24 contains node.public_ip 192.0.2.1");
+}
+
 /// Runs `vtepd ARGS`; returns (exit code, stderr).
 fn vtepd(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(vtepd_bin()).args(args).output().expect("run vtepd");

@@ -252,7 +252,33 @@ impl Config {
                 }
             }
         }
-        self.check_peer_subnets_disjoint()
+        self.check_peer_subnets_disjoint()?;
+        self.check_no_encapsulation_loop()
+    }
+
+    /// An overlay subnet that contains an underlay address routes the traffic to that address into
+    /// the overlay: for VXLAN and IPIP the encapsulated packets themselves, an endless loop (the
+    /// kernel's VXLAN refuses such a route for the same reason). The subnets are disjoint by now,
+    /// so in address order each address can only be in the last subnet that starts at or before it.
+    fn check_no_encapsulation_loop(&self) -> Result<(), ConfigError> {
+        let subnet_key = |i: Option<usize>| i.map_or_else(|| "node.subnet".to_string(), |i| format!("peer[{i}].subnet"));
+        let ip_key = |i: Option<usize>| i.map_or_else(|| "node.public_ip".to_string(), |i| format!("peer[{i}].public_ip"));
+        let mut subnets: Vec<(Ipv4Net, Option<usize>)> = Vec::with_capacity(self.peers.len() + 1);
+        subnets.push((self.node.subnet, None));
+        subnets.extend(self.peers.iter().enumerate().map(|(i, p)| (p.subnet, Some(i))));
+        subnets.sort_by_key(|(net, _)| net.network());
+        let addrs = std::iter::once((self.node.public_ip, None)).chain(self.peers.iter().enumerate().map(|(i, p)| (p.public_ip, Some(i))));
+        for (ip, who) in addrs {
+            let after = subnets.partition_point(|(net, _)| net.network() <= ip);
+            if let Some((net, owner)) = after.checked_sub(1).map(|i| subnets[i]).filter(|(net, _)| net.contains(&ip)) {
+                let problem = format!(
+                    "{net} contains {} {ip}: traffic to that underlay address would be routed into the overlay (with vxlan or ipip, the tunnel's own packets: an encapsulation loop)",
+                    ip_key(who)
+                );
+                return Err(invalid(subnet_key(owner), problem));
+            }
+        }
+        Ok(())
     }
 
     /// CIDR blocks are nested or disjoint, so in address order a block overlaps an earlier one
@@ -508,13 +534,7 @@ fn parse_vxlan(raw: RawVxlan, public_ip: Ipv4Addr) -> Result<Vxlan, ConfigError>
         .ok_or_else(|| invalid("vxlan.port", format!("{port} is not a UDP port (1..=65535)")))?;
     let mac = match raw.mac {
         None => MacAddr::from_underlay_ip(public_ip),
-        Some(m) => {
-            let mac: MacAddr = m.parse().map_err(|e| invalid("vxlan.mac", format!("{e}")))?;
-            if mac.is_multicast() {
-                return Err(invalid("vxlan.mac", format!("{mac} is a multicast address")));
-            }
-            mac
-        }
+        Some(m) => unicast_mac("vxlan.mac", &m)?,
     };
     let mtu = mtu_in_range("vxlan.mtu", raw.mtu)?;
     Ok(Vxlan { device, vni, port, mac, mtu, direct_routing: raw.direct_routing.unwrap_or(false) })
@@ -548,13 +568,7 @@ fn parse_peer(i: usize, raw: &RawPeer, backend: Backend) -> Result<Peer, ConfigE
     let max_prefix = if backend == Backend::Vxlan { 30 } else { 32 };
     let subnet = subnet(&key("subnet"), &raw.subnet, max_prefix)?;
     let vtep_mac = match (backend, &raw.vtep_mac) {
-        (Backend::Vxlan, Some(m)) => {
-            let mac: MacAddr = m.parse().map_err(|e| invalid(key("vtep_mac"), format!("{e}")))?;
-            if mac.is_multicast() {
-                return Err(invalid(key("vtep_mac"), format!("{mac} is a multicast address")));
-            }
-            mac
-        }
+        (Backend::Vxlan, Some(m)) => unicast_mac(&key("vtep_mac"), m)?,
         (Backend::Vxlan, None) => return Err(invalid(key("vtep_mac"), "is required with node.backend = \"vxlan\"")),
         (other, Some(_)) => {
             return Err(invalid(key("vtep_mac"), format!("is only used with node.backend = \"vxlan\" (this node's backend is \"{}\")", other.name())))
@@ -565,10 +579,40 @@ fn parse_peer(i: usize, raw: &RawPeer, backend: Backend) -> Result<Peer, ConfigE
     Ok(Peer { public_ip, subnet, vtep_mac })
 }
 
+/// A VTEP MAC is the destination of unicast frames and the source of every frame it sends: the
+/// all-zero address is no station's, and a group address (I/G bit, broadcast too) is refused as a
+/// source by bridges and the kernel's neighbour table.
+fn unicast_mac(key: &str, s: &str) -> Result<MacAddr, ConfigError> {
+    let mac: MacAddr = s.parse().map_err(|e| invalid(key, format!("{e}")))?;
+    let problem = if mac == MacAddr::default() {
+        "the all-zero address"
+    } else if mac.is_broadcast() {
+        "the broadcast address"
+    } else if mac.is_multicast() {
+        "a multicast address (I/G bit set)"
+    } else {
+        return Ok(mac);
+    };
+    Err(invalid(key, format!("{mac} is {problem}, not a unicast MAC")))
+}
+
+/// IPv4 ranges that no host or pod can use: a route to them would be ignored or would break the
+/// host (RFC 6890: "this network", loopback, multicast, and the reserved block with broadcast).
+const RESERVED: [(Ipv4Net, &str); 4] = [
+    (Ipv4Net::new_assert(Ipv4Addr::new(0, 0, 0, 0), 8), "0.0.0.0/8 (\"this network\")"),
+    (Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8), "127.0.0.0/8 (loopback)"),
+    (Ipv4Net::new_assert(Ipv4Addr::new(224, 0, 0, 0), 4), "224.0.0.0/4 (multicast)"),
+    (Ipv4Net::new_assert(Ipv4Addr::new(240, 0, 0, 0), 4), "240.0.0.0/4 (reserved, and broadcast)"),
+];
+
+fn reserved_overlap(net: &Ipv4Net) -> Option<&'static str> {
+    RESERVED.iter().find(|(r, _)| overlaps(r, net)).map(|(_, name)| *name)
+}
+
 fn unicast_ip(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
     let ip: Ipv4Addr = s.parse().map_err(|_| invalid(key, format!("'{s}' is not an IPv4 address")))?;
-    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
-        return Err(invalid(key, format!("{ip} is not a unicast host address")));
+    if let Some(range) = reserved_overlap(&Ipv4Net::from(ip)) {
+        return Err(invalid(key, format!("{ip} is not a unicast host address (it is in {range})")));
     }
     Ok(ip)
 }
@@ -580,6 +624,9 @@ fn subnet(key: &str, s: &str, max_prefix: u8) -> Result<Ipv4Net, ConfigError> {
     }
     if net.trunc() != net {
         return Err(invalid(key, format!("{net} has host bits set (did you mean {}?)", net.trunc())));
+    }
+    if let Some(range) = reserved_overlap(&net) {
+        return Err(invalid(key, format!("{net} overlaps {range}, which pods cannot use")));
     }
     Ok(net)
 }
@@ -694,6 +741,66 @@ subnet = "10.244.7.9/32"
         let c = Config::parse(&text).unwrap();
         assert_eq!(c.node.backend, Backend::HostGw);
         assert_eq!(c.peers.len(), 2);
+    }
+
+    #[test]
+    fn vtep_macs_must_be_unicast() {
+        let own = |mac: &str| GOOD.replace("mac = \"02:00:00:00:00:01\"", &format!("mac = \"{mac}\""));
+        let peer = |mac: &str| GOOD.replace("vtep_mac = \"02:00:00:00:00:02\"", &format!("vtep_mac = \"{mac}\""));
+        let cases = [
+            (own("00:00:00:00:00:00"), "config key vxlan.mac: 00:00:00:00:00:00 is the all-zero address, not a unicast MAC"),
+            (own("ff:ff:ff:ff:ff:ff"), "config key vxlan.mac: ff:ff:ff:ff:ff:ff is the broadcast address, not a unicast MAC"),
+            (own("33:33:00:00:00:01"), "config key vxlan.mac: 33:33:00:00:00:01 is a multicast address (I/G bit set), not a unicast MAC"),
+            (peer("00:00:00:00:00:00"), "config key peer[0].vtep_mac: 00:00:00:00:00:00 is the all-zero address, not a unicast MAC"),
+            (peer("ff:ff:ff:ff:ff:ff"), "config key peer[0].vtep_mac: ff:ff:ff:ff:ff:ff is the broadcast address, not a unicast MAC"),
+            (peer("01:00:5e:00:00:01"), "config key peer[0].vtep_mac: 01:00:5e:00:00:01 is a multicast address (I/G bit set), not a unicast MAC"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(err_of(&text), want);
+        }
+    }
+
+    #[test]
+    fn overlay_subnets_must_be_usable_for_pods() {
+        let host_gw = IPIP.replace("backend = \"ipip\"", "backend = \"host-gw\"").replace("[ipip]\ndevice = \"tunl0\"\ndirect_routing = true\n", "");
+        let cases = [
+            (GOOD.replace("10.244.1.0/24", "127.0.0.0/24"), "node.subnet: 127.0.0.0/24 overlaps 127.0.0.0/8 (loopback)"),
+            (GOOD.replace("10.244.1.0/24", "224.1.0.0/24"), "node.subnet: 224.1.0.0/24 overlaps 224.0.0.0/4 (multicast)"),
+            (GOOD.replace("10.244.1.0/24", "0.0.0.0/0"), "node.subnet: 0.0.0.0/0 overlaps 0.0.0.0/8"),
+            (GOOD.replace("10.244.1.0/24", "255.255.255.0/30"), "node.subnet: 255.255.255.0/30 overlaps 240.0.0.0/4 (reserved, and broadcast)"),
+            (GOOD.replace("10.244.2.0/24", "240.0.0.0/24"), "peer[0].subnet: 240.0.0.0/24 overlaps 240.0.0.0/4"),
+            (IPIP.replace("10.244.7.9/32", "239.1.1.1/32"), "peer[1].subnet: 239.1.1.1/32 overlaps 224.0.0.0/4 (multicast)"),
+            (host_gw.replace("10.244.7.9/32", "0.0.0.1/32"), "peer[1].subnet: 0.0.0.1/32 overlaps 0.0.0.0/8"),
+            (host_gw.replace("10.244.7.9/32", "127.0.0.1/32"), "peer[1].subnet: 127.0.0.1/32 overlaps 127.0.0.0/8 (loopback)"),
+            (GOOD.replace("\"192.0.2.2\"", "\"240.0.0.1\""), "peer[0].public_ip: 240.0.0.1 is not a unicast host address"),
+        ];
+        for (text, want) in cases {
+            let e = err_of(&text);
+            assert!(e.contains(want), "expected `{want}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn an_overlay_subnet_containing_an_underlay_address_is_an_encapsulation_loop() {
+        let host_gw = IPIP.replace("backend = \"ipip\"", "backend = \"host-gw\"").replace("[ipip]\ndevice = \"tunl0\"\ndirect_routing = true\n", "");
+        let cases = [
+            (GOOD.replace("10.244.1.0/24", "192.0.2.0/24"), "node.subnet: 192.0.2.0/24 contains node.public_ip 192.0.2.1"),
+            (
+                GOOD.replace("10.244.1.0/24", "192.0.2.0/30").replace("\"192.0.2.1\"", "\"198.51.100.1\""),
+                "node.subnet: 192.0.2.0/30 contains peer[0].public_ip 192.0.2.2",
+            ),
+            (GOOD.replace("10.244.2.0/24", "192.0.2.0/30"), "peer[0].subnet: 192.0.2.0/30 contains node.public_ip 192.0.2.1"),
+            (IPIP.replace("10.244.7.9/32", "192.0.2.2/32"), "peer[1].subnet: 192.0.2.2/32 contains peer[0].public_ip 192.0.2.2"),
+            (IPIP.replace("10.244.1.64/26", "198.51.100.0/24"), "peer[0].subnet: 198.51.100.0/24 contains peer[1].public_ip 198.51.100.3"),
+            (host_gw.replace("10.244.7.9/32", "192.0.2.1/32"), "peer[1].subnet: 192.0.2.1/32 contains node.public_ip 192.0.2.1"),
+        ];
+        for (text, want) in cases {
+            let e = err_of(&text);
+            assert!(e.starts_with(&format!("config key {want}: traffic to that underlay address")), "expected `{want}` in: {e}");
+            assert!(e.contains("encapsulation loop"), "{e}");
+        }
+        // Next to the subnet, not inside it: fine.
+        assert!(Config::parse(&IPIP.replace("10.244.7.9/32", "198.51.100.4/32")).is_ok());
     }
 
     #[test]
