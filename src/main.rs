@@ -23,6 +23,7 @@ struct Cli {
 enum Cmd {
     /// Forward in the foreground until SIGINT/SIGTERM, then clean up and print counters.
     Run {
+        /// The config file (TOML; config/vxlan.toml, ipip.toml, host-gw.toml and etcd.toml document every key).
         #[arg(long, short)]
         config: PathBuf,
         /// Worker threads, each with its own TAP queue and sockets [default: number of cores].
@@ -46,7 +47,7 @@ enum Cmd {
         #[arg(long)]
         user: Option<String>,
         /// Keep polling this many microseconds after each packet instead of sleeping (yielding
-        /// to other work meanwhile); lowers round-trip latency at the cost of CPU [default: 0, off].
+        /// to other work meanwhile); lowers round-trip latency at the cost of CPU. 0 turns it off.
         #[arg(long, value_name = "USECS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
         busy_poll: u32,
         /// Control socket to serve [default: control_socket from the config, else /run/vtepd/<device>.sock, or /run/vtepd/netns/<name>/<device>.sock in a named network namespace].
@@ -79,12 +80,14 @@ enum Cmd {
     Leases(Conn),
     /// Validate a config file without touching the system; exit 0 if good, 2 if not.
     Check {
+        /// The config file to validate.
         #[arg(long, short)]
         config: PathBuf,
     },
 }
 
-/// How to reach a running vtepd and how to print its answer.
+// How to reach a running vtepd and how to print its answer. (A plain comment: a doc comment here
+// would become the description of every subcommand that takes only these options.)
 #[derive(Args)]
 struct Conn {
     /// Print JSON instead of text.
@@ -97,13 +100,17 @@ struct Conn {
 
 #[derive(Subcommand)]
 enum FdbOp {
+    /// Print every FDB entry (from the config, the datastore or `fdb add`), like `bridge fdb show`.
     Show(Conn),
     /// `vtepd fdb add MAC dst IP`: frames to MAC go to the VTEP at IP.
     Add {
+        /// The unicast MAC address of a remote endpoint, e.g. 02:00:00:00:00:99.
         #[arg(value_name = "MAC")]
         mac: String,
+        /// The word `dst`, as in `bridge fdb add`.
         #[arg(value_name = "dst", value_parser = ["dst"], hide_possible_values = true)]
         _kw: String,
+        /// The underlay address of the VTEP that frames to MAC are sent to.
         #[arg(value_name = "IP")]
         dst: String,
         #[command(flatten)]
@@ -111,6 +118,7 @@ enum FdbOp {
     },
     /// `vtepd fdb del MAC`: removes a manual entry.
     Del {
+        /// The MAC address of the manual entry to remove.
         #[arg(value_name = "MAC")]
         mac: String,
         #[command(flatten)]
@@ -120,13 +128,17 @@ enum FdbOp {
 
 #[derive(Subcommand)]
 enum NeighOp {
+    /// Print every neighbour entry (from the config, the datastore or `neigh add`), like `ip neigh show`.
     Show(Conn),
     /// `vtepd neigh add IP lladdr MAC`: vtepd answers ARP for IP with MAC.
     Add {
+        /// The overlay IPv4 address to answer ARP requests for.
         #[arg(value_name = "IP")]
         ip: String,
+        /// The word `lladdr`, as in `ip neigh add`.
         #[arg(value_name = "lladdr", value_parser = ["lladdr"], hide_possible_values = true)]
         _kw: String,
+        /// The unicast MAC address to answer with, e.g. 02:00:00:00:00:99.
         #[arg(value_name = "MAC")]
         mac: String,
         #[command(flatten)]
@@ -134,6 +146,7 @@ enum NeighOp {
     },
     /// `vtepd neigh del IP`: removes a manual entry.
     Del {
+        /// The IPv4 address of the manual entry to remove.
         #[arg(value_name = "IP")]
         ip: String,
         #[command(flatten)]
@@ -143,6 +156,7 @@ enum NeighOp {
 
 #[derive(Subcommand)]
 enum RouteOp {
+    /// Print the routes vtepd installed to peers' subnets, like `ip route show`.
     Show(Conn),
 }
 
@@ -287,4 +301,43 @@ fn init_logging(level: &str) {
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every (sub)command with its path, e.g. `vtepd fdb show`.
+    fn all_commands(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let p = format!("{path} {}", sub.get_name());
+            all_commands(sub, p.clone(), out);
+            out.push((p, sub.clone()));
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_is_described_once() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut cmds = Vec::new();
+        all_commands(&cli, "vtepd".into(), &mut cmds);
+        let mut seen = std::collections::HashMap::new();
+        for (path, cmd) in &cmds {
+            let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+            assert!(!about.is_empty(), "`{path}` has no description");
+            if let Some(other) = seen.insert(about.clone(), path.clone()) {
+                panic!("`{path}` and `{other}` share the description `{about}`");
+            }
+            for arg in cmd.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")) {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                assert!(!help.is_empty(), "`{path}` argument {} has no description", arg.get_id());
+                // clap appends `[default: …]` itself; saying it in the text too prints it twice.
+                if !arg.get_default_values().is_empty() {
+                    assert!(!help.contains("[default:"), "`{path}` --{}: the default is printed twice: {help}", arg.get_id());
+                }
+            }
+        }
+    }
 }
