@@ -12,8 +12,9 @@ use vtepd::control::run::{self, RunOptions};
 #[derive(Parser)]
 #[command(name = "vtepd", version, about = "Userspace VXLAN/IPIP overlay switch, interoperable with flannel.1")]
 struct Cli {
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info")]
+    /// Log level (off, error, warn, info, debug, trace), or tracing directives whose every level is
+    /// one of those (e.g. `warn,vtepd=debug`); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", value_parser = log_filter)]
     log_level: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -44,7 +45,7 @@ enum Cmd {
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         source_ports: u16,
         /// After set-up, run as this user, keeping only CAP_NET_ADMIN and CAP_NET_RAW.
-        #[arg(long)]
+        #[arg(long, value_parser = existing_user)]
         user: Option<String>,
         /// Keep polling this many microseconds after each packet instead of sleeping (yielding
         /// to other work meanwhile); lowers round-trip latency at the cost of CPU. 0 turns it off.
@@ -274,6 +275,29 @@ fn run_daemon(cfg: &Config, opts: &RunOptions, path: &std::path::Path) -> ExitCo
     }
 }
 
+/// The levels `--log-level` takes, alone or after `target=` in a directive.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Validates `--log-level`. Tracing's filter syntax reads a bare word that is no level as a target
+/// name (`bogus` = "everything from a module named bogus"), which would silently log nothing, so
+/// every directive must end in a level; directives with span filters (`[...]`) are left to tracing.
+fn log_filter(s: &str) -> Result<String, String> {
+    for directive in s.split(',') {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if !directive.contains('[') && !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!("'{directive}' is not a level ({}) or a directive like vtepd=debug", LOG_LEVELS.join(", ")));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder().parse(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+/// Validates `--user` while the arguments are read, before any device or socket exists, so a
+/// misspelt name costs nothing to fix; the switch itself happens after set-up.
+fn existing_user(s: &str) -> Result<String, String> {
+    vtepd::io::privilege::lookup(s).map(|_| s.to_string()).map_err(|_| "no such user".to_string())
+}
+
 fn backend_summary(c: &Config) -> String {
     use vtepd::control::config::Backend;
     if let Some(e) = &c.etcd {
@@ -315,6 +339,24 @@ mod tests {
             all_commands(sub, p.clone(), out);
             out.push((p, sub.clone()));
         }
+    }
+
+    #[test]
+    fn log_level_takes_levels_and_directives_only() {
+        for good in ["info", "DEBUG", "off", "warn,vtepd=debug", "vtepd::control=trace", "vtepd[run]=debug"] {
+            assert_eq!(log_filter(good).as_deref(), Ok(good));
+        }
+        for bad in ["bogus", "", "info,", "vtepd=loud", "vtepd"] {
+            assert!(log_filter(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn user_is_looked_up_while_parsing() {
+        assert_eq!(existing_user("root").as_deref(), Ok("root"));
+        let parsed = Cli::try_parse_from(["vtepd", "run", "-c", "x.toml", "--user", "fxc-no-such-user"]);
+        let e = parsed.err().expect("an unknown --user is refused while parsing").to_string();
+        assert!(e.contains("--user") && e.contains("no such user"), "{e}");
     }
 
     #[test]

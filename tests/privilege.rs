@@ -49,3 +49,17 @@ fn runs_unprivileged_with_only_network_capabilities() {
     b.stop();
     assert!(!hosts.a.has_route("10.244.2.0/24"), "route left behind by the unprivileged vtepd");
 }
+
+/// A misspelt `--user` is found while the arguments are read, before any device or socket exists.
+#[test]
+fn unknown_user_is_refused_before_set_up() {
+    let out = std::process::Command::new(vtepd_bin())
+        .args(["run", "--config", "/nonexistent/vtepd.toml", "--user", "fxc-no-such-user"])
+        .output()
+        .expect("run vtepd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("--user") && stderr.contains("no such user"), "{stderr}");
+    // The config is not even read: set-up would have come after it.
+    assert!(!stderr.contains("/nonexistent/vtepd.toml"), "{stderr}");
+}

@@ -167,6 +167,13 @@ fn check_names_a_missing_file_and_its_cause_once() {
     assert_eq!(stderr.matches(&cause).count(), 1, "the cause `{cause}` should be printed once:\n{stderr}");
 }
 
+#[test]
+fn a_bogus_log_level_is_a_usage_error() {
+    let (code, stderr) = vtepd(&["--log-level", "bogus", "check", "--config", "/nonexistent/vtepd.toml"]);
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("--log-level") && stderr.contains("'bogus' is not a level"), "{stderr}");
+}
+
 /// `--busy-poll` changes only how workers wait: traffic both ways must be exactly as without it
 /// (and the spinning workers must not starve the transfer into a timeout).
 #[test]
