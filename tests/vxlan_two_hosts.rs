@@ -174,6 +174,19 @@ fn a_bogus_log_level_is_a_usage_error() {
     assert!(stderr.contains("--log-level") && stderr.contains("'bogus' is not a level"), "{stderr}");
 }
 
+/// Log lines go to journald or a file when stderr is no terminal: no colour escapes there.
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    let hosts = TwoHosts::new("2hlog");
+    let dir = TempDir::new("2hlog");
+    let cfg = NodeCfg::host(1, &[2]);
+    let path = dir.write("a.toml", &cfg.to_toml());
+    let a = Vtepd::start(&hosts.a, &path, &cfg);
+    let log = a.wait_for_log("forwarding", 0);
+    assert!(!log.contains("\x1b["), "colour escapes in a log written to a pipe:\n{log:?}");
+    a.stop();
+}
+
 /// `--busy-poll` changes only how workers wait: traffic both ways must be exactly as without it
 /// (and the spinning workers must not starve the transfer into a timeout).
 #[test]
