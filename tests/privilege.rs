@@ -63,3 +63,21 @@ fn unknown_user_is_refused_before_set_up() {
     // The config is not even read: set-up would have come after it.
     assert!(!stderr.contains("/nonexistent/vtepd.toml"), "{stderr}");
 }
+
+/// Without root the first thing said is the missing privilege and its fix, not its first symptom
+/// (no right to create the control socket under /run/vtepd).
+#[test]
+fn without_privilege_the_missing_capability_is_named_first() {
+    require_root();
+    let dir = TempDir::new("pvnone");
+    let path = dir.write("a.toml", &NodeCfg::host(1, &[2]).to_toml());
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", vtepd_bin(), "run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
+    assert!(stderr.contains("needs CAP_NET_ADMIN") && stderr.contains("run vtepd as root"), "{stderr}");
+}

@@ -53,6 +53,8 @@ pub enum RunError {
     Netlink(#[source] NetlinkError),
     #[error("configuring routes and devices needs CAP_NET_ADMIN ({0}): run vtepd as root or grant it the capability")]
     NoPermission(#[source] NetlinkError),
+    #[error("configuring routes and devices needs CAP_NET_ADMIN, which this process lacks: run vtepd as root or grant it the capability")]
+    NoCapNetAdmin,
     #[error("node.public_ip {0} is not an address of this host: add it to the underlay interface (`ip addr add {0}/24 dev eth0`) or fix the config")]
     AddrNotHere(Ipv4Addr),
     #[error("cannot find the MTU of the underlay interface {device}; set {key} in the config")]
@@ -87,6 +89,7 @@ pub fn run(
     reload_config: Box<dyn Fn() -> Result<Config, ConfigError> + '_>,
 ) -> Result<Vec<(&'static str, u64)>, RunError> {
     crate::io::release_free_memory();
+    require_net_admin()?;
     // Bound first: a socket another vtepd is serving is a reason not to start, found before
     // anything is installed (or leased).
     let socket_path = opts.socket.clone().unwrap_or_else(|| super::api::socket_path(cfg));
@@ -136,6 +139,17 @@ pub fn run(
     drop(events_tx);
     tracing::info!("stopping");
     Ok(started.finish())
+}
+
+/// Without CAP_NET_ADMIN nothing below can work, and the first step to fail would name only a
+/// symptom (no right to create /run/vtepd): the missing privilege is named first.
+fn require_net_admin() -> Result<(), RunError> {
+    use caps::{CapSet, Capability};
+    match caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN) {
+        Ok(false) => Err(RunError::NoCapNetAdmin),
+        // Unknown: the steps that need it will say what fails.
+        Ok(true) | Err(_) => Ok(()),
+    }
 }
 
 /// The MTU pods should use (Flannel's FLANNEL_MTU): the device's, or the underlay's for host-gw.
