@@ -12,8 +12,9 @@ use vtepd::control::run::{self, RunOptions};
 #[derive(Parser)]
 #[command(name = "vtepd", version, about = "Userspace VXLAN/IPIP overlay switch, interoperable with flannel.1")]
 struct Cli {
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info")]
+    /// Log level (off, error, warn, info, debug, trace), or tracing directives whose every level is
+    /// one of those (e.g. `warn,vtepd=debug`); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", value_parser = log_filter)]
     log_level: String,
     #[command(subcommand)]
     cmd: Cmd,
@@ -23,6 +24,7 @@ struct Cli {
 enum Cmd {
     /// Forward in the foreground until SIGINT/SIGTERM, then clean up and print counters.
     Run {
+        /// The config file (TOML; config/vxlan.toml, ipip.toml, host-gw.toml and etcd.toml document every key).
         #[arg(long, short)]
         config: PathBuf,
         /// Worker threads, each with its own TAP queue and sockets [default: number of cores].
@@ -43,10 +45,10 @@ enum Cmd {
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         source_ports: u16,
         /// After set-up, run as this user, keeping only CAP_NET_ADMIN and CAP_NET_RAW.
-        #[arg(long)]
+        #[arg(long, value_parser = existing_user)]
         user: Option<String>,
         /// Keep polling this many microseconds after each packet instead of sleeping (yielding
-        /// to other work meanwhile); lowers round-trip latency at the cost of CPU [default: 0, off].
+        /// to other work meanwhile); lowers round-trip latency at the cost of CPU. 0 turns it off.
         #[arg(long, value_name = "USECS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
         busy_poll: u32,
         /// Control socket to serve [default: control_socket from the config, else /run/vtepd/<device>.sock, or /run/vtepd/netns/<name>/<device>.sock in a named network namespace].
@@ -79,12 +81,14 @@ enum Cmd {
     Leases(Conn),
     /// Validate a config file without touching the system; exit 0 if good, 2 if not.
     Check {
+        /// The config file to validate.
         #[arg(long, short)]
         config: PathBuf,
     },
 }
 
-/// How to reach a running vtepd and how to print its answer.
+// How to reach a running vtepd and how to print its answer. (A plain comment: a doc comment here
+// would become the description of every subcommand that takes only these options.)
 #[derive(Args)]
 struct Conn {
     /// Print JSON instead of text.
@@ -97,13 +101,17 @@ struct Conn {
 
 #[derive(Subcommand)]
 enum FdbOp {
+    /// Print every FDB entry (from the config, the datastore or `fdb add`), like `bridge fdb show`.
     Show(Conn),
     /// `vtepd fdb add MAC dst IP`: frames to MAC go to the VTEP at IP.
     Add {
+        /// The unicast MAC address of a remote endpoint, e.g. 02:00:00:00:00:99.
         #[arg(value_name = "MAC")]
         mac: String,
+        /// The word `dst`, as in `bridge fdb add`.
         #[arg(value_name = "dst", value_parser = ["dst"], hide_possible_values = true)]
         _kw: String,
+        /// The underlay address of the VTEP that frames to MAC are sent to.
         #[arg(value_name = "IP")]
         dst: String,
         #[command(flatten)]
@@ -111,6 +119,7 @@ enum FdbOp {
     },
     /// `vtepd fdb del MAC`: removes a manual entry.
     Del {
+        /// The MAC address of the manual entry to remove.
         #[arg(value_name = "MAC")]
         mac: String,
         #[command(flatten)]
@@ -120,13 +129,17 @@ enum FdbOp {
 
 #[derive(Subcommand)]
 enum NeighOp {
+    /// Print every neighbour entry (from the config, the datastore or `neigh add`), like `ip neigh show`.
     Show(Conn),
     /// `vtepd neigh add IP lladdr MAC`: vtepd answers ARP for IP with MAC.
     Add {
+        /// The overlay IPv4 address to answer ARP requests for.
         #[arg(value_name = "IP")]
         ip: String,
+        /// The word `lladdr`, as in `ip neigh add`.
         #[arg(value_name = "lladdr", value_parser = ["lladdr"], hide_possible_values = true)]
         _kw: String,
+        /// The unicast MAC address to answer with, e.g. 02:00:00:00:00:99.
         #[arg(value_name = "MAC")]
         mac: String,
         #[command(flatten)]
@@ -134,6 +147,7 @@ enum NeighOp {
     },
     /// `vtepd neigh del IP`: removes a manual entry.
     Del {
+        /// The IPv4 address of the manual entry to remove.
         #[arg(value_name = "IP")]
         ip: String,
         #[command(flatten)]
@@ -143,6 +157,7 @@ enum NeighOp {
 
 #[derive(Subcommand)]
 enum RouteOp {
+    /// Print the routes vtepd installed to peers' subnets, like `ip route show`.
     Show(Conn),
 }
 
@@ -260,6 +275,29 @@ fn run_daemon(cfg: &Config, opts: &RunOptions, path: &std::path::Path) -> ExitCo
     }
 }
 
+/// The levels `--log-level` takes, alone or after `target=` in a directive.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Validates `--log-level`. Tracing's filter syntax reads a bare word that is no level as a target
+/// name (`bogus` = "everything from a module named bogus"), which would silently log nothing, so
+/// every directive must end in a level; directives with span filters (`[...]`) are left to tracing.
+fn log_filter(s: &str) -> Result<String, String> {
+    for directive in s.split(',') {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if !directive.contains('[') && !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!("'{directive}' is not a level ({}) or a directive like vtepd=debug", LOG_LEVELS.join(", ")));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder().parse(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+/// Validates `--user` while the arguments are read, before any device or socket exists, so a
+/// misspelt name costs nothing to fix; the switch itself happens after set-up.
+fn existing_user(s: &str) -> Result<String, String> {
+    vtepd::io::privilege::lookup(s).map(|_| s.to_string()).map_err(|_| "no such user".to_string())
+}
+
 fn backend_summary(c: &Config) -> String {
     use vtepd::control::config::Backend;
     if let Some(e) = &c.etcd {
@@ -286,5 +324,69 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour()).with_target(false).init();
+}
+
+/// Colour only for a person at a terminal: journald and log files would keep the escape codes as
+/// text. NO_COLOR set to anything but "" turns it off there too (https://no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every (sub)command with its path, e.g. `vtepd fdb show`.
+    fn all_commands(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let p = format!("{path} {}", sub.get_name());
+            all_commands(sub, p.clone(), out);
+            out.push((p, sub.clone()));
+        }
+    }
+
+    #[test]
+    fn log_level_takes_levels_and_directives_only() {
+        for good in ["info", "DEBUG", "off", "warn,vtepd=debug", "vtepd::control=trace", "vtepd[run]=debug"] {
+            assert_eq!(log_filter(good).as_deref(), Ok(good));
+        }
+        for bad in ["bogus", "", "info,", "vtepd=loud", "vtepd"] {
+            assert!(log_filter(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn user_is_looked_up_while_parsing() {
+        assert_eq!(existing_user("root").as_deref(), Ok("root"));
+        let parsed = Cli::try_parse_from(["vtepd", "run", "-c", "x.toml", "--user", "fxc-no-such-user"]);
+        let e = parsed.err().expect("an unknown --user is refused while parsing").to_string();
+        assert!(e.contains("--user") && e.contains("no such user"), "{e}");
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_is_described_once() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut cmds = Vec::new();
+        all_commands(&cli, "vtepd".into(), &mut cmds);
+        let mut seen = std::collections::HashMap::new();
+        for (path, cmd) in &cmds {
+            let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+            assert!(!about.is_empty(), "`{path}` has no description");
+            if let Some(other) = seen.insert(about.clone(), path.clone()) {
+                panic!("`{path}` and `{other}` share the description `{about}`");
+            }
+            for arg in cmd.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")) {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                assert!(!help.is_empty(), "`{path}` argument {} has no description", arg.get_id());
+                // clap appends `[default: …]` itself; saying it in the text too prints it twice.
+                if !arg.get_default_values().is_empty() {
+                    assert!(!help.contains("[default:"), "`{path}` --{}: the default is printed twice: {help}", arg.get_id());
+                }
+            }
+        }
+    }
 }

@@ -382,6 +382,15 @@ fn sighup_applies_peer_changes_and_rejects_invalid_config() {
             "a peer subnet overlapping node.subnet",
             overlapping.to_toml(),
         ),
+        // Valid on its own, but applying its peers would re-install every one for the wrong backend.
+        (
+            "another node.backend",
+            routed_toml("ipip", "192.0.2.1", "10.244.1.0/24", "", &[("192.0.2.2", "10.244.2.0/24")]),
+        ),
+        (
+            "an [etcd] section",
+            "[node]\npublic_ip = \"192.0.2.1\"\n[etcd]\nendpoints = [\"http://192.0.2.254:2379\"]\n".to_string(),
+        ),
     ];
     for (what, toml) in &invalid {
         let rejected = p.a.log_count("config reload rejected");

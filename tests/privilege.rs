@@ -49,3 +49,35 @@ fn runs_unprivileged_with_only_network_capabilities() {
     b.stop();
     assert!(!hosts.a.has_route("10.244.2.0/24"), "route left behind by the unprivileged vtepd");
 }
+
+/// A misspelt `--user` is found while the arguments are read, before any device or socket exists.
+#[test]
+fn unknown_user_is_refused_before_set_up() {
+    let out = std::process::Command::new(vtepd_bin())
+        .args(["run", "--config", "/nonexistent/vtepd.toml", "--user", "fxc-no-such-user"])
+        .output()
+        .expect("run vtepd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("--user") && stderr.contains("no such user"), "{stderr}");
+    // The config is not even read: set-up would have come after it.
+    assert!(!stderr.contains("/nonexistent/vtepd.toml"), "{stderr}");
+}
+
+/// Without root the first thing said is the missing privilege and its fix, not its first symptom
+/// (no right to create the control socket under /run/vtepd).
+#[test]
+fn without_privilege_the_missing_capability_is_named_first() {
+    require_root();
+    let dir = TempDir::new("pvnone");
+    let path = dir.write("a.toml", &NodeCfg::host(1, &[2]).to_toml());
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", vtepd_bin(), "run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
+    assert!(stderr.contains("needs CAP_NET_ADMIN") && stderr.contains("run vtepd as root"), "{stderr}");
+}

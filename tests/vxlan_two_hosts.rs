@@ -130,6 +130,63 @@ fn check_rejects_unknown_key() {
     assert_rejected("ckunk", &toml, "frobnicate_level");
 }
 
+#[test]
+fn check_rejects_all_zero_vtep_mac() {
+    let mut cfg = NodeCfg::host(1, &[2]);
+    cfg.peers[0].vtep_mac = "00:00:00:00:00:00".into();
+    assert_rejected("ckmac", &cfg.to_toml(), "config key peer[0].vtep_mac: 00:00:00:00:00:00 is the all-zero address");
+}
+
+#[test]
+fn check_rejects_multicast_node_subnet() {
+    let mut cfg = NodeCfg::host(1, &[2]);
+    cfg.subnet = "224.1.0.0/24".into();
+    assert_rejected("ckmc", &cfg.to_toml(), "config key node.subnet: 224.1.0.0/24 overlaps 224.0.0.0/4 (multicast)");
+}
+
+/// A peer subnet holding the node's own underlay address would route the VXLAN packets into vtep0.
+#[test]
+fn check_rejects_encapsulation_loop() {
+    let mut cfg = NodeCfg::host(1, &[2]);
+    cfg.peers[0].subnet = "192.0.2.0/24".into();
+    assert_rejected("ckloop", &cfg.to_toml(), "config key peer[0].subnet: 192.0.2.0/24 contains node.public_ip 192.0.2.1");
+}
+
+/// Runs `vtepd ARGS`; returns (exit code, stderr).
+fn vtepd(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(vtepd_bin()).args(args).output().expect("run vtepd");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn check_names_a_missing_file_and_its_cause_once() {
+    let (code, stderr) = vtepd(&["check", "--config", "/nonexistent/vtepd.toml"]);
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("/nonexistent/vtepd.toml"), "{stderr}");
+    let cause = std::io::Error::from_raw_os_error(libc::ENOENT).to_string();
+    assert_eq!(stderr.matches(&cause).count(), 1, "the cause `{cause}` should be printed once:\n{stderr}");
+}
+
+#[test]
+fn a_bogus_log_level_is_a_usage_error() {
+    let (code, stderr) = vtepd(&["--log-level", "bogus", "check", "--config", "/nonexistent/vtepd.toml"]);
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("--log-level") && stderr.contains("'bogus' is not a level"), "{stderr}");
+}
+
+/// Log lines go to journald or a file when stderr is no terminal: no colour escapes there.
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    let hosts = TwoHosts::new("2hlog");
+    let dir = TempDir::new("2hlog");
+    let cfg = NodeCfg::host(1, &[2]);
+    let path = dir.write("a.toml", &cfg.to_toml());
+    let a = Vtepd::start(&hosts.a, &path, &cfg);
+    let log = a.wait_for_log("forwarding", 0);
+    assert!(!log.contains("\x1b["), "colour escapes in a log written to a pipe:\n{log:?}");
+    a.stop();
+}
+
 /// `--busy-poll` changes only how workers wait: traffic both ways must be exactly as without it
 /// (and the spinning workers must not starve the transfer into a timeout).
 #[test]

@@ -14,11 +14,19 @@ use std::path::{Path, PathBuf};
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path} is {what}, not a regular file")]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error("config {path} is larger than {} MiB, the limit for a config file", MAX_CONFIG_BYTES >> 20)]
+    TooBig { path: PathBuf },
     #[error("config {path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("config key {key}: {problem}")]
     Invalid { key: String, problem: String },
 }
+
+/// The largest config file read. A generated file with 100k peers is about 9 MiB; this leaves
+/// room for several times that (and comments), yet a runaway file is refused before it eats memory.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), problem: problem.into() }
@@ -192,7 +200,7 @@ struct RawPeer {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = read_config(path)?;
         Config::parse(&text).map_err(|e| match e {
             ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.into(), message },
             other => other,
@@ -200,8 +208,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: PathBuf::new(), message: e.to_string() })?;
+        let raw = deserialize(text)?;
         let control_socket = parse_control_socket(raw.control_socket.as_deref())?;
         if raw.etcd.is_some() {
             return Ok(Config { control_socket, ..parse_etcd_mode(raw)? });
@@ -245,7 +252,33 @@ impl Config {
                 }
             }
         }
-        self.check_peer_subnets_disjoint()
+        self.check_peer_subnets_disjoint()?;
+        self.check_no_encapsulation_loop()
+    }
+
+    /// An overlay subnet that contains an underlay address routes the traffic to that address into
+    /// the overlay: for VXLAN and IPIP the encapsulated packets themselves, an endless loop (the
+    /// kernel's VXLAN drops such packets as a circular route). The subnets are disjoint by now,
+    /// so in address order each address can only be in the last subnet that starts at or before it.
+    fn check_no_encapsulation_loop(&self) -> Result<(), ConfigError> {
+        let subnet_key = |i: Option<usize>| i.map_or_else(|| "node.subnet".to_string(), |i| format!("peer[{i}].subnet"));
+        let ip_key = |i: Option<usize>| i.map_or_else(|| "node.public_ip".to_string(), |i| format!("peer[{i}].public_ip"));
+        let mut subnets: Vec<(Ipv4Net, Option<usize>)> = Vec::with_capacity(self.peers.len() + 1);
+        subnets.push((self.node.subnet, None));
+        subnets.extend(self.peers.iter().enumerate().map(|(i, p)| (p.subnet, Some(i))));
+        subnets.sort_by_key(|(net, _)| net.network());
+        let addrs = std::iter::once((self.node.public_ip, None)).chain(self.peers.iter().enumerate().map(|(i, p)| (p.public_ip, Some(i))));
+        for (ip, who) in addrs {
+            let after = subnets.partition_point(|(net, _)| net.network() <= ip);
+            if let Some((net, owner)) = after.checked_sub(1).map(|i| subnets[i]).filter(|(net, _)| net.contains(&ip)) {
+                let problem = format!(
+                    "{net} contains {} {ip}: traffic to that underlay address would be routed into the overlay (with vxlan or ipip, the tunnel's own packets: an encapsulation loop)",
+                    ip_key(who)
+                );
+                return Err(invalid(subnet_key(owner), problem));
+            }
+        }
+        Ok(())
     }
 
     /// CIDR blocks are nested or disjoint, so in address order a block overlaps an earlier one
@@ -277,6 +310,114 @@ impl Config {
             Backend::Ipip => self.ipip.direct_routing,
             Backend::HostGw => true,
         }
+    }
+}
+
+/// Parses the TOML into the raw structs; an error names the key it is about, as validation does.
+fn deserialize(text: &str) -> Result<RawConfig, ConfigError> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let at = e.inner().span().map(|s| line_column(text, s.start)).unwrap_or_default();
+        let message = e.inner().message().replace('\n', "; ");
+        match key_and_problem(&e.path().to_string(), &message) {
+            Some((key, problem)) => invalid(key, format!("{problem}{at}")),
+            None => ConfigError::Syntax { path: PathBuf::new(), message: format!("{message}{at}") },
+        }
+    })
+}
+
+/// Serde's messages say `missing field \`subnet\``, `invalid type: string "x", expected i64`: the
+/// key goes in front, the problem is put in the file's terms. `None`: a TOML syntax error, which
+/// belongs to no key.
+fn key_and_problem(path: &str, message: &str) -> Option<(String, String)> {
+    let path = if path == "." { "" } else { path };
+    let join = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+    if let Some(name) = backquoted_after(message, "missing field ") {
+        return Some((join(name), "missing".into()));
+    }
+    if let Some(name) = backquoted_after(message, "unknown field ") {
+        let known = message.split_once(", expected ").map(|(_, e)| e.strip_prefix("one of ").unwrap_or(e).replace('`', ""));
+        let expected = known.map(|k| format!(" (known keys here: {k})")).unwrap_or_default();
+        // The path may already end at the unknown key (a whole segment, not just its tail).
+        let at_key = path == name || path.ends_with(&format!(".{name}"));
+        let key = if at_key { path.to_string() } else { join(name) };
+        return Some((key, format!("unknown key{expected}")));
+    }
+    if path.is_empty() {
+        return None;
+    }
+    if let Some((found, expected)) = message.strip_prefix("invalid type: ").and_then(|m| m.split_once(", expected ")) {
+        return Some((path.to_string(), format!("expected {}, found {}", toml_kind(expected), toml_kind(found))));
+    }
+    Some((path.to_string(), message.to_string()))
+}
+
+fn backquoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message.strip_prefix(prefix)?.strip_prefix('`')?.split('`').next()
+}
+
+/// A serde type (`i64`, `a boolean`, `struct RawNode`) or value (`string "x"`, `integer \`5\``) as
+/// the kind of TOML value it is.
+fn toml_kind(serde: &str) -> &str {
+    let word = serde.strip_prefix("a ").or_else(|| serde.strip_prefix("an ")).unwrap_or(serde);
+    match word.split(' ').next().unwrap_or(word) {
+        "string" => "a string",
+        "boolean" => "a boolean",
+        "i64" | "integer" => "an integer",
+        "floating" => "a float",
+        "sequence" => "an array",
+        "map" | "struct" => "a table",
+        _ => serde,
+    }
+}
+
+/// ` (line L, column C)` for a byte offset into `text`.
+fn line_column(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" (line {line}, column {column})")
+}
+
+/// Reads a config file, refusing what is not a regular file (`/dev/zero`, a FIFO, a directory)
+/// and anything over [`MAX_CONFIG_BYTES`]: either would hang `vtepd check` or eat memory.
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read_err = |source| ConfigError::Read { path: path.into(), source };
+    // Non-blocking, so opening a FIFO with no writer returns at once instead of waiting for one;
+    // it changes nothing for a regular file.
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(ConfigError::NotAFile { path: path.into(), what: file_kind(&meta.file_type()) });
+    }
+    let too_big = || ConfigError::TooBig { path: path.into() };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    // Bounded even if the file grows after the size check.
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text).map_err(read_err)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    Ok(text)
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "something else"
     }
 }
 
@@ -394,13 +535,7 @@ fn parse_vxlan(raw: RawVxlan, public_ip: Ipv4Addr) -> Result<Vxlan, ConfigError>
         .ok_or_else(|| invalid("vxlan.port", format!("{port} is not a UDP port (1..=65535)")))?;
     let mac = match raw.mac {
         None => MacAddr::from_underlay_ip(public_ip),
-        Some(m) => {
-            let mac: MacAddr = m.parse().map_err(|e| invalid("vxlan.mac", format!("{e}")))?;
-            if mac.is_multicast() {
-                return Err(invalid("vxlan.mac", format!("{mac} is a multicast address")));
-            }
-            mac
-        }
+        Some(m) => unicast_mac("vxlan.mac", &m)?,
     };
     let mtu = mtu_in_range("vxlan.mtu", raw.mtu)?;
     Ok(Vxlan { device, vni, port, mac, mtu, direct_routing: raw.direct_routing.unwrap_or(false) })
@@ -434,13 +569,7 @@ fn parse_peer(i: usize, raw: &RawPeer, backend: Backend) -> Result<Peer, ConfigE
     let max_prefix = if backend == Backend::Vxlan { 30 } else { 32 };
     let subnet = subnet(&key("subnet"), &raw.subnet, max_prefix)?;
     let vtep_mac = match (backend, &raw.vtep_mac) {
-        (Backend::Vxlan, Some(m)) => {
-            let mac: MacAddr = m.parse().map_err(|e| invalid(key("vtep_mac"), format!("{e}")))?;
-            if mac.is_multicast() {
-                return Err(invalid(key("vtep_mac"), format!("{mac} is a multicast address")));
-            }
-            mac
-        }
+        (Backend::Vxlan, Some(m)) => unicast_mac(&key("vtep_mac"), m)?,
         (Backend::Vxlan, None) => return Err(invalid(key("vtep_mac"), "is required with node.backend = \"vxlan\"")),
         (other, Some(_)) => {
             return Err(invalid(key("vtep_mac"), format!("is only used with node.backend = \"vxlan\" (this node's backend is \"{}\")", other.name())))
@@ -451,10 +580,40 @@ fn parse_peer(i: usize, raw: &RawPeer, backend: Backend) -> Result<Peer, ConfigE
     Ok(Peer { public_ip, subnet, vtep_mac })
 }
 
+/// A VTEP MAC is the destination of unicast frames and the source of every frame it sends: the
+/// all-zero address is no station's, and a group address (I/G bit, broadcast too) is refused as a
+/// source by bridges and the kernel's neighbour table.
+fn unicast_mac(key: &str, s: &str) -> Result<MacAddr, ConfigError> {
+    let mac: MacAddr = s.parse().map_err(|e| invalid(key, format!("{e}")))?;
+    let problem = if mac == MacAddr::default() {
+        "the all-zero address"
+    } else if mac.is_broadcast() {
+        "the broadcast address"
+    } else if mac.is_multicast() {
+        "a multicast address (I/G bit set)"
+    } else {
+        return Ok(mac);
+    };
+    Err(invalid(key, format!("{mac} is {problem}, not a unicast MAC")))
+}
+
+/// IPv4 ranges that no host or pod can use: a route to them would be ignored or would break the
+/// host (RFC 6890: "this network", loopback, multicast, and the reserved block with broadcast).
+const RESERVED: [(Ipv4Net, &str); 4] = [
+    (Ipv4Net::new_assert(Ipv4Addr::new(0, 0, 0, 0), 8), "0.0.0.0/8 (\"this network\")"),
+    (Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8), "127.0.0.0/8 (loopback)"),
+    (Ipv4Net::new_assert(Ipv4Addr::new(224, 0, 0, 0), 4), "224.0.0.0/4 (multicast)"),
+    (Ipv4Net::new_assert(Ipv4Addr::new(240, 0, 0, 0), 4), "240.0.0.0/4 (reserved, and broadcast)"),
+];
+
+fn reserved_overlap(net: &Ipv4Net) -> Option<&'static str> {
+    RESERVED.iter().find(|(r, _)| overlaps(r, net)).map(|(_, name)| *name)
+}
+
 fn unicast_ip(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
     let ip: Ipv4Addr = s.parse().map_err(|_| invalid(key, format!("'{s}' is not an IPv4 address")))?;
-    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
-        return Err(invalid(key, format!("{ip} is not a unicast host address")));
+    if let Some(range) = reserved_overlap(&Ipv4Net::from(ip)) {
+        return Err(invalid(key, format!("{ip} is not a unicast host address (it is in {range})")));
     }
     Ok(ip)
 }
@@ -466,6 +625,9 @@ fn subnet(key: &str, s: &str, max_prefix: u8) -> Result<Ipv4Net, ConfigError> {
     }
     if net.trunc() != net {
         return Err(invalid(key, format!("{net} has host bits set (did you mean {}?)", net.trunc())));
+    }
+    if let Some(range) = reserved_overlap(&net) {
+        return Err(invalid(key, format!("{net} overlaps {range}, which pods cannot use")));
     }
     Ok(net)
 }
@@ -580,6 +742,89 @@ subnet = "10.244.7.9/32"
         let c = Config::parse(&text).unwrap();
         assert_eq!(c.node.backend, Backend::HostGw);
         assert_eq!(c.peers.len(), 2);
+    }
+
+    #[test]
+    fn vtep_macs_must_be_unicast() {
+        let own = |mac: &str| GOOD.replace("mac = \"02:00:00:00:00:01\"", &format!("mac = \"{mac}\""));
+        let peer = |mac: &str| GOOD.replace("vtep_mac = \"02:00:00:00:00:02\"", &format!("vtep_mac = \"{mac}\""));
+        let cases = [
+            (own("00:00:00:00:00:00"), "config key vxlan.mac: 00:00:00:00:00:00 is the all-zero address, not a unicast MAC"),
+            (own("ff:ff:ff:ff:ff:ff"), "config key vxlan.mac: ff:ff:ff:ff:ff:ff is the broadcast address, not a unicast MAC"),
+            (own("33:33:00:00:00:01"), "config key vxlan.mac: 33:33:00:00:00:01 is a multicast address (I/G bit set), not a unicast MAC"),
+            (peer("00:00:00:00:00:00"), "config key peer[0].vtep_mac: 00:00:00:00:00:00 is the all-zero address, not a unicast MAC"),
+            (peer("ff:ff:ff:ff:ff:ff"), "config key peer[0].vtep_mac: ff:ff:ff:ff:ff:ff is the broadcast address, not a unicast MAC"),
+            (peer("01:00:5e:00:00:01"), "config key peer[0].vtep_mac: 01:00:5e:00:00:01 is a multicast address (I/G bit set), not a unicast MAC"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(err_of(&text), want);
+        }
+    }
+
+    #[test]
+    fn overlay_subnets_must_be_usable_for_pods() {
+        let host_gw = IPIP.replace("backend = \"ipip\"", "backend = \"host-gw\"").replace("[ipip]\ndevice = \"tunl0\"\ndirect_routing = true\n", "");
+        let cases = [
+            (GOOD.replace("10.244.1.0/24", "127.0.0.0/24"), "node.subnet: 127.0.0.0/24 overlaps 127.0.0.0/8 (loopback)"),
+            (GOOD.replace("10.244.1.0/24", "224.1.0.0/24"), "node.subnet: 224.1.0.0/24 overlaps 224.0.0.0/4 (multicast)"),
+            (GOOD.replace("10.244.1.0/24", "0.0.0.0/0"), "node.subnet: 0.0.0.0/0 overlaps 0.0.0.0/8"),
+            (GOOD.replace("10.244.1.0/24", "255.255.255.0/30"), "node.subnet: 255.255.255.0/30 overlaps 240.0.0.0/4 (reserved, and broadcast)"),
+            (GOOD.replace("10.244.2.0/24", "240.0.0.0/24"), "peer[0].subnet: 240.0.0.0/24 overlaps 240.0.0.0/4"),
+            (IPIP.replace("10.244.7.9/32", "239.1.1.1/32"), "peer[1].subnet: 239.1.1.1/32 overlaps 224.0.0.0/4 (multicast)"),
+            (host_gw.replace("10.244.7.9/32", "0.0.0.1/32"), "peer[1].subnet: 0.0.0.1/32 overlaps 0.0.0.0/8"),
+            (host_gw.replace("10.244.7.9/32", "127.0.0.1/32"), "peer[1].subnet: 127.0.0.1/32 overlaps 127.0.0.0/8 (loopback)"),
+            (GOOD.replace("\"192.0.2.2\"", "\"240.0.0.1\""), "peer[0].public_ip: 240.0.0.1 is not a unicast host address"),
+        ];
+        for (text, want) in cases {
+            let e = err_of(&text);
+            assert!(e.contains(want), "expected `{want}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn an_overlay_subnet_containing_an_underlay_address_is_an_encapsulation_loop() {
+        let host_gw = IPIP.replace("backend = \"ipip\"", "backend = \"host-gw\"").replace("[ipip]\ndevice = \"tunl0\"\ndirect_routing = true\n", "");
+        let cases = [
+            (GOOD.replace("10.244.1.0/24", "192.0.2.0/24"), "node.subnet: 192.0.2.0/24 contains node.public_ip 192.0.2.1"),
+            (
+                GOOD.replace("10.244.1.0/24", "192.0.2.0/30").replace("\"192.0.2.1\"", "\"198.51.100.1\""),
+                "node.subnet: 192.0.2.0/30 contains peer[0].public_ip 192.0.2.2",
+            ),
+            (GOOD.replace("10.244.2.0/24", "192.0.2.0/30"), "peer[0].subnet: 192.0.2.0/30 contains node.public_ip 192.0.2.1"),
+            (IPIP.replace("10.244.7.9/32", "192.0.2.2/32"), "peer[1].subnet: 192.0.2.2/32 contains peer[0].public_ip 192.0.2.2"),
+            (IPIP.replace("10.244.1.64/26", "198.51.100.0/24"), "peer[0].subnet: 198.51.100.0/24 contains peer[1].public_ip 198.51.100.3"),
+            (host_gw.replace("10.244.7.9/32", "192.0.2.1/32"), "peer[1].subnet: 192.0.2.1/32 contains node.public_ip 192.0.2.1"),
+        ];
+        for (text, want) in cases {
+            let e = err_of(&text);
+            assert!(e.starts_with(&format!("config key {want}: traffic to that underlay address")), "expected `{want}` in: {e}");
+            assert!(e.contains("encapsulation loop"), "{e}");
+        }
+        // Next to the subnet, not inside it: fine.
+        assert!(Config::parse(&IPIP.replace("10.244.7.9/32", "198.51.100.4/32")).is_ok());
+    }
+
+    #[test]
+    fn toml_errors_name_the_full_key() {
+        let second_peer = format!("{GOOD}{}", peer_toml("192.0.2.3", "10.244.3.0/24", "02:00:00:00:00:03"));
+        let cases = [
+            (second_peer.replace("subnet = \"10.244.3.0/24\"\n", ""), "config key peer[1].subnet: missing (line 16, column 1)"),
+            (GOOD.replace("vni = 1", "vni = \"1\""), "config key vxlan.vni: expected an integer, found a string (line 8, column 7)"),
+            (GOOD.replace("mtu = 1450", "mtu = 1450.0"), "config key vxlan.mtu: expected an integer, found a float (line 11, column 7)"),
+            (IPIP.replace("direct_routing = true", "direct_routing = \"yes\""), "config key ipip.direct_routing: expected a boolean, found a string (line 8, column 18)"),
+            (GOOD.replace("[node]\n", "node = 1\n[nod]\n"), "config key node: expected a table, found an integer (line 2, column 8)"),
+            ("[node]\nsubnet = \"10.244.1.0/24\"\n".into(), "config key node.public_ip: missing (line 1, column 1)"),
+            ("".into(), "config key node: missing (line 1, column 1)"),
+            (
+                GOOD.replace("mtu = 1450", "colour = 1"),
+                "config key vxlan.colour: unknown key (known keys here: device, vni, port, mac, mtu, direct_routing) (line 11, column 1)",
+            ),
+            (GOOD.replace("mtu = 1450", "lan = 1"), "config key vxlan.lan: unknown key (known keys here: device, vni, port, mac, mtu, direct_routing) (line 11, column 1)"),
+            (format!("{ETCD}[etcd]\n"), "config : invalid table header; duplicate key `etcd` in document root (line 8, column 1)"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(err_of(&text), want, "config:\n{text}");
+        }
     }
 
     #[test]
@@ -707,6 +952,64 @@ device = "flannel0"
             assert!(e.contains(key), "expected {key} in: {e}");
         }
         assert!(err_of("[node]\npublic_ip = \"192.0.2.1\"\n").contains("node.subnet"));
+    }
+
+    /// A scratch directory for one test, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("vtepd-config-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Loads `path` on another thread, so a regression that blocks fails the test instead of hanging it.
+    fn load_within_seconds(path: &Path) -> Result<Config, ConfigError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_path_buf();
+        // The send fails only if the test gave up waiting; nothing to do then.
+        std::thread::spawn(move || {
+            let _ = tx.send(Config::load(&path));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("Config::load blocked")
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = Scratch::new("kinds");
+        let fifo = dir.0.join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path and nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let cases = [
+            (fifo.as_path(), "is a FIFO, not a regular file"),
+            (Path::new("/dev/zero"), "is a character device, not a regular file"),
+            (dir.0.as_path(), "is a directory, not a regular file"),
+        ];
+        for (path, want) in cases {
+            let e = load_within_seconds(path).unwrap_err().to_string();
+            assert_eq!(e, format!("config {} {want}", path.display()));
+        }
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused() {
+        let dir = Scratch::new("big");
+        let path = dir.0.join("big.toml");
+        // Sparse: no disk or memory is spent on it.
+        std::fs::File::create(&path).unwrap().set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        let e = load_within_seconds(&path).unwrap_err().to_string();
+        assert_eq!(e, format!("config {} is larger than 64 MiB, the limit for a config file", path.display()));
+        std::fs::write(&path, GOOD).unwrap();
+        assert!(load_within_seconds(&path).is_ok());
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub enum RunError {
     Netlink(#[source] NetlinkError),
     #[error("configuring routes and devices needs CAP_NET_ADMIN ({0}): run vtepd as root or grant it the capability")]
     NoPermission(#[source] NetlinkError),
+    #[error("configuring routes and devices needs CAP_NET_ADMIN, which this process lacks: run vtepd as root or grant it the capability")]
+    NoCapNetAdmin,
     #[error("node.public_ip {0} is not an address of this host: add it to the underlay interface (`ip addr add {0}/24 dev eth0`) or fix the config")]
     AddrNotHere(Ipv4Addr),
     #[error("cannot find the MTU of the underlay interface {device}; set {key} in the config")]
@@ -87,6 +89,7 @@ pub fn run(
     reload_config: Box<dyn Fn() -> Result<Config, ConfigError> + '_>,
 ) -> Result<Vec<(&'static str, u64)>, RunError> {
     crate::io::release_free_memory();
+    require_net_admin()?;
     // Bound first: a socket another vtepd is serving is a reason not to start, found before
     // anything is installed (or leased).
     let socket_path = opts.socket.clone().unwrap_or_else(|| super::api::socket_path(cfg));
@@ -114,6 +117,8 @@ pub fn run(
             return Err(e.into());
         }
     };
+    let running = Running { backend: cfg.node.backend, etcd: cfg.etcd.is_some(), socket: opts.socket.is_none().then_some(socket_path) };
+    let reload_config = Box::new(move || reload_config().and_then(|new| running.vet_reload(new)));
     let server = socket.serve(events_tx.clone()).map_err(RunError::Thread)?;
     let metrics = metrics.map(|m| m.serve(events_tx.clone())).transpose().map_err(RunError::Thread)?;
     Supervisor {
@@ -138,6 +143,50 @@ pub fn run(
     Ok(started.finish())
 }
 
+/// What a reloaded config is checked against: what cannot change without a restart.
+struct Running {
+    backend: Backend,
+    etcd: bool,
+    /// The control socket served, if it came from the config (not `--socket`).
+    socket: Option<std::path::PathBuf>,
+}
+
+impl Running {
+    /// Rejects, before anything is touched, a reload that would make the supervisor re-install every
+    /// peer for another backend (a route flap) or, switching to etcd mode, remove them all; says that
+    /// a changed control socket waits for a restart. The supervisor does the rest.
+    fn vet_reload(&self, new: Config) -> Result<Config, ConfigError> {
+        let restart = |key: &str, problem: String| ConfigError::Invalid { key: key.into(), problem: format!("{problem}; that needs a restart") };
+        if !self.etcd && new.etcd.is_some() {
+            return Err(restart("etcd", "switches to etcd mode".into()));
+        }
+        if !self.etcd && new.node.backend != self.backend {
+            return Err(restart("node.backend", format!("\"{}\" differs from the running \"{}\"", new.node.backend.name(), self.backend.name())));
+        }
+        if let Some((served, wanted)) = self.socket_change(&new) {
+            tracing::warn!(served = %served.display(), wanted = %wanted.display(), "config reload: a changed control_socket needs a restart; the running vtepd keeps serving the old one");
+        }
+        Ok(new)
+    }
+
+    /// (served, wanted) when the new config names another control socket than the one served.
+    fn socket_change(&self, new: &Config) -> Option<(&std::path::Path, std::path::PathBuf)> {
+        let wanted = super::api::socket_path(new);
+        self.socket.as_deref().filter(|served| *served != wanted).map(|served| (served, wanted))
+    }
+}
+
+/// Without CAP_NET_ADMIN nothing below can work, and the first step to fail would name only a
+/// symptom (no right to create /run/vtepd): the missing privilege is named first.
+fn require_net_admin() -> Result<(), RunError> {
+    use caps::{CapSet, Capability};
+    match caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN) {
+        Ok(false) => Err(RunError::NoCapNetAdmin),
+        // Unknown: the steps that need it will say what fails.
+        Ok(true) | Err(_) => Ok(()),
+    }
+}
+
 /// The MTU pods should use (Flannel's FLANNEL_MTU): the device's, or the underlay's for host-gw.
 fn pod_mtu(cfg: &Config, started: &Started) -> u32 {
     started.device.as_ref().map(|d| d.mtu).unwrap_or_else(|| {
@@ -157,5 +206,47 @@ pub fn start(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<
         Backend::Vxlan => backend::vxlan::start(nl, cfg, opts, stop),
         Backend::Ipip => backend::ipip::start(nl, cfg, opts, stop),
         Backend::HostGw => backend::hostgw::start(nl, cfg, opts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    const VXLAN: &str = "[node]\npublic_ip = \"192.0.2.1\"\nsubnet = \"10.244.1.0/24\"\n[[peer]]\npublic_ip = \"192.0.2.2\"\nsubnet = \"10.244.2.0/24\"\nvtep_mac = \"02:00:00:00:00:02\"\n";
+    const IPIP: &str = "[node]\npublic_ip = \"192.0.2.1\"\nsubnet = \"10.244.1.0/24\"\nbackend = \"ipip\"\n[[peer]]\npublic_ip = \"192.0.2.2\"\nsubnet = \"10.244.2.0/24\"\n";
+    const ETCD: &str = "[node]\npublic_ip = \"192.0.2.1\"\n[etcd]\nendpoints = [\"http://192.0.2.254:2379\"]\n";
+
+    fn running(text: &str, socket_flag: bool) -> Running {
+        let cfg = Config::parse(text).unwrap();
+        let socket = (!socket_flag).then(|| super::super::api::socket_path(&cfg));
+        Running { backend: cfg.node.backend, etcd: cfg.etcd.is_some(), socket }
+    }
+
+    fn vet(running: &Running, text: &str) -> Result<Config, String> {
+        running.vet_reload(Config::parse(text).unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_reload_for_another_backend_or_mode_is_rejected() {
+        let ipip = running(IPIP, false);
+        assert_eq!(vet(&ipip, VXLAN).unwrap_err(), "config key node.backend: \"vxlan\" differs from the running \"ipip\"; that needs a restart");
+        assert_eq!(vet(&ipip, ETCD).unwrap_err(), "config key etcd: switches to etcd mode; that needs a restart");
+        assert!(vet(&ipip, &IPIP.replace("10.244.2.0/24", "10.244.3.0/24")).is_ok());
+        // In etcd mode the backend comes from etcd; the file's placeholder is no change.
+        let etcd = Running { backend: Backend::Ipip, etcd: true, socket: None };
+        assert!(vet(&etcd, ETCD).is_ok());
+    }
+
+    #[test]
+    fn a_changed_control_socket_is_noticed_unless_set_by_flag() {
+        let moved = format!("control_socket = \"/run/x/a.sock\"\n{VXLAN}");
+        let from_config = running(VXLAN, false);
+        let (served, wanted) = from_config.socket_change(&Config::parse(&moved).unwrap()).expect("change noticed");
+        // The default's directory depends on the network namespace the test runs in.
+        assert_eq!((served.file_name(), wanted), (Some("vtep0.sock".as_ref()), PathBuf::from("/run/x/a.sock")));
+        assert!(from_config.socket_change(&Config::parse(VXLAN).unwrap()).is_none());
+        assert!(running(VXLAN, true).socket_change(&Config::parse(&moved).unwrap()).is_none());
     }
 }

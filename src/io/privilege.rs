@@ -51,7 +51,7 @@ pub fn drop_to(user: &str) -> Result<(), PrivilegeError> {
     Ok(())
 }
 
-fn lookup(user: &str) -> Result<(libc::uid_t, libc::gid_t), PrivilegeError> {
+pub fn lookup(user: &str) -> Result<(libc::uid_t, libc::gid_t), PrivilegeError> {
     let name = CString::new(user).map_err(|_| PrivilegeError::NoSuchUser(user.into()))?;
     let mut pwd: libc::passwd = unsafe_zeroed_passwd();
     let mut buf = vec![0 as libc::c_char; 16 * 1024];

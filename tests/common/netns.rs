@@ -13,9 +13,11 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates `vt-<tag>-<pid>-<n>` with `lo` up.
+    /// Creates `vt-<tag>-<pid>-<n>` with `lo` up; VTEPD_TEST_NETNS_PREFIX replaces `vt`, for a machine
+    /// where each user of it must keep to namespaces named their own way.
     pub fn new(tag: &str) -> Netns {
-        let name = format!("vt-{tag}-{}", unique_suffix());
+        let prefix = std::env::var("VTEPD_TEST_NETNS_PREFIX").unwrap_or_else(|_| "vt".into());
+        let name = format!("{prefix}-{tag}-{}", unique_suffix());
         run_ok("ip", &["netns", "add", &name]);
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"]);
