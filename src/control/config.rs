@@ -258,7 +258,7 @@ impl Config {
 
     /// An overlay subnet that contains an underlay address routes the traffic to that address into
     /// the overlay: for VXLAN and IPIP the encapsulated packets themselves, an endless loop (the
-    /// kernel's VXLAN refuses such a route for the same reason). The subnets are disjoint by now,
+    /// kernel's VXLAN drops such packets as a circular route). The subnets are disjoint by now,
     /// so in address order each address can only be in the last subnet that starts at or before it.
     fn check_no_encapsulation_loop(&self) -> Result<(), ConfigError> {
         let subnet_key = |i: Option<usize>| i.map_or_else(|| "node.subnet".to_string(), |i| format!("peer[{i}].subnet"));
