@@ -337,8 +337,9 @@ fn key_and_problem(path: &str, message: &str) -> Option<(String, String)> {
     if let Some(name) = backquoted_after(message, "unknown field ") {
         let known = message.split_once(", expected ").map(|(_, e)| e.strip_prefix("one of ").unwrap_or(e).replace('`', ""));
         let expected = known.map(|k| format!(" (known keys here: {k})")).unwrap_or_default();
-        // The path may already end at the unknown key.
-        let key = if path.ends_with(name) { path.to_string() } else { join(name) };
+        // The path may already end at the unknown key (a whole segment, not just its tail).
+        let at_key = path == name || path.ends_with(&format!(".{name}"));
+        let key = if at_key { path.to_string() } else { join(name) };
         return Some((key, format!("unknown key{expected}")));
     }
     if path.is_empty() {
@@ -818,6 +819,7 @@ subnet = "10.244.7.9/32"
                 GOOD.replace("mtu = 1450", "colour = 1"),
                 "config key vxlan.colour: unknown key (known keys here: device, vni, port, mac, mtu, direct_routing) (line 11, column 1)",
             ),
+            (GOOD.replace("mtu = 1450", "lan = 1"), "config key vxlan.lan: unknown key (known keys here: device, vni, port, mac, mtu, direct_routing) (line 11, column 1)"),
             (format!("{ETCD}[etcd]\n"), "config : invalid table header; duplicate key `etcd` in document root (line 8, column 1)"),
         ];
         for (text, want) in cases {
