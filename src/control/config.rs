@@ -339,7 +339,11 @@ fn key_and_problem(path: &str, message: &str) -> Option<(String, String)> {
         let expected = known.map(|k| format!(" (known keys here: {k})")).unwrap_or_default();
         // The path may already end at the unknown key (a whole segment, not just its tail).
         let at_key = path == name || path.ends_with(&format!(".{name}"));
-        let key = if at_key { path.to_string() } else { join(name) };
+        let mut key = if at_key { path.to_string() } else { join(name) };
+        if name.is_empty() {
+            // `'' = 0`: TOML allows an empty quoted key; name it the way the file spells it.
+            key.push_str(if key.is_empty() || key.ends_with('.') { "\"\"" } else { ".\"\"" });
+        }
         return Some((key, format!("unknown key{expected}")));
     }
     if path.is_empty() {
@@ -819,6 +823,7 @@ subnet = "10.244.7.9/32"
                 GOOD.replace("mtu = 1450", "colour = 1"),
                 "config key vxlan.colour: unknown key (known keys here: device, vni, port, mac, mtu, direct_routing) (line 11, column 1)",
             ),
+            ("'' = 0".to_string(), "config key \"\": unknown key (known keys here: control_socket, node, vxlan, ipip, peer, etcd) (line 1, column 1)"),
             (GOOD.replace("mtu = 1450", "lan = 1"), "config key vxlan.lan: unknown key (known keys here: device, vni, port, mac, mtu, direct_routing) (line 11, column 1)"),
             (format!("{ETCD}[etcd]\n"), "config : invalid table header; duplicate key `etcd` in document root (line 8, column 1)"),
         ];
