@@ -589,14 +589,15 @@ fn parse_peer(i: usize, raw: &RawPeer, backend: Backend) -> Result<Peer, ConfigE
 /// source by bridges and the kernel's neighbour table.
 fn unicast_mac(key: &str, s: &str) -> Result<MacAddr, ConfigError> {
     let mac: MacAddr = s.parse().map_err(|e| invalid(key, format!("{e}")))?;
+    if mac.is_unicast() {
+        return Ok(mac);
+    }
     let problem = if mac == MacAddr::default() {
         "the all-zero address"
     } else if mac.is_broadcast() {
         "the broadcast address"
-    } else if mac.is_multicast() {
-        "a multicast address (I/G bit set)"
     } else {
-        return Ok(mac);
+        "a multicast address (I/G bit set)"
     };
     Err(invalid(key, format!("{mac} is {problem}, not a unicast MAC")))
 }

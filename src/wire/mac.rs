@@ -18,6 +18,11 @@ impl MacAddr {
         *self == Self::BROADCAST
     }
 
+    /// One station's address, as a VTEP MAC must be: neither all-zero nor a group address.
+    pub fn is_unicast(&self) -> bool {
+        !self.is_multicast() && *self != MacAddr::default()
+    }
+
     /// A locally administered unicast MAC that stays the same for a given underlay address, so
     /// restarting vtepd never leaves stale permanent neighbour entries on peers (flannel#1139-style).
     pub fn from_underlay_ip(ip: Ipv4Addr) -> MacAddr {

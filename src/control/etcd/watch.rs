@@ -100,8 +100,7 @@ fn unusable(n: &RemoteNode, own_ip: Ipv4Addr, backend: Backend) -> Option<&'stat
     if n.subnet.contains(&n.public_ip) || n.subnet.contains(&own_ip) {
         return Some("its subnet holds an underlay address: an encapsulation loop");
     }
-    let mac = n.vtep_mac;
-    (backend == Backend::Vxlan && (mac.is_multicast() || mac.0 == [0; 6])).then_some("its VtepMAC is not a unicast MAC")
+    (backend == Backend::Vxlan && !n.vtep_mac.is_unicast()).then_some("its VtepMAC is not a unicast MAC")
 }
 
 #[cfg(test)]
