@@ -5,6 +5,7 @@
 use crate::wire::vxlan::{Vni, IANA_PORT};
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
+use super::overlay::SubnetIndex;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -256,21 +257,15 @@ impl Config {
         self.check_no_encapsulation_loop()
     }
 
-    /// An overlay subnet that contains an underlay address routes the traffic to that address into
-    /// the overlay: for VXLAN and IPIP the encapsulated packets themselves, an endless loop (the
-    /// kernel's VXLAN drops such packets as a circular route). The subnets are disjoint by now,
-    /// so in address order each address can only be in the last subnet that starts at or before it.
+    /// An overlay subnet that contains an underlay address: see [`SubnetIndex`].
     fn check_no_encapsulation_loop(&self) -> Result<(), ConfigError> {
         let subnet_key = |i: Option<usize>| i.map_or_else(|| "node.subnet".to_string(), |i| format!("peer[{i}].subnet"));
         let ip_key = |i: Option<usize>| i.map_or_else(|| "node.public_ip".to_string(), |i| format!("peer[{i}].public_ip"));
-        let mut subnets: Vec<(Ipv4Net, Option<usize>)> = Vec::with_capacity(self.peers.len() + 1);
-        subnets.push((self.node.subnet, None));
-        subnets.extend(self.peers.iter().enumerate().map(|(i, p)| (p.subnet, Some(i))));
-        subnets.sort_by_key(|(net, _)| net.network());
-        let addrs = std::iter::once((self.node.public_ip, None)).chain(self.peers.iter().enumerate().map(|(i, p)| (p.public_ip, Some(i))));
+        let peers = self.peers.iter().enumerate();
+        let index = SubnetIndex::new(std::iter::once((self.node.subnet, None)).chain(peers.clone().map(|(i, p)| (p.subnet, Some(i)))));
+        let addrs = std::iter::once((self.node.public_ip, None)).chain(peers.map(|(i, p)| (p.public_ip, Some(i))));
         for (ip, who) in addrs {
-            let after = subnets.partition_point(|(net, _)| net.network() <= ip);
-            if let Some((net, owner)) = after.checked_sub(1).map(|i| subnets[i]).filter(|(net, _)| net.contains(&ip)) {
+            if let Some((net, owner)) = index.containing(ip) {
                 let problem = format!(
                     "{net} contains {} {ip}: traffic to that underlay address would be routed into the overlay (with vxlan or ipip, the tunnel's own packets: an encapsulation loop)",
                     ip_key(who)

@@ -29,6 +29,34 @@ impl RemoteNode {
     }
 }
 
+/// Overlay subnets by prefix, to ask which one holds an address. An overlay subnet holding an
+/// underlay address is an encapsulation loop: the route to it would carry the tunnel's own packets
+/// back into the tunnel (the kernel's VXLAN drops those as a circular route). Both peer sources
+/// refuse such a subnet: the config file with exit 2, etcd's lease watch by skipping the lease.
+pub struct SubnetIndex<K> {
+    by_net: BTreeMap<Ipv4Net, K>,
+    /// The prefix lengths present, longest first: one lookup each, however the subnets nest.
+    lens: Vec<u8>,
+}
+
+impl<K: Copy> SubnetIndex<K> {
+    pub fn new(subnets: impl IntoIterator<Item = (Ipv4Net, K)>) -> SubnetIndex<K> {
+        let by_net: BTreeMap<Ipv4Net, K> = subnets.into_iter().map(|(n, k)| (n.trunc(), k)).collect();
+        let mut lens: Vec<u8> = by_net.keys().map(|n| n.prefix_len()).collect();
+        lens.sort_unstable_by(|a, b| b.cmp(a));
+        lens.dedup();
+        SubnetIndex { by_net, lens }
+    }
+
+    /// The most specific subnet that contains `ip`, and whose it is.
+    pub fn containing(&self, ip: Ipv4Addr) -> Option<(Ipv4Net, K)> {
+        self.lens.iter().find_map(|&len| {
+            let net = Ipv4Net::new(ip, len).ok()?.trunc();
+            self.by_net.get(&net).map(|&k| (net, k))
+        })
+    }
+}
+
 /// How one backend puts peers in place and takes them away again: data-path tables first and
 /// kernel state second on the way in (by the time the kernel routes a packet to us, we can forward
 /// it), the reverse on the way out. The tables change for a whole batch of peers at once (each
@@ -163,5 +191,23 @@ impl Overlay {
             }
         }
         self.installer.update_tables(&[], &all);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SubnetIndex;
+
+    #[test]
+    fn subnet_index_finds_the_most_specific_subnet_holding_an_address() {
+        let net = |s: &str| s.parse().unwrap();
+        let index = SubnetIndex::new([(net("10.0.0.0/8"), 1), (net("10.5.0.0/24"), 2), (net("10.6.0.0/31"), 3), (net("0.0.0.0/0"), 4)]);
+        let at = |ip: &str| index.containing(ip.parse().unwrap()).map(|(n, k)| (n.to_string(), k));
+        assert_eq!(at("10.5.0.9"), Some(("10.5.0.0/24".into(), 2)));
+        // Past the last subnet that starts before it, but inside a wider one that starts earlier.
+        assert_eq!(at("10.6.0.2"), Some(("10.0.0.0/8".into(), 1)));
+        assert_eq!(at("10.6.0.1"), Some(("10.6.0.0/31".into(), 3)));
+        assert_eq!(at("192.0.2.1"), Some(("0.0.0.0/0".into(), 4)));
+        assert_eq!(SubnetIndex::new([(net("10.244.1.0/24"), ())]).containing("10.244.2.1".parse().unwrap()), None);
     }
 }

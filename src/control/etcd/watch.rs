@@ -6,7 +6,7 @@
 //! async loop that feeds it lives in [`super::session`]; this part is pure and unit-tested.
 use super::flannel::{parse_subnet_key, LeaseAttrs};
 use crate::control::config::Backend;
-use crate::control::overlay::RemoteNode;
+use crate::control::overlay::{RemoteNode, SubnetIndex};
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +26,8 @@ pub struct LeaseMap {
     pub entries: BTreeMap<Ipv4Net, Entry>,
     /// Keys already warned about, so a bad key is logged once, not on every resync.
     warned: BTreeSet<String>,
+    /// Leases left out of the last peer list, and why, so each is warned about once.
+    skipped: BTreeMap<Ipv4Net, (Ipv4Addr, &'static str)>,
 }
 
 impl LeaseMap {
@@ -62,9 +64,11 @@ impl LeaseMap {
 
     /// The nodes this backend can reach: leases of the same backend type (as flanneld's backends
     /// skip the others), minus this node's own address. Two leases naming one address (a node that
-    /// moved subnets, its old key not yet expired) are one node: the newest write wins.
-    pub fn peers(&self, own_ip: Ipv4Addr, backend: Backend) -> Vec<RemoteNode> {
+    /// moved subnets, its old key not yet expired) are one node: the newest write wins. A lease the
+    /// config file would refuse as a `[[peer]]` is skipped, with a warning when it starts to be.
+    pub fn peers(&mut self, own_ip: Ipv4Addr, backend: Backend) -> Vec<RemoteNode> {
         let mut by_ip: BTreeMap<Ipv4Addr, (i64, RemoteNode)> = BTreeMap::new();
+        let mut skipped = BTreeMap::new();
         for (subnet, e) in &self.entries {
             if e.attrs.public_ip == own_ip || e.attrs.backend_type != backend.name() {
                 continue;
@@ -75,11 +79,11 @@ impl LeaseMap {
                 // Unused without VXLAN, as for configured peers.
                 _ => MacAddr::from_underlay_ip(e.attrs.public_ip),
             };
-            let node = RemoteNode { public_ip: e.attrs.public_ip, subnet: *subnet, vtep_mac };
-            if let Some(why) = unusable(&node, own_ip, backend) {
-                tracing::warn!(subnet = %subnet, peer = %node.public_ip, why, "lease skipped");
+            if backend == Backend::Vxlan && !vtep_mac.is_unicast() {
+                skipped.insert(*subnet, (e.attrs.public_ip, "its VtepMAC is not a unicast MAC"));
                 continue;
             }
+            let node = RemoteNode { public_ip: e.attrs.public_ip, subnet: *subnet, vtep_mac };
             match by_ip.get(&node.public_ip) {
                 Some((rev, _)) if *rev > e.mod_revision => {}
                 _ => {
@@ -88,19 +92,22 @@ impl LeaseMap {
             }
         }
         let mut peers: Vec<RemoteNode> = by_ip.into_values().map(|(_, n)| n).collect();
+        let index = SubnetIndex::new(peers.iter().map(|n| (n.subnet, n.public_ip)));
+        for ip in std::iter::once(own_ip).chain(peers.iter().map(|n| n.public_ip)) {
+            if let Some((subnet, peer)) = index.containing(ip) {
+                skipped.insert(subnet, (peer, "its subnet holds an underlay address: an encapsulation loop"));
+            }
+        }
+        peers.retain(|n| !skipped.contains_key(&n.subnet));
         peers.sort_by_key(|n| n.subnet);
+        for (subnet, (peer, why)) in &skipped {
+            if !self.skipped.contains_key(subnet) {
+                tracing::warn!(subnet = %subnet, peer = %peer, why, "lease skipped");
+            }
+        }
+        self.skipped = skipped;
         peers
     }
-}
-
-/// What the config file refuses in a `[[peer]]` is skipped in a lease too: a subnet that holds an
-/// underlay address (its route would carry the tunnel's own packets into the tunnel) or a VTEP MAC
-/// that cannot be one host's.
-fn unusable(n: &RemoteNode, own_ip: Ipv4Addr, backend: Backend) -> Option<&'static str> {
-    if n.subnet.contains(&n.public_ip) || n.subnet.contains(&own_ip) {
-        return Some("its subnet holds an underlay address: an encapsulation loop");
-    }
-    (backend == Backend::Vxlan && !n.vtep_mac.is_unicast()).then_some("its VtepMAC is not a unicast MAC")
 }
 
 #[cfg(test)]
@@ -156,5 +163,26 @@ mod tests {
         m.put("10.244.6.0-24", &vxlan("192.0.2.6", "00:00:00:00:00:00"), 7, 6);
         let p: Vec<String> = m.peers(own, Backend::Vxlan).iter().map(|n| n.subnet.to_string()).collect();
         assert_eq!(p, ["10.244.2.0/24"]);
+    }
+
+    #[test]
+    fn a_lease_whose_subnet_holds_another_nodes_address_is_skipped_not_the_other() {
+        let mut m = LeaseMap::default();
+        let own = Ipv4Addr::new(192, 0, 2, 1);
+        m.put("10.244.2.0-24", &vxlan("192.0.2.2", "02:00:00:00:00:02"), 7, 2);
+        // Holds node 3's address, and nests a /28 lease inside it: both found, whatever the nesting.
+        m.put("198.51.100.0-24", &vxlan("192.0.2.4", "02:00:00:00:00:04"), 7, 4);
+        m.put("198.51.100.16-28", &vxlan("192.0.2.5", "02:00:00:00:00:05"), 7, 5);
+        m.put("10.244.3.0-24", &vxlan("198.51.100.3", "02:00:00:00:00:03"), 7, 3);
+        m.put("10.244.6.0-24", &vxlan("198.51.100.20", "02:00:00:00:00:06"), 7, 6);
+        let p: Vec<String> = m.peers(own, Backend::Vxlan).iter().map(|n| n.subnet.to_string()).collect();
+        assert_eq!(p, ["10.244.2.0/24", "10.244.3.0/24", "10.244.6.0/24"]);
+        assert_eq!(m.skipped.len(), 2);
+        // Gone the address it held, the lease is usable again.
+        m.delete("10.244.3.0-24");
+        m.delete("10.244.6.0-24");
+        let p: Vec<String> = m.peers(own, Backend::Vxlan).iter().map(|n| n.subnet.to_string()).collect();
+        assert_eq!(p, ["10.244.2.0/24", "198.51.100.0/24", "198.51.100.16/28"]);
+        assert!(m.skipped.is_empty());
     }
 }
