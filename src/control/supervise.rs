@@ -155,15 +155,8 @@ impl Supervisor<'_> {
     /// go with it, and come back with it in [`Self::repair_routes`]).
     fn check_device_up(&self, was_up: bool) -> bool {
         let Some(dev) = self.device.as_ref().map(|d| &d.name) else { return true };
-        let up = crate::io::ifaddr::link_up(dev).unwrap_or(was_up);
-        if up != was_up {
-            if up {
-                tracing::info!(device = %dev, "device is up again; putting its routes back");
-            } else {
-                tracing::warn!(device = %dev, "device was set down; the kernel flushed its routes and neighbours until it is up again");
-            }
-        }
-        up
+        link_state(dev, was_up, "device is up again; putting its routes back",
+            "device was set down; the kernel flushed its routes and neighbours until it is up again")
     }
 
     /// Said once per failing stretch: while the underlay link is down, say, every attempt fails.
@@ -198,13 +191,17 @@ impl Supervisor<'_> {
 
 /// The underlay link's operational state; sockets survive it going down, so this is only said.
 fn check_link(name: &str, was_up: bool) -> bool {
+    link_state(name, was_up, "underlay link is up again; forwarding resumes",
+        "underlay link is down; tunnelled traffic is dropped until it comes back")
+}
+
+/// A link's state, said when it changed; a failed read keeps the last one.
+fn link_state(name: &str, was_up: bool, on_up: &str, on_down: &str) -> bool {
     let up = crate::io::ifaddr::link_up(name).unwrap_or(was_up);
-    if up != was_up {
-        if up {
-            tracing::info!(link = %name, "underlay link is up again; forwarding resumes");
-        } else {
-            tracing::warn!(link = %name, "underlay link is down; tunnelled traffic is dropped until it comes back");
-        }
+    match (was_up, up) {
+        (false, true) => tracing::info!(link = %name, "{on_up}"),
+        (true, false) => tracing::warn!(link = %name, "{on_down}"),
+        _ => {}
     }
     up
 }
