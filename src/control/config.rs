@@ -606,7 +606,7 @@ const RESERVED: [(Ipv4Net, &str); 4] = [
     (Ipv4Net::new_assert(Ipv4Addr::new(240, 0, 0, 0), 4), "240.0.0.0/4 (reserved, and broadcast)"),
 ];
 
-fn reserved_overlap(net: &Ipv4Net) -> Option<&'static str> {
+pub(crate) fn reserved_overlap(net: &Ipv4Net) -> Option<&'static str> {
     RESERVED.iter().find(|(r, _)| overlaps(r, net)).map(|(_, name)| *name)
 }
 

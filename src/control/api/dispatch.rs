@@ -223,11 +223,9 @@ fn fdb_add(v: &View<'_>, mac: MacAddr, dst: Ipv4Addr) -> Result<Reply, String> {
 }
 
 /// An FDB destination is a remote VTEP's underlay address: not this node (the frames would come
-/// straight back), not an overlay address (VXLAN inside VXLAN), not a group or broadcast address.
+/// straight back), not an overlay address (VXLAN inside VXLAN); the protocol layer has already
+/// refused a group, broadcast or loopback address (`proto::unicast_ip`).
 fn check_fdb_dst(v: &View<'_>, dst: Ipv4Addr) -> Result<(), String> {
-    if dst.is_unspecified() || dst.is_multicast() || dst.is_broadcast() || dst.is_loopback() {
-        return Err(format!("dst {dst} is not a unicast address; give the remote VTEP's underlay address"));
-    }
     if dst == v.cfg.node.public_ip {
         return Err(format!("dst {dst} is this node's own public_ip; give the remote VTEP's underlay address"));
     }
@@ -323,7 +321,7 @@ mod tests {
             assert!(refused(answer(Request::FdbAdd { mac: peer_mac, dst }, v)).contains("peer 192.0.2.2"));
             assert!(refused(answer(Request::FdbDel { mac: peer_mac }, v)).contains("peer 192.0.2.2"));
             assert!(refused(answer(Request::FdbAdd { mac: MacAddr([2, 0, 0, 0, 0, 1]), dst }, v)).contains("own vxlan.mac"));
-            for (bad, why) in [((192, 0, 2, 1), "own public_ip"), ((10, 244, 2, 5), "overlay address (in 10.244.2.0/24)"), ((10, 244, 1, 9), "overlay address"), ((224, 0, 0, 1), "not a unicast")] {
+            for (bad, why) in [((192, 0, 2, 1), "own public_ip"), ((10, 244, 2, 5), "overlay address (in 10.244.2.0/24)"), ((10, 244, 1, 9), "overlay address")] {
                 let dst = Ipv4Addr::new(bad.0, bad.1, bad.2, bad.3);
                 assert!(refused(answer(Request::FdbAdd { mac: m9, dst }, v)).contains(why), "{dst}");
             }

@@ -132,19 +132,19 @@ pub fn unicast_mac(field: &'static str, s: &str) -> Result<MacAddr, ProtoError> 
     let shown: String = s.chars().take(32).collect();
     let mac: MacAddr =
         s.parse().map_err(|_| ProtoError::Invalid { field, problem: format!("'{shown}' is not a MAC address (like 02:00:00:00:00:09)") })?;
-    if mac.is_multicast() || mac == MacAddr::default() {
+    if !mac.is_unicast() {
         return Err(ProtoError::Invalid { field, problem: format!("{mac} is not a unicast MAC address") });
     }
     Ok(mac)
 }
 
-/// An IPv4 address a host can have (not 0.0.0.0, multicast or broadcast).
+/// An IPv4 address a host or pod can have: the config file's rule (not in 0/8, 127/8, 224/4, 240/4).
 pub fn unicast_ip(field: &'static str, s: &str) -> Result<Ipv4Addr, ProtoError> {
     let shown: String = s.chars().take(32).collect();
     let ip: Ipv4Addr =
         s.parse().map_err(|_| ProtoError::Invalid { field, problem: format!("'{shown}' is not an IPv4 address") })?;
-    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
-        return Err(ProtoError::Invalid { field, problem: format!("{ip} is not a unicast address") });
+    if let Some(range) = crate::control::config::reserved_overlap(&ip.into()) {
+        return Err(ProtoError::Invalid { field, problem: format!("{ip} is not a unicast host address (it is in {range})") });
     }
     Ok(ip)
 }
@@ -341,7 +341,8 @@ mod tests {
             "field \"mac\": 01:00:5e:00:00:01 is not a unicast MAC address");
         assert_eq!(err(r#"{"cmd":"fdb_add","mac":"02:00:00:00:00:09"}"#), "fdb_add: missing field \"dst\"");
         assert_eq!(err(r#"{"cmd":"neigh_del","ip":"10.244.300.1"}"#), "field \"ip\": '10.244.300.1' is not an IPv4 address");
-        assert_eq!(err(r#"{"cmd":"neigh_del","ip":"224.0.0.1"}"#), "field \"ip\": 224.0.0.1 is not a unicast address");
+        assert_eq!(err(r#"{"cmd":"neigh_del","ip":"224.0.0.1"}"#), "field \"ip\": 224.0.0.1 is not a unicast host address (it is in 224.0.0.0/4 (multicast))");
+        assert!(err(r#"{"cmd":"fdb_add","mac":"02:00:00:00:00:09","dst":"127.0.0.1"}"#).contains("127.0.0.0/8 (loopback)"));
         assert_eq!(err(r#"{"cmd":"stats","mac":"02:00:00:00:00:09"}"#), "stats: field \"mac\" is not used by this command");
         assert!(err(r#"{"cmd":"flush"}"#).starts_with("unknown command 'flush'"));
         assert!(err(r#"{"cmd":"stats","vni":1}"#).contains("unknown field `vni`"));
