@@ -1033,6 +1033,33 @@ def machine_info() -> dict:
     return info
 
 
+HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def cpu_idle_info() -> dict:
+    """How an idle CPU waits. In a VM whose idle driver is haltpoll with guest_halt_poll_ns 0,
+    an idle vCPU halts at once, so every wake-up of a sleeping thread is a VM exit and entry:
+    the cost each vtepd hand-off pays, and the kernel path mostly does not."""
+    base = Path("/sys/devices/system/cpu/cpuidle")
+    info: dict = {}
+    for key, path in (("driver", base / "current_driver"), ("governor", base / "current_governor_ro"),
+                      ("guest_halt_poll_ns", HALT_POLL)):
+        try:
+            info[key] = path.read_text().strip()
+        except OSError:
+            info[key] = None
+    if info["guest_halt_poll_ns"] is not None:
+        info["guest_halt_poll_ns"] = int(info["guest_halt_poll_ns"])
+    return info
+
+
+def set_halt_poll(ns: int) -> int:
+    """Sets guest_halt_poll_ns, returning the value it had."""
+    before = int(HALT_POLL.read_text().strip())
+    HALT_POLL.write_text(f"{ns}\n")
+    return before
+
+
 def git_info() -> dict:
     def g(*args: str) -> Optional[str]:
         try:
@@ -1138,6 +1165,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--pings", type=int, default=200, help="pings per RTT measurement (default 200; the back-to-back one sends 10x as many)")
     ap.add_argument("--udp-rate", default="0",
                     help="iperf3 -b for the 64-byte UDP test (default 0 = as fast as possible)")
+    ap.add_argument("--halt-poll-ns", type=int, metavar="NS",
+                    help="in a VM with the haltpoll idle driver: let idle vCPUs poll up to NS ns before "
+                         "halting during the run (guest_halt_poll_ns; restored afterwards)")
     ap.add_argument("--keep-logs", action="store_true", help="keep per-row configs and daemon logs in OUT/logs")
     o = ap.parse_args(argv)
     if o.rounds < 3:
@@ -1145,6 +1175,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if o.time < 1:
         ap.error("--time must be at least 1 second")
     o.time = int(o.time) if float(o.time).is_integer() else o.time
+    if o.halt_poll_ns is not None:
+        if not 0 <= o.halt_poll_ns <= 1_000_000_000:
+            ap.error("--halt-poll-ns must be between 0 and 1000000000")
+        if not HALT_POLL.exists():
+            ap.error(f"--halt-poll-ns needs the haltpoll cpuidle driver (a KVM guest); {HALT_POLL} does not exist here")
     return o
 
 
@@ -1190,6 +1225,8 @@ def main(argv: list[str]) -> int:
     interrupted = False
     bg: Optional[float] = None
     costs: dict = {}
+    halt_poll_before = set_halt_poll(opts.halt_poll_ns) if opts.halt_poll_ns is not None else None
+    cpuidle = cpu_idle_info()
     try:
         progress("sampling background CPU load (2 s)")
         bg = background_cpu(2.0)
@@ -1208,6 +1245,8 @@ def main(argv: list[str]) -> int:
         print("interrupted: namespaces removed, reporting what was measured", file=sys.stderr)
     finally:
         progress.done()
+        if halt_poll_before is not None:
+            set_halt_poll(halt_poll_before)
         if opts.keep_logs:
             dst = out_dir / "logs"
             shutil.rmtree(dst, ignore_errors=True)
@@ -1215,7 +1254,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     summary = summarise(rows, raw)
-    minfo, ginfo = machine_info(), git_info()
+    minfo, ginfo = {**machine_info(), "cpuidle": cpuidle}, git_info()
     notes = list(NOTES)
     if bg is not None and bg > 0.05:
         notes.append(f"WARNING: the machine was {bg:.2f} cores busy before the run: "
@@ -1258,6 +1297,10 @@ def main(argv: list[str]) -> int:
         print(f"machine: a syscall {costs['syscall_us']:.2f} µs; a pipe round trip between two processes "
               f"{costs['pipe_round_trip_us']:.1f} µs across CPUs, {costs['pipe_round_trip_one_cpu_us']:.1f} µs "
               "on one CPU (each ping through vtepd wakes 3 threads; through flannel.1 none)")
+    idle = minfo.get("cpuidle") or {}
+    if idle.get("guest_halt_poll_ns") == 0:
+        print("machine: idle vCPUs halt at once (cpuidle haltpoll, guest_halt_poll_ns 0): every wake-up of "
+              "an idle vCPU is a VM exit, which vtepd's hand-offs pay more often than flannel.1 (README, Latency)")
     print(render_table(rows, summary))
     print()
     for n in notes:

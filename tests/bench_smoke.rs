@@ -74,6 +74,13 @@ fn bench_runs_every_row_and_writes_table_json_and_svg() {
         assert!(v.is_finite() && v > 0.0, "machine.costs.{key} = {v}");
     }
     assert!(stdout.lines().any(|l| l.starts_with("machine: a syscall")), "no machine-costs line:\n{stdout}");
+    // How idle CPUs wait (null where a machine has no cpuidle or haltpoll), read from sysfs.
+    let idle = bench["machine"]["cpuidle"].as_object().unwrap_or_else(|| panic!("no machine.cpuidle: {}", bench["machine"]));
+    for key in ["driver", "governor", "guest_halt_poll_ns"] {
+        assert!(idle.contains_key(key), "machine.cpuidle.{key} missing: {idle:?}");
+    }
+    let halts_at_once = std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns").is_ok_and(|v| v.trim() == "0");
+    assert_eq!(halts_at_once, stdout.contains("idle vCPUs halt at once"), "{stdout}");
     let vtepd_cpu = bench["rows"]["C"]["median"]["daemon_cpu_s_per_gb"].as_f64();
     assert!(vtepd_cpu.is_some_and(|v| v > 0.0), "vtepd's own CPU per GB missing: {vtepd_cpu:?}");
 
