@@ -1,0 +1,175 @@
+//! Reading the file and its TOML into raw structs; a TOML error names its key in the file's terms.
+use super::{invalid, ConfigError, MAX_CONFIG_BYTES};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) control_socket: Option<String>,
+    pub(super) node: RawNode,
+    pub(super) vxlan: Option<RawVxlan>,
+    pub(super) ipip: Option<RawIpip>,
+    #[serde(default)]
+    pub(super) peer: Vec<RawPeer>,
+    pub(super) etcd: Option<RawEtcd>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcd {
+    pub(super) endpoints: Vec<String>,
+    pub(super) prefix: Option<String>,
+    pub(super) ca: Option<PathBuf>,
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
+    pub(super) subnet_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNode {
+    pub(super) public_ip: String,
+    pub(super) subnet: Option<String>,
+    pub(super) backend: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVxlan {
+    pub(super) device: Option<String>,
+    pub(super) vni: Option<i64>,
+    pub(super) port: Option<i64>,
+    pub(super) mac: Option<String>,
+    pub(super) mtu: Option<i64>,
+    pub(super) direct_routing: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIpip {
+    pub(super) device: Option<String>,
+    pub(super) mtu: Option<i64>,
+    pub(super) ttl: Option<i64>,
+    pub(super) direct_routing: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeer {
+    pub(super) public_ip: String,
+    pub(super) subnet: String,
+    pub(super) vtep_mac: Option<String>,
+}
+
+/// Parses the TOML into the raw structs; an error names the key it is about, as validation does.
+pub(super) fn deserialize(text: &str) -> Result<RawConfig, ConfigError> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let at = e.inner().span().map(|s| line_column(text, s.start)).unwrap_or_default();
+        let message = e.inner().message().replace('\n', "; ");
+        match key_and_problem(&e.path().to_string(), &message) {
+            Some((key, problem)) => invalid(key, format!("{problem}{at}")),
+            None => ConfigError::Syntax { path: PathBuf::new(), message: format!("{message}{at}") },
+        }
+    })
+}
+
+/// Serde's messages say `missing field \`subnet\``, `invalid type: string "x", expected i64`: the
+/// key goes in front, the problem is put in the file's terms. `None`: a TOML syntax error, which
+/// belongs to no key.
+pub(super) fn key_and_problem(path: &str, message: &str) -> Option<(String, String)> {
+    let path = if path == "." { "" } else { path };
+    let join = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+    if let Some(name) = backquoted_after(message, "missing field ") {
+        return Some((join(name), "missing".into()));
+    }
+    if let Some(name) = backquoted_after(message, "unknown field ") {
+        let known = message.split_once(", expected ").map(|(_, e)| e.strip_prefix("one of ").unwrap_or(e).replace('`', ""));
+        let expected = known.map(|k| format!(" (known keys here: {k})")).unwrap_or_default();
+        // The path may already end at the unknown key (a whole segment, not just its tail).
+        let at_key = path == name || path.ends_with(&format!(".{name}"));
+        let mut key = if at_key { path.to_string() } else { join(name) };
+        if name.is_empty() {
+            // `'' = 0`: TOML allows an empty quoted key; name it the way the file spells it.
+            key.push_str(if key.is_empty() || key.ends_with('.') { "\"\"" } else { ".\"\"" });
+        }
+        return Some((key, format!("unknown key{expected}")));
+    }
+    if path.is_empty() {
+        return None;
+    }
+    if let Some((found, expected)) = message.strip_prefix("invalid type: ").and_then(|m| m.split_once(", expected ")) {
+        return Some((path.to_string(), format!("expected {}, found {}", toml_kind(expected), toml_kind(found))));
+    }
+    Some((path.to_string(), message.to_string()))
+}
+
+pub(super) fn backquoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message.strip_prefix(prefix)?.strip_prefix('`')?.split('`').next()
+}
+
+/// A serde type (`i64`, `a boolean`, `struct RawNode`) or value (`string "x"`, `integer \`5\``) as
+/// the kind of TOML value it is.
+pub(super) fn toml_kind(serde: &str) -> &str {
+    let word = serde.strip_prefix("a ").or_else(|| serde.strip_prefix("an ")).unwrap_or(serde);
+    match word.split(' ').next().unwrap_or(word) {
+        "string" => "a string",
+        "boolean" => "a boolean",
+        "i64" | "integer" => "an integer",
+        "floating" => "a float",
+        "sequence" => "an array",
+        "map" | "struct" => "a table",
+        _ => serde,
+    }
+}
+
+/// ` (line L, column C)` for a byte offset into `text`.
+pub(super) fn line_column(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" (line {line}, column {column})")
+}
+
+/// Reads a config file, refusing what is not a regular file (`/dev/zero`, a FIFO, a directory)
+/// and anything over [`MAX_CONFIG_BYTES`]: either would hang `vtepd check` or eat memory.
+pub(super) fn read_config(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read_err = |source| ConfigError::Read { path: path.into(), source };
+    // Non-blocking, so opening a FIFO with no writer returns at once instead of waiting for one;
+    // it changes nothing for a regular file.
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(ConfigError::NotAFile { path: path.into(), what: file_kind(&meta.file_type()) });
+    }
+    let too_big = || ConfigError::TooBig { path: path.into() };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    // Bounded even if the file grows after the size check.
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text).map_err(read_err)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    Ok(text)
+}
+
+pub(super) fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "something else"
+    }
+}
