@@ -1217,6 +1217,8 @@ def main(argv: list[str]) -> int:
     # Snapshot the binary: a `cargo build` during the run must not change it
     # between rounds. Named "vtepd" so its processes are found by comm.
     vinfo = vtepd_info(opts.vtepd)
+    # The commit of the binary being measured: taken now, as the tree may change during the run.
+    ginfo = git_info()
     if vinfo["present"] and any(r.setup is setup_vtepd for r in rows):
         (workdir / "bin").mkdir()
         opts.vtepd_snapshot = str(workdir / "bin" / "vtepd")
@@ -1254,7 +1256,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     summary = summarise(rows, raw)
-    minfo, ginfo = {**machine_info(), "cpuidle": cpuidle}, git_info()
+    minfo = {**machine_info(), "cpuidle": cpuidle}
     notes = list(NOTES)
     if bg is not None and bg > 0.05:
         notes.append(f"WARNING: the machine was {bg:.2f} cores busy before the run: "

@@ -123,6 +123,7 @@ fn every_subcommand_against_a_running_vtepd() {
     assert!(scrape(&hosts.a, "POST / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 400"));
 
     manual_entries_steer_the_data_path(&hosts, sa, sb);
+    a_lost_route_is_shown_until_it_is_back(&hosts, sa);
     bad_input_is_refused(sa);
     // None of it disturbed forwarding.
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");
@@ -175,6 +176,20 @@ fn manual_entries_steer_the_data_path(hosts: &TwoHosts, sa: &Path, sb: &Path) {
     assert_eq!(cli_ok(sa, &["fdb", "show"]), "02:00:00:00:00:02 dev vtep0 dst 192.0.2.2 self permanent\n");
     assert_eq!(cli_ok(sa, &["neigh", "show"]), "10.244.2.0 dev vtep0 lladdr 02:00:00:00:00:02 PERMANENT\n");
     hosts.a.ip(&["route", "del", "10.244.9.0/24"]);
+}
+
+/// `route show` says what the kernel has, not only what vtepd wants: a route that someone else's
+/// replaced stays lost (vtepd never replaces a route it does not own), so it is shown as lost until
+/// the other route goes and vtepd's repair puts its own back.
+fn a_lost_route_is_shown_until_it_is_back(hosts: &TwoHosts, sa: &Path) {
+    assert_eq!(cli_json(sa, &["route", "show"])[0]["in_kernel"], true);
+    hosts.a.ip(&["route", "replace", "10.244.2.0/24", "via", "192.0.2.2"]);
+    let text = cli_ok(sa, &["route", "show"]);
+    assert!(text.starts_with("10.244.2.0/24 via 10.244.2.0 dev vtep0 onlink    # not in the kernel"), "{text}");
+    assert_eq!(cli_json(sa, &["route", "show"])[0]["in_kernel"], false);
+    hosts.a.ip(&["route", "del", "10.244.2.0/24", "via", "192.0.2.2"]);
+    wait_until_for("vtepd's repair puts its route back", RECOVERY_TIMEOUT, || cli_json(sa, &["route", "show"])[0]["in_kernel"] == true);
+    assert_eq!(cli_ok(sa, &["route", "show"]), "10.244.2.0/24 via 10.244.2.0 dev vtep0 onlink\n");
 }
 
 fn bad_input_is_refused(sa: &Path) {

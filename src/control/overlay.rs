@@ -172,13 +172,19 @@ impl Overlay {
     /// device was set down and up again, or deleted by hand — and returns how many. Cheap enough
     /// for a periodic check: one dump of vtepd's routes.
     pub fn repair(&mut self) -> Result<usize, NetlinkError> {
-        let present: std::collections::HashSet<Route> = self.nl.routes_by_protocol(RTPROT_VTEPD)?.into_iter().collect();
-        let lost: Vec<RemoteNode> = self.installed.values().filter(|n| !present.contains(&self.installer.kernel_route(n))).copied().collect();
+        let lost = self.lost_routes()?;
         for n in &lost {
             self.installer.add(&mut self.nl, n)?;
             tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "route was gone from the kernel; put back");
         }
         Ok(lost.len())
+    }
+
+    /// The installed peers whose route the kernel no longer has (flushed with the device, deleted by
+    /// hand, or replaced by someone else's route to the prefix).
+    pub fn lost_routes(&mut self) -> Result<Vec<RemoteNode>, NetlinkError> {
+        let present: std::collections::HashSet<Route> = self.nl.routes_by_protocol(RTPROT_VTEPD)?.into_iter().collect();
+        Ok(self.installed.values().filter(|n| !present.contains(&self.installer.kernel_route(n))).copied().collect())
     }
 
     /// Removes every peer's entries (best effort, logged). Workers that are still draining may

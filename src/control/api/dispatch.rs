@@ -1,6 +1,6 @@
 //! Answers a [`Request`] from the supervisor's state. Runs on the supervisor thread, so it does
-//! only table reads and snapshot swaps: nothing here waits on the client, and the kernel is asked
-//! only once, for the underlay's name in `route show` (getifaddrs, no netlink round trip).
+//! only table reads and snapshot swaps: nothing here waits on the client. The kernel is asked only
+//! for `route show`: one netlink dump of vtepd's routes, and the underlay's name (getifaddrs).
 //!
 //! Manual entries (`vtepd fdb add`, `vtepd neigh add`) live in the same data-path tables as the
 //! peers' entries. A MAC or IP that belongs to an installed peer (from the config file or the
@@ -16,6 +16,8 @@ use crate::control::overlay::RemoteNode;
 use crate::dataplane::counters;
 use crate::table::{coarse_now, Tables};
 use crate::wire::MacAddr;
+use ipnet::Ipv4Net;
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 /// What a request may look at: the parts of [`Live`] without the kernel, so it can also be built
@@ -28,9 +30,13 @@ pub struct View<'a> {
     /// Per worker, in order.
     pub workers: Vec<WorkerLoad>,
     pub datastore: Option<&'a dyn Datastore>,
+    /// For `route show`: the subnets whose route the kernel lacks right now; `None` when not asked
+    /// or the kernel could not be asked.
+    pub lost_routes: Option<HashSet<Ipv4Net>>,
 }
 
 pub fn dispatch(req: Request, live: &mut Live<'_>) -> Response {
+    let lost_routes = matches!(req, Request::RouteShow).then(|| lost_routes(live)).flatten();
     let view = View {
         cfg: live.cfg,
         tables: live.overlay.tables(),
@@ -38,8 +44,19 @@ pub fn dispatch(req: Request, live: &mut Live<'_>) -> Response {
         counters: counters::total(live.counters),
         workers: live.counters.iter().map(|c| c.packets()).map(|(rx_packets, tx_packets)| WorkerLoad { rx_packets, tx_packets }).collect(),
         datastore: live.datastore,
+        lost_routes,
     };
     answer(req, &view)
+}
+
+fn lost_routes(live: &mut Live<'_>) -> Option<HashSet<Ipv4Net>> {
+    match live.overlay.lost_routes() {
+        Ok(lost) => Some(lost.iter().map(|n| n.subnet).collect()),
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "route show: cannot read the kernel's routes");
+            None
+        }
+    }
 }
 
 pub fn answer(req: Request, v: &View<'_>) -> Response {
@@ -119,14 +136,15 @@ fn route_rows(v: &View<'_>) -> Vec<RouteRow> {
     let mut rows: Vec<RouteRow> = v
         .peers
         .iter()
-        .map(|p| match (encapsulated(v, p), v.cfg.node.backend) {
-            (true, Backend::Vxlan) => RouteRow { dst: p.subnet, via: p.vtep_ip(), dev: dev.clone(), onlink: true },
-            (true, _) => RouteRow { dst: p.subnet, via: p.public_ip, dev: dev.clone(), onlink: true },
+        .map(|p| (p, v.lost_routes.as_ref().map(|lost| !lost.contains(&p.subnet))))
+        .map(|(p, in_kernel)| match (encapsulated(v, p), v.cfg.node.backend) {
+            (true, Backend::Vxlan) => RouteRow { dst: p.subnet, via: p.vtep_ip(), dev: dev.clone(), onlink: true, in_kernel },
+            (true, _) => RouteRow { dst: p.subnet, via: p.public_ip, dev: dev.clone(), onlink: true, in_kernel },
             (false, _) => {
                 let name = underlay.get_or_insert_with(|| {
                     crate::io::ifaddr::interface_of(v.cfg.node.public_ip).unwrap_or_else(|| "underlay".into())
                 });
-                RouteRow { dst: p.subnet, via: p.public_ip, dev: name.clone(), onlink: false }
+                RouteRow { dst: p.subnet, via: p.public_ip, dev: name.clone(), onlink: false, in_kernel }
             }
         })
         .collect();
@@ -290,7 +308,7 @@ mod tests {
         let tables = Tables::default();
         let p = cfg.peers[0];
         tables.add_peer(&Peer { underlay_ip: p.public_ip, vtep_mac: p.vtep_mac, vtep_ip: p.vtep_ip() });
-        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![("rx_packets", 3)], workers: vec![], datastore: None };
+        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![("rx_packets", 3)], workers: vec![], datastore: None, lost_routes: None };
         f(&v)
     }
 
@@ -349,7 +367,7 @@ mod tests {
         let tables = Tables::default();
         // The IPIP installer allow-lists a tunnelled peer; a directly routed one is not in the tables.
         tables.peers.insert(cfg.peers[0].public_ip, Default::default());
-        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![], workers: vec![], datastore: None };
+        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![], workers: vec![], datastore: None, lost_routes: None };
         let Reply::Peers(p) = ok(answer(Request::Peers, &v)) else { panic!() };
         let rows: Vec<(&str, Option<bool>)> = p.peers.iter().map(|r| (r.mode.as_str(), r.reachable)).collect();
         assert_eq!(rows, [("ipip", Some(false)), ("direct", None)], "the IPIP peer not heard yet: silent");
@@ -357,6 +375,10 @@ mod tests {
         let Reply::Routes(r) = ok(answer(Request::RouteShow, &v)) else { panic!() };
         assert_eq!(r[0].dev, "ipip0");
         assert_eq!((r[1].via, r[1].onlink), (Ipv4Addr::new(192, 0, 2, 3), false));
+        assert_eq!((r[0].in_kernel, r[1].in_kernel), (None, None), "not asked: unknown");
+        let v = View { lost_routes: Some([cfg.peers[1].subnet].into_iter().collect()), ..v };
+        let Reply::Routes(r) = ok(answer(Request::RouteShow, &v)) else { panic!() };
+        assert_eq!((r[0].in_kernel, r[1].in_kernel), (Some(true), Some(false)), "the direct route was lost");
         assert!(refused(answer(Request::FdbAdd { mac: MacAddr([2, 0, 0, 0, 0, 9]), dst: Ipv4Addr::new(192, 0, 2, 2) }, &v)).contains("only with the vxlan backend"));
     }
 
@@ -364,7 +386,7 @@ mod tests {
     fn reads_answer_from_the_tables() {
         with_view(|v| {
             let Reply::Routes(r) = ok(answer(Request::RouteShow, v)) else { panic!() };
-            assert_eq!(r, [RouteRow { dst: "10.244.2.0/24".parse().unwrap(), via: Ipv4Addr::new(10, 244, 2, 0), dev: "vtep0".into(), onlink: true }]);
+            assert_eq!(r, [RouteRow { dst: "10.244.2.0/24".parse().unwrap(), via: Ipv4Addr::new(10, 244, 2, 0), dev: "vtep0".into(), onlink: true, in_kernel: None }]);
             let Reply::Peers(p) = ok(answer(Request::Peers, v)) else { panic!() };
             assert_eq!((p.peers[0].mode.as_str(), p.peers[0].reachable, p.peers[0].last_heard_secs), ("vxlan", Some(false), None));
             v.tables.peers.load()[&Ipv4Addr::new(192, 0, 2, 2)].note(coarse_now());

@@ -205,6 +205,9 @@ pub struct RouteRow {
     pub via: Ipv4Addr,
     pub dev: String,
     pub onlink: bool,
+    /// Whether the kernel has it now (vtepd repairs a lost route within 5 s); absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_kernel: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -54,7 +54,8 @@ fn neigh_line(r: &NeighRow) -> String {
 }
 
 fn route_line(r: &RouteRow) -> String {
-    format!("{} via {} dev {}{}", r.dst, r.via, r.dev, if r.onlink { " onlink" } else { "" })
+    let missing = if r.in_kernel == Some(false) { "    # not in the kernel: vtepd retries every 5 s (see its log)" } else { "" };
+    format!("{} via {} dev {}{}{missing}", r.dst, r.via, r.dev, if r.onlink { " onlink" } else { "" })
 }
 
 /// A boxed table like calicoctl's: `+---+` rules, `| a | b |` rows, columns as wide as their widest cell.
@@ -160,8 +161,10 @@ mod tests {
                                  02:00:00:00:00:09 dev vtep0 dst 192.0.2.2 self permanent manual\n");
         let neigh = Reply::Neigh(vec![NeighRow { ip: Ipv4Addr::new(10, 244, 2, 0), lladdr: "02:00:00:00:00:02".into(), dev: "vtep0".into(), origin: Origin::Peer }]);
         assert_eq!(human(&neigh), "10.244.2.0 dev vtep0 lladdr 02:00:00:00:00:02 PERMANENT\n");
-        let routes = Reply::Routes(vec![RouteRow { dst: "10.244.2.0/24".parse().unwrap(), via: Ipv4Addr::new(10, 244, 2, 0), dev: "vtep0".into(), onlink: true }]);
+        let routes = Reply::Routes(vec![RouteRow { dst: "10.244.2.0/24".parse().unwrap(), via: Ipv4Addr::new(10, 244, 2, 0), dev: "vtep0".into(), onlink: true, in_kernel: Some(true) }]);
         assert_eq!(human(&routes), "10.244.2.0/24 via 10.244.2.0 dev vtep0 onlink\n");
+        let lost = Reply::Routes(vec![RouteRow { dst: "10.244.2.0/24".parse().unwrap(), via: Ipv4Addr::new(10, 244, 2, 0), dev: "vtep0".into(), onlink: true, in_kernel: Some(false) }]);
+        assert!(human(&lost).starts_with("10.244.2.0/24 via 10.244.2.0 dev vtep0 onlink    # not in the kernel"), "{}", human(&lost));
         assert_eq!(json(&Reply::Fdb(vec![])), "[]\n");
     }
 
