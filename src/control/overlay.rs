@@ -48,9 +48,10 @@ impl<K: Copy> SubnetIndex<K> {
         SubnetIndex { by_net, lens }
     }
 
-    /// The most specific subnet that contains `ip`, and whose it is.
-    pub fn containing(&self, ip: Ipv4Addr) -> Option<(Ipv4Net, K)> {
-        self.lens.iter().find_map(|&len| {
+    /// Every subnet that contains `ip` (more than one only where subnets nest), most specific
+    /// first, and whose each is.
+    pub fn containing(&self, ip: Ipv4Addr) -> impl Iterator<Item = (Ipv4Net, K)> + '_ {
+        self.lens.iter().filter_map(move |&len| {
             let net = Ipv4Net::new(ip, len).ok()?.trunc();
             self.by_net.get(&net).map(|&k| (net, k))
         })
@@ -208,12 +209,13 @@ mod tests {
     fn subnet_index_finds_the_most_specific_subnet_holding_an_address() {
         let net = |s: &str| s.parse().unwrap();
         let index = SubnetIndex::new([(net("10.0.0.0/8"), 1), (net("10.5.0.0/24"), 2), (net("10.6.0.0/31"), 3), (net("0.0.0.0/0"), 4)]);
-        let at = |ip: &str| index.containing(ip.parse().unwrap()).map(|(n, k)| (n.to_string(), k));
-        assert_eq!(at("10.5.0.9"), Some(("10.5.0.0/24".into(), 2)));
+        let at = |ip: &str| index.containing(ip.parse().unwrap()).map(|(n, k)| (n.to_string(), k)).collect::<Vec<_>>();
+        let (n8, n0) = (("10.0.0.0/8".to_string(), 1), ("0.0.0.0/0".to_string(), 4));
+        assert_eq!(at("10.5.0.9"), [("10.5.0.0/24".into(), 2), n8.clone(), n0.clone()]);
         // Past the last subnet that starts before it, but inside a wider one that starts earlier.
-        assert_eq!(at("10.6.0.2"), Some(("10.0.0.0/8".into(), 1)));
-        assert_eq!(at("10.6.0.1"), Some(("10.6.0.0/31".into(), 3)));
-        assert_eq!(at("192.0.2.1"), Some(("0.0.0.0/0".into(), 4)));
-        assert_eq!(SubnetIndex::new([(net("10.244.1.0/24"), ())]).containing("10.244.2.1".parse().unwrap()), None);
+        assert_eq!(at("10.6.0.2"), [n8.clone(), n0.clone()]);
+        assert_eq!(at("10.6.0.1"), [("10.6.0.0/31".into(), 3), n8, n0.clone()]);
+        assert_eq!(at("192.0.2.1"), [n0]);
+        assert_eq!(SubnetIndex::new([(net("10.244.1.0/24"), ())]).containing("10.244.2.1".parse().unwrap()).next(), None);
     }
 }

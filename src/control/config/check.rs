@@ -45,7 +45,7 @@ impl Config {
         let index = SubnetIndex::new(std::iter::once((self.node.subnet, None)).chain(peers.clone().map(|(i, p)| (p.subnet, Some(i)))));
         let addrs = std::iter::once((self.node.public_ip, None)).chain(peers.map(|(i, p)| (p.public_ip, Some(i))));
         for (ip, who) in addrs {
-            if let Some((net, owner)) = index.containing(ip) {
+            if let Some((net, owner)) = index.containing(ip).next() {
                 let problem = format!(
                     "{net} contains {} {ip}: traffic to that underlay address would be routed into the overlay (with vxlan or ipip, the tunnel's own packets: an encapsulation loop)",
                     ip_key(who)

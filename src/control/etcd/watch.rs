@@ -94,7 +94,8 @@ impl LeaseMap {
         let mut peers: Vec<RemoteNode> = by_ip.into_values().map(|(_, n)| n).collect();
         let index = SubnetIndex::new(peers.iter().map(|n| (n.subnet, n.public_ip)));
         for ip in std::iter::once(own_ip).chain(peers.iter().map(|n| n.public_ip)) {
-            if let Some((subnet, peer)) = index.containing(ip) {
+            // All of them: with the inner one left out, the outer one would route the address.
+            for (subnet, peer) in index.containing(ip) {
                 skipped.insert(subnet, (peer, "its subnet holds an underlay address: an encapsulation loop"));
             }
         }
@@ -170,19 +171,23 @@ mod tests {
         let mut m = LeaseMap::default();
         let own = Ipv4Addr::new(192, 0, 2, 1);
         m.put("10.244.2.0-24", &vxlan("192.0.2.2", "02:00:00:00:00:02"), 7, 2);
-        // Holds node 3's address, and nests a /28 lease inside it: both found, whatever the nesting.
+        // Node 6's address is in a /28 nested in a /24: both go, or the /24 would still route it.
         m.put("198.51.100.0-24", &vxlan("192.0.2.4", "02:00:00:00:00:04"), 7, 4);
         m.put("198.51.100.16-28", &vxlan("192.0.2.5", "02:00:00:00:00:05"), 7, 5);
-        m.put("10.244.3.0-24", &vxlan("198.51.100.3", "02:00:00:00:00:03"), 7, 3);
         m.put("10.244.6.0-24", &vxlan("198.51.100.20", "02:00:00:00:00:06"), 7, 6);
         let p: Vec<String> = m.peers(own, Backend::Vxlan).iter().map(|n| n.subnet.to_string()).collect();
-        assert_eq!(p, ["10.244.2.0/24", "10.244.3.0/24", "10.244.6.0/24"]);
+        assert_eq!(p, ["10.244.2.0/24", "10.244.6.0/24"]);
         assert_eq!(m.skipped.len(), 2);
-        // Gone the address it held, the lease is usable again.
-        m.delete("10.244.3.0-24");
-        m.delete("10.244.6.0-24");
+        // Another node's address in a subnet that nests nothing.
+        m.put("10.244.3.0-24", &vxlan("192.0.2.3", "02:00:00:00:00:03"), 7, 3);
+        m.put("10.244.7.0-24", &vxlan("10.244.3.9", "02:00:00:00:00:07"), 7, 7);
         let p: Vec<String> = m.peers(own, Backend::Vxlan).iter().map(|n| n.subnet.to_string()).collect();
-        assert_eq!(p, ["10.244.2.0/24", "198.51.100.0/24", "198.51.100.16/28"]);
+        assert_eq!(p, ["10.244.2.0/24", "10.244.6.0/24", "10.244.7.0/24"]);
+        // Gone the address it held, the lease is usable again.
+        m.delete("10.244.6.0-24");
+        m.delete("10.244.7.0-24");
+        let p: Vec<String> = m.peers(own, Backend::Vxlan).iter().map(|n| n.subnet.to_string()).collect();
+        assert_eq!(p, ["10.244.2.0/24", "10.244.3.0/24", "198.51.100.0/24", "198.51.100.16/28"]);
         assert!(m.skipped.is_empty());
     }
 }
