@@ -1227,7 +1227,12 @@ def main(argv: list[str]) -> int:
     interrupted = False
     bg: Optional[float] = None
     costs: dict = {}
-    halt_poll_before = set_halt_poll(opts.halt_poll_ns) if opts.halt_poll_ns is not None else None
+    try:
+        halt_poll_before = set_halt_poll(opts.halt_poll_ns) if opts.halt_poll_ns is not None else None
+    except (OSError, ValueError) as e:
+        print(f"--halt-poll-ns: cannot set {HALT_POLL}: {e} (a read-only sysfs, as in a container?)", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 2
     cpuidle = cpu_idle_info()
     try:
         progress("sampling background CPU load (2 s)")
