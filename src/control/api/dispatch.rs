@@ -136,15 +136,17 @@ fn route_rows(v: &View<'_>) -> Vec<RouteRow> {
     let mut rows: Vec<RouteRow> = v
         .peers
         .iter()
-        .map(|p| (p, v.lost_routes.as_ref().map(|lost| !lost.contains(&p.subnet))))
-        .map(|(p, in_kernel)| match (encapsulated(v, p), v.cfg.node.backend) {
-            (true, Backend::Vxlan) => RouteRow { dst: p.subnet, via: p.vtep_ip(), dev: dev.clone(), onlink: true, in_kernel },
-            (true, _) => RouteRow { dst: p.subnet, via: p.public_ip, dev: dev.clone(), onlink: true, in_kernel },
-            (false, _) => {
-                let name = underlay.get_or_insert_with(|| {
-                    crate::io::ifaddr::interface_of(v.cfg.node.public_ip).unwrap_or_else(|| "underlay".into())
-                });
-                RouteRow { dst: p.subnet, via: p.public_ip, dev: name.clone(), onlink: false, in_kernel }
+        .map(|p| {
+            let in_kernel = v.lost_routes.as_ref().map(|lost| !lost.contains(&p.subnet));
+            match (encapsulated(v, p), v.cfg.node.backend) {
+                (true, Backend::Vxlan) => RouteRow { dst: p.subnet, via: p.vtep_ip(), dev: dev.clone(), onlink: true, in_kernel },
+                (true, _) => RouteRow { dst: p.subnet, via: p.public_ip, dev: dev.clone(), onlink: true, in_kernel },
+                (false, _) => {
+                    let name = underlay.get_or_insert_with(|| {
+                        crate::io::ifaddr::interface_of(v.cfg.node.public_ip).unwrap_or_else(|| "underlay".into())
+                    });
+                    RouteRow { dst: p.subnet, via: p.public_ip, dev: name.clone(), onlink: false, in_kernel }
+                }
             }
         })
         .collect();
