@@ -127,26 +127,15 @@ fn field<'a>(cmd: &'static str, name: &'static str, f: &'a Option<String>) -> Re
     f.as_deref().ok_or(ProtoError::Missing { cmd, field: name })
 }
 
-/// A MAC an FDB or neighbour entry may hold: a multicast MAC is never a VTEP or a neighbour.
+/// A MAC an FDB or neighbour entry may hold: the config file's rule (a multicast MAC is never a
+/// VTEP or a neighbour).
 pub fn unicast_mac(field: &'static str, s: &str) -> Result<MacAddr, ProtoError> {
-    let shown: String = s.chars().take(32).collect();
-    let mac: MacAddr =
-        s.parse().map_err(|_| ProtoError::Invalid { field, problem: format!("'{shown}' is not a MAC address (like 02:00:00:00:00:09)") })?;
-    if !mac.is_unicast() {
-        return Err(ProtoError::Invalid { field, problem: format!("{mac} is not a unicast MAC address") });
-    }
-    Ok(mac)
+    crate::control::config::parse_unicast_mac(s).map_err(|problem| ProtoError::Invalid { field, problem })
 }
 
 /// An IPv4 address a host or pod can have: the config file's rule (not in 0/8, 127/8, 224/4, 240/4).
 pub fn unicast_ip(field: &'static str, s: &str) -> Result<Ipv4Addr, ProtoError> {
-    let shown: String = s.chars().take(32).collect();
-    let ip: Ipv4Addr =
-        s.parse().map_err(|_| ProtoError::Invalid { field, problem: format!("'{shown}' is not an IPv4 address") })?;
-    if let Some(range) = crate::control::config::reserved_overlap(&ip.into()) {
-        return Err(ProtoError::Invalid { field, problem: format!("{ip} is not a unicast host address (it is in {range})") });
-    }
-    Ok(ip)
+    crate::control::config::parse_unicast_ip(s).map_err(|problem| ProtoError::Invalid { field, problem })
 }
 
 impl Request {
@@ -341,7 +330,7 @@ mod tests {
         assert_eq!(err(r#"{"cmd":"fdb_add","mac":"02:00:00:00:00:zz","dst":"192.0.2.2"}"#),
             "field \"mac\": '02:00:00:00:00:zz' is not a MAC address (like 02:00:00:00:00:09)");
         assert_eq!(err(r#"{"cmd":"fdb_add","mac":"01:00:5e:00:00:01","dst":"192.0.2.2"}"#),
-            "field \"mac\": 01:00:5e:00:00:01 is not a unicast MAC address");
+            "field \"mac\": 01:00:5e:00:00:01 is a multicast address (I/G bit set), not a unicast MAC");
         assert_eq!(err(r#"{"cmd":"fdb_add","mac":"02:00:00:00:00:09"}"#), "fdb_add: missing field \"dst\"");
         assert_eq!(err(r#"{"cmd":"neigh_del","ip":"10.244.300.1"}"#), "field \"ip\": '10.244.300.1' is not an IPv4 address");
         assert_eq!(err(r#"{"cmd":"neigh_del","ip":"224.0.0.1"}"#), "field \"ip\": 224.0.0.1 is not a unicast host address (it is in 224.0.0.0/4 (multicast))");

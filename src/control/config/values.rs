@@ -20,7 +20,14 @@ pub(super) fn mtu_in_range(key: &str, mtu: Option<i64>) -> Result<Option<u16>, C
 /// all-zero address is no station's, and a group address (I/G bit, broadcast too) is refused as a
 /// source by bridges and the kernel's neighbour table.
 pub(super) fn unicast_mac(key: &str, s: &str) -> Result<MacAddr, ConfigError> {
-    let mac: MacAddr = s.parse().map_err(|e| invalid(key, format!("{e}")))?;
+    parse_unicast_mac(s).map_err(|problem| invalid(key, problem))
+}
+
+/// The rule behind [`unicast_mac`], which the control API applies too; the problem in words.
+pub(crate) fn parse_unicast_mac(s: &str) -> Result<MacAddr, String> {
+    // Echo at most a short prefix: over the control socket the text comes from anyone.
+    let shown: String = s.chars().take(32).collect();
+    let mac: MacAddr = s.parse().map_err(|_| format!("'{shown}' is not a MAC address (like 02:00:00:00:00:09)"))?;
     if mac.is_unicast() {
         return Ok(mac);
     }
@@ -31,7 +38,7 @@ pub(super) fn unicast_mac(key: &str, s: &str) -> Result<MacAddr, ConfigError> {
     } else {
         "a multicast address (I/G bit set)"
     };
-    Err(invalid(key, format!("{mac} is {problem}, not a unicast MAC")))
+    Err(format!("{mac} is {problem}, not a unicast MAC"))
 }
 
 /// IPv4 ranges that no host or pod can use: a route to them would be ignored or would break the
@@ -48,9 +55,15 @@ pub(crate) fn reserved_overlap(net: &Ipv4Net) -> Option<&'static str> {
 }
 
 pub(super) fn unicast_ip(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
-    let ip: Ipv4Addr = s.parse().map_err(|_| invalid(key, format!("'{s}' is not an IPv4 address")))?;
+    parse_unicast_ip(s).map_err(|problem| invalid(key, problem))
+}
+
+/// The rule behind [`unicast_ip`], which the control API applies too; the problem in words.
+pub(crate) fn parse_unicast_ip(s: &str) -> Result<Ipv4Addr, String> {
+    let shown: String = s.chars().take(32).collect();
+    let ip: Ipv4Addr = s.parse().map_err(|_| format!("'{shown}' is not an IPv4 address"))?;
     if let Some(range) = reserved_overlap(&Ipv4Net::from(ip)) {
-        return Err(invalid(key, format!("{ip} is not a unicast host address (it is in {range})")));
+        return Err(format!("{ip} is not a unicast host address (it is in {range})"));
     }
     Ok(ip)
 }
