@@ -59,6 +59,37 @@ fn vxlan_two_hosts_ping_and_tcp() {
     );
 }
 
+/// An idle vtepd sleeps: its workers wait for traffic or mail (no timer), the supervisor wakes once
+/// a second for its health checks. A sleeping worker still forwards the next packet at once and
+/// still stops on SIGTERM.
+#[test]
+fn an_idle_vtepd_sleeps_until_traffic_comes() {
+    let hosts = TwoHosts::new("idle");
+    let dir = TempDir::new("idle");
+    let (vtepd_a, vtepd_b) = start_pair(&hosts, &dir, &[]);
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+
+    let before = vtepd_a.thread_switches();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = vtepd_a.thread_switches();
+    let woke = |name: &str| after[name].saturating_sub(before.get(name).copied().unwrap_or(0));
+    let report = format!("{before:?} -> {after:?}");
+    let workers: Vec<&String> = after.keys().filter(|n| n.starts_with("vtepd-w")).collect();
+    assert_eq!(workers.len(), 2, "two workers expected: {report}");
+    for w in workers {
+        // Allowance: the kernel's own IPv6 router solicitations on the device reach a worker.
+        assert!(woke(w) <= 3, "{w} woke {} times in 3 idle seconds: {report}", woke(w));
+    }
+    let main = after.keys().find(|n| n.starts_with("vtepd (")).expect("main thread");
+    assert!(woke(main) <= 8, "the supervisor woke {} times in 3 idle seconds: {report}", woke(main));
+
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    let (counters_a, counters_b) = stop_pair(vtepd_a, vtepd_b);
+    assert_clean_traffic("A", &counters_a);
+    assert_clean_traffic("B", &counters_b);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // vtepd check
 

@@ -49,6 +49,9 @@ pub enum Event {
     Peers(Vec<RemoteNode>),
     /// Runs on the supervisor thread with its state; the sender replies through its own channel.
     Call(Box<dyn FnOnce(&mut Live<'_>) + Send>),
+    /// SIGINT, SIGTERM or SIGHUP arrived: the stop or reload flag (which the signal handler sets)
+    /// wants a look now, not at the next health check.
+    Signal,
 }
 
 pub type EventTx = crossbeam_channel::Sender<Event>;
@@ -56,4 +59,20 @@ pub type EventRx = crossbeam_channel::Receiver<Event>;
 
 pub fn channel() -> (EventTx, EventRx) {
     crossbeam_channel::unbounded()
+}
+
+/// Sends [`Event::Signal`] for every SIGINT, SIGTERM and SIGHUP until the handle is closed, so the
+/// supervisor can sleep until something happens instead of waking on a timer to look at its flags.
+pub fn forward_signals(tx: EventTx) -> std::io::Result<signal_hook::iterator::Handle> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let handle = signals.handle();
+    std::thread::Builder::new().name("vtepd-signals".into()).spawn(move || {
+        for _ in signals.forever() {
+            if tx.send(Event::Signal).is_err() {
+                return;
+            }
+        }
+    })?;
+    Ok(handle)
 }

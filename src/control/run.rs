@@ -105,10 +105,10 @@ pub fn run(
         return Ok(Vec::new());
     }
     let cfg = joined.as_ref().map_or(cfg, |j| &j.cfg).clone();
-    let mut started = start(&cfg, opts, &stop)?;
-    // Senders go to the event sources (etcd, the control socket). This one is held until the
-    // supervisor returns: with every sender gone its wait would return at once, not after a tick.
+    // Senders go to the event sources (signals, etcd, the control socket). This one is held until
+    // the supervisor returns: with every sender gone its wait would return at once.
     let (events_tx, events) = super::event::channel();
+    let mut started = start(&cfg, opts, &stop)?;
     let session = match joined.map(|j| j.serve(pod_mtu(&cfg, &started), events_tx.clone())).transpose() {
         Ok(s) => s,
         Err(e) => {
@@ -119,12 +119,14 @@ pub fn run(
     };
     let running = Running { backend: cfg.node.backend, etcd: cfg.etcd.is_some(), socket: opts.socket.is_none().then_some(socket_path) };
     let reload_config = Box::new(move || reload_config().and_then(|new| running.vet_reload(new)));
+    // Threads start after `start` has dropped privileges: capabilities are per thread.
+    let signals = super::event::forward_signals(events_tx.clone()).map_err(RunError::Thread)?;
     let server = socket.serve(events_tx.clone()).map_err(RunError::Thread)?;
     let metrics = metrics.map(|m| m.serve(events_tx.clone())).transpose().map_err(RunError::Thread)?;
     Supervisor {
         cfg: cfg.clone(),
         device: started.device.clone(),
-        tap_tx: started.queue_tx.clone(),
+        postboxes: started.postboxes.clone(),
         overlay: &mut started.overlay,
         reload: reload_config,
         events,
@@ -134,6 +136,7 @@ pub fn run(
     .watch(&stop, &reload);
     // Stops renewing; the lease stays in etcd so a restart gets the same subnet.
     drop(session);
+    signals.close();
     server.shutdown();
     if let Some(m) = metrics {
         m.shutdown();

@@ -1,24 +1,23 @@
 //! Keeps a running vtepd in line with the system and the operator while workers forward.
 //!
-//! Every second it checks that the backend's TAP or TUN device (if it has one) still exists and is
-//! up, and the underlay address is still there; every few seconds that the kernel still has every
-//! peer's route (setting a device down flushes them; so can an operator); on SIGHUP it re-reads
-//! the config. Each change of state is logged once, and recovery
-//! happens without a restart: a deleted device is recreated and its queues handed to the workers,
-//! a returned underlay address simply works again (the sockets stay bound to it), and a reloaded
-//! peer list is applied as a diff so flows to unchanged peers never notice.
+//! It sleeps until an event (a signal, a datastore update, a control request) or its next health
+//! check. Every second it checks that the backend's TAP or TUN device (if it has one) still exists
+//! and is up, and the underlay address is still there; every few seconds that the kernel still has
+//! every peer's route (setting a device down flushes them; so can an operator); on SIGHUP it
+//! re-reads the config. Each change of state is logged once, and recovery happens without a
+//! restart: a deleted device is recreated and its queues handed to the workers, a returned underlay
+//! address simply works again (the sockets stay bound to it), and a reloaded peer list is applied as
+//! a diff so flows to unchanged peers never notice.
 use super::backend::DeviceSpec;
 use super::config::{Config, ConfigError};
 use super::event::{Datastore, Event, EventRx, Live};
 use super::overlay::Overlay;
 use crate::dataplane::Counters;
-use crate::io::tap::TapQueue;
-use crossbeam_channel::Sender;
+use crate::io::mailbox::Postbox;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const TICK: Duration = Duration::from_millis(100);
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// How often the kernel's routes are compared with the installed peers (one route dump).
 const REPAIR_EVERY: Duration = Duration::from_secs(5);
@@ -29,7 +28,7 @@ pub struct Supervisor<'a> {
     /// `None` for a backend without a device (host-gw).
     pub device: Option<DeviceSpec>,
     /// One per worker: a replacement TAP/TUN queue after the device was recreated.
-    pub tap_tx: Vec<Sender<TapQueue>>,
+    pub postboxes: Vec<Postbox>,
     pub reload: Box<dyn Fn() -> Result<Config, ConfigError> + 'a>,
     /// Datastore updates and control requests; see [`super::event`].
     pub events: EventRx,
@@ -48,9 +47,9 @@ impl Supervisor<'_> {
         let (mut device_up, mut repair_ok) = (true, true);
         let (mut last, mut last_repair) = (Instant::now(), Instant::now());
         while !stop.load(Ordering::Relaxed) {
-            // Events wake us at once (a control request should not wait a tick); the timeout keeps
-            // the stop flag, SIGHUP and health checks going when nothing happens.
-            if let Ok(ev) = self.events.recv_timeout(TICK) {
+            // Events wake us at once (signals arrive as events too); the timeout is the next health
+            // check.
+            if let Ok(ev) = self.events.recv_timeout(HEALTH_EVERY.saturating_sub(last.elapsed())) {
                 self.handle(ev);
             }
             if reload.swap(false, Ordering::Relaxed) {
@@ -81,6 +80,7 @@ impl Supervisor<'_> {
                 Ok(()) => tracing::debug!(peers = peers.len(), "peers updated"),
                 Err(e) => tracing::error!(error = %crate::error_chain(&e), "peer update only partly applied"),
             },
+            Event::Signal => {}
             Event::Call(f) => f(&mut Live {
                 cfg: &self.cfg,
                 overlay: self.overlay,
@@ -181,9 +181,8 @@ impl Supervisor<'_> {
         let queues = spec.open().map_err(|e| crate::error_chain(&e))?;
         let ifindex = spec.configure(self.overlay.netlink()).map_err(|e| crate::error_chain(&e))?;
         self.overlay.reinstall(ifindex).map_err(|e| crate::error_chain(&e))?;
-        for (tx, q) in self.tap_tx.iter().zip(queues) {
-            // A worker that has exited has dropped its receiver; nothing to hand over then.
-            let _ = tx.send(q);
+        for (p, q) in self.postboxes.iter().zip(queues) {
+            p.post(q);
         }
         Ok(())
     }

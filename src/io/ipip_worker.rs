@@ -11,6 +11,7 @@
 //! IPIP packets back to back and sent with sendmmsg (raw sockets have no GSO, OFFLOAD.md pitfall 9).
 //! On receive, consecutive segments of one flow in a batch go up as one GSO write ([`Gro`]).
 use super::gro::{FrameRef, Gro};
+use super::mailbox::Mailbox;
 use super::poll::Poller;
 use super::tun::TunQueue;
 use super::udp::{MmsgScratch, Received};
@@ -47,8 +48,9 @@ pub struct IpipWorkerConfig {
     pub gro: bool,
     /// The TUN took USO: received UDP datagrams of one flow are coalesced too.
     pub uso: bool,
-    /// A replacement queue after the device was deleted and recreated under us.
-    pub new_tun: crossbeam_channel::Receiver<TunQueue>,
+    /// Wakes the worker for the stop flag and brings a replacement queue after the device was
+    /// deleted and recreated under us.
+    pub mailbox: Mailbox,
     /// Keep polling without sleeping for this long after the last packet (zero: never spin).
     pub busy_poll: std::time::Duration,
 }
@@ -102,13 +104,17 @@ impl IpipWorker {
     /// and the control side still has routes on it to remove.
     pub fn run(mut self) -> TunQueue {
         let rx_fd = self.rx.as_ref().map_or(-1, |s| s.as_raw_fd());
-        let mut poller = Poller::new(self.tun.as_fd().as_raw_fd(), rx_fd, self.cfg.busy_poll);
+        let mut poller = Poller::new(self.tun.as_fd().as_raw_fd(), rx_fd, self.cfg.mailbox.fd(), self.cfg.busy_poll);
         while !self.cfg.stop.load(Ordering::Relaxed) {
-            if let Ok(q) = self.cfg.new_tun.try_recv() {
-                self.tun = q;
-                poller.set_device(self.tun.as_fd().as_raw_fd());
-            }
             let ready = poller.wait();
+            if ready.mail {
+                if let Some(q) = self.cfg.mailbox.take() {
+                    self.tun = q;
+                    poller.set_device(self.tun.as_fd().as_raw_fd());
+                }
+                // The stop flag first; and what was ready may have been the old queue.
+                continue;
+            }
             if ready.device {
                 self.dispatch_tun_batch();
             }

@@ -3,6 +3,7 @@
 pub mod gro;
 pub mod ifaddr;
 pub mod ipip_worker;
+pub mod mailbox;
 pub mod netlink;
 pub mod poll;
 pub mod privilege;

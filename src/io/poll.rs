@@ -1,16 +1,16 @@
-//! The wait at the top of every worker loop: the device queue and the underlay socket in one
-//! poll(2), optionally spinning for a while after traffic (`--busy-poll`).
+//! The wait at the top of every worker loop: the device queue, the underlay socket and the
+//! worker's mailbox in one poll(2), optionally spinning for a while after traffic (`--busy-poll`).
+//! Without traffic or mail a worker sleeps for good: nothing but the mailbox needs it.
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
-
-/// How long a worker sleeps in poll before it looks at its stop flag again.
-const POLL_TIMEOUT_MS: i32 = 200;
 
 /// Which side has something to read after [`Poller::wait`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ready {
     pub device: bool,
     pub underlay: bool,
+    /// The control side rang: look at the stop flag and the mailbox.
+    pub mail: bool,
 }
 
 impl Ready {
@@ -20,17 +20,17 @@ impl Ready {
 }
 
 pub struct Poller {
-    fds: [libc::pollfd; 2],
+    fds: [libc::pollfd; 3],
     busy_poll: Duration,
     hot_until: Option<Instant>,
 }
 
 impl Poller {
     /// `underlay` may be -1 (poll(2) ignores negative fds): an IPIP worker without the receive
-    /// socket.
-    pub fn new(device: RawFd, underlay: RawFd, busy_poll: Duration) -> Poller {
+    /// socket. `mailbox` is [`super::mailbox::Mailbox::fd`].
+    pub fn new(device: RawFd, underlay: RawFd, mailbox: RawFd, busy_poll: Duration) -> Poller {
         let fd = |fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        Poller { fds: [fd(device), fd(underlay)], busy_poll, hot_until: None }
+        Poller { fds: [fd(device), fd(underlay), fd(mailbox)], busy_poll, hot_until: None }
     }
 
     /// A replacement device queue (the device was deleted and recreated).
@@ -38,15 +38,15 @@ impl Poller {
         self.fds[0].fd = fd;
     }
 
-    /// Waits up to the poll timeout — or, while hot, not at all — for either side.
+    /// Waits for either side or the mailbox — while hot, not at all.
     pub fn wait(&mut self) -> Ready {
         // While hot, poll without sleeping: the answer to what we just forwarded (a ping reply, a
         // TCP ACK) is then picked up without a wake-up, the largest part of the latency a
         // userspace hop adds. That costs CPU while it lasts.
         let spinning = self.hot_until.is_some_and(|t| Instant::now() < t);
-        let timeout = if spinning { 0 } else { POLL_TIMEOUT_MS };
-        // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
-        let n = unsafe { libc::poll(self.fds.as_mut_ptr(), 2, timeout) };
+        let timeout = if spinning { 0 } else { -1 };
+        // SAFETY: `fds` is a valid array of three pollfds for the duration of the call.
+        let n = unsafe { libc::poll(self.fds.as_mut_ptr(), 3, timeout) };
         if n <= 0 {
             if spinning {
                 // Give the CPU to anything runnable (the application, softirq work) and come
@@ -65,7 +65,7 @@ impl Poller {
             // the supervisor hands over a new one.
             self.fds[0].fd = -1;
         }
-        Ready { device: dev != 0 && self.fds[0].fd >= 0, underlay: self.fds[1].revents != 0 }
+        Ready { device: dev != 0 && self.fds[0].fd >= 0, underlay: self.fds[1].revents != 0, mail: self.fds[2].revents != 0 }
     }
 }
 
@@ -79,9 +79,13 @@ mod tests {
     fn reports_the_readable_side_and_drops_a_hung_up_device() {
         let (dev, dev_peer) = UnixStream::pair().unwrap();
         let (ul, ul_peer) = UnixDatagram::pair().unwrap();
-        let mut p = Poller::new(dev.as_raw_fd(), ul.as_raw_fd(), Duration::ZERO);
+        let (post, mail) = crate::io::mailbox::pair().unwrap();
+        let mut p = Poller::new(dev.as_raw_fd(), ul.as_raw_fd(), mail.fd(), Duration::ZERO);
         ul_peer.send(b"x").unwrap();
-        assert_eq!(p.wait(), Ready { device: false, underlay: true });
+        assert_eq!(p.wait(), Ready { device: false, underlay: true, mail: false });
+        post.ring();
+        assert!(p.wait().mail);
+        assert!(mail.take().is_none());
         drop(dev_peer);
         let mut buf = [0u8; 4];
         ul.recv(&mut buf).unwrap();

@@ -6,6 +6,7 @@
 //! writev per run of coalesced TCP segments or UDP datagrams. Table snapshots are loaded and
 //! counters flushed once per batch.
 use super::gro::{FrameRef, Gro};
+use super::mailbox::Mailbox;
 use super::poll::Poller;
 use super::tap::TapQueue;
 use super::udp::{MmsgScratch, Received, Underlay};
@@ -53,8 +54,9 @@ pub struct WorkerConfig {
     pub tables: Arc<Tables>,
     pub counters: Arc<Counters>,
     pub stop: Arc<AtomicBool>,
-    /// A replacement queue after the device was deleted and recreated under us.
-    pub new_tap: crossbeam_channel::Receiver<TapQueue>,
+    /// Wakes the worker for the stop flag and brings a replacement queue after the device was
+    /// deleted and recreated under us.
+    pub mailbox: Mailbox,
     /// Keep polling without sleeping for this long after the last packet (zero: never spin).
     pub busy_poll: Duration,
 }
@@ -112,13 +114,17 @@ impl Worker {
     /// Returns the TAP queue rather than closing it: the device disappears with its last queue,
     /// and the control side still has routes on it to remove.
     pub fn run(mut self) -> TapQueue {
-        let mut poller = Poller::new(self.tap.as_fd().as_raw_fd(), self.udp.rx.as_raw_fd(), self.cfg.busy_poll);
+        let mut poller = Poller::new(self.tap.as_fd().as_raw_fd(), self.udp.rx.as_raw_fd(), self.cfg.mailbox.fd(), self.cfg.busy_poll);
         while !self.cfg.stop.load(Ordering::Relaxed) {
-            if let Ok(q) = self.cfg.new_tap.try_recv() {
-                self.tap = q;
-                poller.set_device(self.tap.as_fd().as_raw_fd());
-            }
             let ready = poller.wait();
+            if ready.mail {
+                if let Some(q) = self.cfg.mailbox.take() {
+                    self.tap = q;
+                    poller.set_device(self.tap.as_fd().as_raw_fd());
+                }
+                // The stop flag first; and what was ready may have been the old queue.
+                continue;
+            }
             if ready.device {
                 self.dispatch_tap_batch();
             }

@@ -368,6 +368,26 @@ impl Vtepd {
         self.stderr()
     }
 
+    /// Context switches (voluntary and not) of each thread so far, by thread name and id: how
+    /// often each one has woken up.
+    pub fn thread_switches(&self) -> HashMap<String, u64> {
+        let pid = self.pid().expect("vtepd already stopped");
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read the threads of vtepd");
+        let mut out = HashMap::new();
+        for task in tasks.flatten() {
+            let (Ok(comm), Ok(status)) = (std::fs::read_to_string(task.path().join("comm")), std::fs::read_to_string(task.path().join("status"))) else {
+                continue;
+            };
+            let switches: u64 = status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+            out.insert(format!("{} ({})", comm.trim(), task.file_name().to_string_lossy()), switches);
+        }
+        out
+    }
+
     /// VmRSS of the process in KiB.
     pub fn rss_kib(&self) -> u64 {
         vm_rss_kib(self.pid().expect("vtepd already stopped"))

@@ -114,8 +114,8 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     started.device = Some(device);
     for (i, (queue, tx)) in queues.into_iter().zip(tx).enumerate() {
         let (tables, stop, batch, rx) = (tables.clone(), stop.clone(), opts.batch, rx.next());
-        spawn_worker(&mut started, i, move |counters, new_tun| {
-            let wc = IpipWorkerConfig { tunnel, batch, tables, counters, stop, gro: opts_offload, uso, new_tun, busy_poll };
+        spawn_worker(&mut started, i, move |counters, mailbox| {
+            let wc = IpipWorkerConfig { tunnel, batch, tables, counters, stop, gro: opts_offload, uso, mailbox, busy_poll };
             IpipWorker::new(wc, queue, tx, rx).run()
         })?;
     }

@@ -14,7 +14,7 @@ use super::run::RunError;
 use crate::dataplane::{counters, Counters};
 use crate::io::ifaddr;
 use crate::io::tap::{self, Kind, TapError, TapQueue};
-use crossbeam_channel::Sender;
+use crate::io::mailbox::{Mailbox, Postbox};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -25,8 +25,8 @@ pub struct Started {
     pub overlay: Overlay,
     /// How to rebuild the device if someone deletes it; `None` for host-gw, which has none.
     pub device: Option<DeviceSpec>,
-    /// One per worker: where a recreated device's queue is handed over.
-    pub queue_tx: Vec<Sender<TapQueue>>,
+    /// One per worker: how to wake it, and where a recreated device's queue is handed over.
+    pub postboxes: Vec<Postbox>,
     /// Workers hand their queue back when they stop.
     pub threads: Vec<JoinHandle<TapQueue>>,
     pub counters: Vec<Arc<Counters>>,
@@ -34,14 +34,18 @@ pub struct Started {
 
 impl Started {
     pub fn without_workers(overlay: Overlay) -> Started {
-        Started { overlay, device: None, queue_tx: Vec::new(), threads: Vec::new(), counters: Vec::new() }
+        Started { overlay, device: None, postboxes: Vec::new(), threads: Vec::new(), counters: Vec::new() }
     }
 
     /// Waits for the workers (the caller has set the stop flag), removes the peers' entries and
     /// returns the summed counters.
     pub fn finish(mut self) -> Vec<(&'static str, u64)> {
-        // The workers hand their queues back; the device (and what the kernel holds on it) lives
-        // until they are dropped, after our own entries are removed.
+        // Workers sleep until there is traffic or mail: wake each to see the stop flag. They hand
+        // their queues back; the device (and what the kernel holds on it) lives until they are
+        // dropped, after our own entries are removed.
+        for p in &self.postboxes {
+            p.ring();
+        }
         let mut queues = Vec::new();
         for t in self.threads {
             match t.join() {
@@ -266,22 +270,22 @@ pub fn drop_privileges(opts: &super::run::RunOptions) -> Result<(), RunError> {
 }
 
 /// Spawns worker `index` of `started`: a named thread that counts into a fresh [`Counters`] and
-/// receives a replacement queue through the channel whose sender is kept in `started`.
+/// gets its mail (a replacement queue, a wake-up to stop) from the postbox kept in `started`.
 pub fn spawn_worker(
     started: &mut Started,
     index: usize,
-    body: impl FnOnce(Arc<Counters>, crossbeam_channel::Receiver<TapQueue>) -> TapQueue + Send + 'static,
+    body: impl FnOnce(Arc<Counters>, Mailbox) -> TapQueue + Send + 'static,
 ) -> Result<(), RunError> {
     let counters = Arc::new(Counters::default());
-    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (postbox, mailbox) = crate::io::mailbox::pair().map_err(RunError::Thread)?;
     let c = counters.clone();
     let t = std::thread::Builder::new()
         .name(format!("vtepd-w{index}"))
-        .spawn(move || body(c, rx))
+        .spawn(move || body(c, mailbox))
         .map_err(RunError::Thread)?;
     started.threads.push(t);
     started.counters.push(counters);
-    started.queue_tx.push(tx);
+    started.postboxes.push(postbox);
     Ok(())
 }
 

@@ -120,8 +120,8 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     started.device = Some(device);
     for (i, (tap, udp)) in queues.into_iter().zip(sockets).enumerate() {
         let (tables, stop, port, batch, busy_poll) = (tables.clone(), stop.clone(), cfg.vxlan.port, opts.batch, opts.busy_poll);
-        spawn_worker(&mut started, i, move |counters, new_tap| {
-            let wc = WorkerConfig { vtep, port, batch, offloads, tables, counters, stop, new_tap, busy_poll };
+        spawn_worker(&mut started, i, move |counters, mailbox| {
+            let wc = WorkerConfig { vtep, port, batch, offloads, tables, counters, stop, mailbox, busy_poll };
             Worker::new(wc, tap, udp).run()
         })?;
     }
