@@ -1307,7 +1307,7 @@ def main(argv: list[str]) -> int:
     idle = minfo.get("cpuidle") or {}
     if idle.get("guest_halt_poll_ns") == 0:
         print("machine: idle vCPUs halt at once (cpuidle haltpoll, guest_halt_poll_ns 0): every wake-up of "
-              "an idle vCPU is a VM exit, which vtepd's hand-offs pay more often than flannel.1 (README, Latency)")
+              "an idle vCPU is a VM exit, which vtepd's hand-offs pay more often than flannel.1 (docs/performance.md, Latency)")
     print(render_table(rows, summary))
     print()
     for n in notes:
