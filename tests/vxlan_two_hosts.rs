@@ -35,6 +35,15 @@ fn vxlan_two_hosts_ping_and_tcp() {
     tcp_transfer(&hosts.a, Some(ip_a), &hosts.b, ip_b, 5001, BIG_TRANSFER);
     tcp_transfer(&hosts.b, Some(ip_b), &hosts.a, ip_a, 5002, BIG_TRANSFER);
 
+    // The packet buffers the kernel copies every frame into asked for huge pages (fewer TLB misses
+    // per copy; docs/performance.md), and the transfers have touched them.
+    if thp_available() {
+        for (host, v) in [("A", &vtepd_a), ("B", &vtepd_b)] {
+            let huge = anon_huge_kib(v.pid().expect("vtepd running"));
+            assert!(huge >= 2048, "{host}: no packet buffer on a huge page (AnonHugePages {huge} kB)");
+        }
+    }
+
     let (counters_a, counters_b) = stop_pair(vtepd_a, vtepd_b);
     assert_clean_traffic("A", &counters_a);
     assert_clean_traffic("B", &counters_b);

@@ -16,6 +16,24 @@ pub fn vm_rss_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in {path}:\n{status}"))
 }
 
+/// AnonHugePages of a process in KiB: how much of its anonymous memory sits on transparent huge pages.
+pub fn anon_huge_kib(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let smaps = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    smaps
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no AnonHugePages in {path}:\n{smaps}"))
+}
+
+/// Whether this kernel hands out transparent huge pages to a process that asks (mode `always` or
+/// `madvise`, not `never` or built without THP).
+pub fn thp_available() -> bool {
+    fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").is_ok_and(|m| !m.contains("[never]"))
+}
+
 /// `ip -n NS neigh show dev DEV nud permanent`, one entry per line, sorted.
 pub fn permanent_neighbours(ns: &Netns, dev: &str) -> Vec<String> {
     sorted_lines(&ns.ip(&["neigh", "show", "dev", dev, "nud", "permanent"]))
