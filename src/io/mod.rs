@@ -37,7 +37,7 @@ pub fn release_free_memory() {
 
 /// Asks for transparent huge pages under a large buffer not yet touched (the kernel copies every
 /// packet into or out of it: 4 KB pages cost a TLB miss every 4 KB, doubly so in a VM).
-pub(crate) fn advise_huge_pages(buf: &[u8]) {
+fn advise_huge_pages(buf: &[u8]) {
     const HUGE: usize = 2 << 20;
     let start = (buf.as_ptr() as usize).next_multiple_of(HUGE);
     let end = (buf.as_ptr() as usize + buf.len()) / HUGE * HUGE;
