@@ -6,26 +6,22 @@ use std::fs;
 
 /// VmRSS of `pid` in KiB, from /proc/PID/status.
 pub fn vm_rss_kib(pid: u32) -> u64 {
-    let path = format!("/proc/{pid}/status");
-    let status = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in {path}:\n{status}"))
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 /// AnonHugePages of a process in KiB: how much of its anonymous memory sits on transparent huge pages.
 pub fn anon_huge_kib(pid: u32) -> u64 {
-    let path = format!("/proc/{pid}/smaps_rollup");
-    let smaps = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    smaps
-        .lines()
-        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+    proc_kib(&format!("/proc/{pid}/smaps_rollup"), "AnonHugePages:")
+}
+
+/// A `Name:   123 kB` line of a /proc file, in KiB.
+fn proc_kib(path: &str, field: &str) -> u64 {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no AnonHugePages in {path}:\n{smaps}"))
+        .unwrap_or_else(|| panic!("no {field} in {path}:\n{text}"))
 }
 
 /// Whether this kernel hands out transparent huge pages to a process that asks (mode `always` or
