@@ -1053,6 +1053,21 @@ def cpu_idle_info() -> dict:
     return info
 
 
+THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def thp_mode() -> str | None:
+    """The transparent-huge-page mode (always, madvise or never; None without THP). vtepd asks for
+    huge pages under its packet buffers, where the kernel copies every frame: with `never` each
+    copy takes a TLB miss every 4 KB, and vtepd's figures drop (docs/performance.md)."""
+    try:
+        text = THP_ENABLED.read_text()
+    except OSError:
+        return None
+    m = re.search(r"\[(\w+)\]", text)
+    return m.group(1) if m else None
+
+
 def set_halt_poll(ns: int) -> int:
     """Sets guest_halt_poll_ns, returning the value it had."""
     before = int(HALT_POLL.read_text().strip())
@@ -1261,7 +1276,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     summary = summarise(rows, raw)
-    minfo = {**machine_info(), "cpuidle": cpuidle}
+    minfo = {**machine_info(), "cpuidle": cpuidle, "thp": thp_mode()}
     notes = list(NOTES)
     if bg is not None and bg > 0.05:
         notes.append(f"WARNING: the machine was {bg:.2f} cores busy before the run: "
@@ -1308,6 +1323,9 @@ def main(argv: list[str]) -> int:
     if idle.get("guest_halt_poll_ns") == 0:
         print("machine: idle vCPUs halt at once (cpuidle haltpoll, guest_halt_poll_ns 0): every wake-up of "
               "an idle vCPU is a VM exit, which vtepd's hand-offs pay more often than flannel.1 (docs/performance.md, Latency)")
+    if minfo["thp"] in (None, "never"):
+        print("machine: no transparent huge pages: vtepd's packet buffers are on 4 KB pages, which costs "
+              "it CPU per GB (docs/performance.md)")
     print(render_table(rows, summary))
     print()
     for n in notes:
