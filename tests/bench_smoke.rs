@@ -82,10 +82,9 @@ fn bench_runs_every_row_and_writes_table_json_and_svg() {
     let halts_at_once = std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns").is_ok_and(|v| v.trim() == "0");
     assert_eq!(halts_at_once, stdout.contains("idle vCPUs halt at once"), "{stdout}");
     // The transparent-huge-page mode, which vtepd's copies depend on, as sysfs has it.
-    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok();
-    let mode = thp.as_deref().and_then(|t| t.split_once('[')).and_then(|(_, r)| r.split_once(']')).map(|(m, _)| m);
-    assert_eq!(bench["machine"]["thp"].as_str(), mode, "machine.thp: {}", bench["machine"]);
-    assert_eq!(matches!(mode, None | Some("never")), stdout.contains("no transparent huge pages"), "{stdout}");
+    let mode = thp_mode();
+    assert_eq!(bench["machine"]["thp"].as_str(), mode.as_deref(), "machine.thp: {}", bench["machine"]);
+    assert_eq!(!thp_available(), stdout.contains("no transparent huge pages"), "{stdout}");
     let vtepd_cpu = bench["rows"]["C"]["median"]["daemon_cpu_s_per_gb"].as_f64();
     assert!(vtepd_cpu.is_some_and(|v| v > 0.0), "vtepd's own CPU per GB missing: {vtepd_cpu:?}");
 

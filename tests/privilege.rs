@@ -8,13 +8,6 @@ use common::*;
 /// CAP_NET_ADMIN (12) and CAP_NET_RAW (13).
 const KEPT_CAPS: &str = "0000000000003000";
 
-fn status_field(path: &str, key: &str) -> String {
-    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    s.lines()
-        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
-        .unwrap_or_else(|| panic!("{key} missing in {path}"))
-}
-
 #[test]
 fn runs_unprivileged_with_only_network_capabilities() {
     require_root();
@@ -30,16 +23,16 @@ fn runs_unprivileged_with_only_network_capabilities() {
     let pid = a.pid().expect("vtepd A running");
     // The switch happens right after the routes are in; wait for it rather than race it.
     wait_until("vtepd A to switch to nobody", || {
-        status_field(&format!("/proc/{pid}/status"), "Uid:").starts_with("65534")
+        proc_field(&format!("/proc/{pid}/status"), "Uid:").starts_with("65534")
     });
     let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten().collect();
     assert!(tasks.len() >= 2, "expected the main thread and workers, found {}", tasks.len());
     for t in tasks {
         let status = t.path().join("status");
         let status = status.to_str().unwrap();
-        assert!(status_field(status, "Uid:").split_whitespace().all(|u| u == "65534"), "{status}: uid");
-        assert_eq!(status_field(status, "CapEff:"), KEPT_CAPS, "{status}: effective caps");
-        assert_eq!(status_field(status, "CapPrm:"), KEPT_CAPS, "{status}: permitted caps");
+        assert!(proc_field(status, "Uid:").split_whitespace().all(|u| u == "65534"), "{status}: uid");
+        assert_eq!(proc_field(status, "CapEff:"), KEPT_CAPS, "{status}: effective caps");
+        assert_eq!(proc_field(status, "CapPrm:"), KEPT_CAPS, "{status}: permitted caps");
     }
 
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");

@@ -16,18 +16,29 @@ pub fn anon_huge_kib(pid: u32) -> u64 {
 
 /// A `Name:   123 kB` line of a /proc file, in KiB.
 fn proc_kib(path: &str, field: &str) -> u64 {
+    let value = proc_field(path, field);
+    value.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{field} in {path} is not a number: {value}"))
+}
+
+/// The value of a `Name: value` line of a /proc file (`field` with its colon), trimmed.
+pub fn proc_field(path: &str, field: &str) -> String {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     text.lines()
         .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+        .map(|v| v.trim().to_string())
         .unwrap_or_else(|| panic!("no {field} in {path}:\n{text}"))
 }
 
-/// Whether this kernel hands out transparent huge pages to a process that asks (mode `always` or
-/// `madvise`, not `never` or built without THP).
+/// The transparent-huge-page mode (`always`, `madvise`, `never`), `None` on a kernel without THP.
+pub fn thp_mode() -> Option<String> {
+    let text = fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    let (_, rest) = text.split_once('[')?;
+    rest.split_once(']').map(|(mode, _)| mode.to_string())
+}
+
+/// Whether this kernel hands out transparent huge pages to a process that asks.
 pub fn thp_available() -> bool {
-    fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").is_ok_and(|m| !m.contains("[never]"))
+    thp_mode().is_some_and(|m| m != "never")
 }
 
 /// `ip -n NS neigh show dev DEV nud permanent`, one entry per line, sorted.
