@@ -206,7 +206,7 @@ mod tests {
     use super::SubnetIndex;
 
     #[test]
-    fn subnet_index_finds_the_most_specific_subnet_holding_an_address() {
+    fn subnet_index_finds_every_subnet_holding_an_address_most_specific_first() {
         let net = |s: &str| s.parse().unwrap();
         let index = SubnetIndex::new([(net("10.0.0.0/8"), 1), (net("10.5.0.0/24"), 2), (net("10.6.0.0/31"), 3), (net("0.0.0.0/0"), 4)]);
         let at = |ip: &str| index.containing(ip.parse().unwrap()).map(|(n, k)| (n.to_string(), k)).collect::<Vec<_>>();
