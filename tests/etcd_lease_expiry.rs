@@ -29,10 +29,13 @@ fn deleted_and_expired_leases_leave_the_tables() {
     // A lease on a short etcd lease, as a node that died leaves it: there, then gone by itself.
     let lease = etcd.grant(4);
     let value = r#"{"PublicIP":"192.0.2.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}"#;
-    etcd.put_with_lease(&format!("{PREFIX}/subnets/10.244.99.0-24"), value, &lease);
-    wait_until("node 1 routes to the short-lived node", || a.has_route("10.244.99.0/24"));
-    assert!(has_permanent_neigh(&a, "vtep0", "10.244.99.0", "02:00:00:00:00:09"));
-    wait_until_for("the short-lived lease expires out of node 1", std::time::Duration::from_secs(20), || !a.has_route("10.244.99.0/24"));
-    assert!(!has_permanent_neigh(&a, "vtep0", "10.244.99.0", "02:00:00:00:00:09"));
+    let key = etcd.free_lease_key();
+    let (subnet, _) = subnet_of_key(&key);
+    let vtep = key.split('-').next().unwrap().to_string();
+    etcd.put_with_lease(&format!("{PREFIX}/subnets/{key}"), value, &lease);
+    wait_until("node 1 routes to the short-lived node", || a.has_route(&subnet));
+    assert!(has_permanent_neigh(&a, "vtep0", &vtep, "02:00:00:00:00:09"));
+    wait_until_for("the short-lived lease expires out of node 1", std::time::Duration::from_secs(20), || !a.has_route(&subnet));
+    assert!(!has_permanent_neigh(&a, "vtep0", &vtep, "02:00:00:00:00:09"));
     da.stop();
 }

@@ -41,9 +41,11 @@ fn an_etcd_outage_does_not_touch_forwarding() {
     etcd.restart();
     da.wait_for_log("etcd reachable again", back);
     let value = r#"{"PublicIP":"192.0.2.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}"#;
-    etcd.put(&format!("{PREFIX}/subnets/10.244.99.0-24"), value);
+    let key = etcd.free_lease_key();
+    let (subnet, _) = subnet_of_key(&key);
+    etcd.put(&format!("{PREFIX}/subnets/{key}"), value);
     wait_until_for("both nodes learn a lease written after the outage", RECOVERY_TIMEOUT, || {
-        a.has_route("10.244.99.0/24") && b.has_route("10.244.99.0/24")
+        a.has_route(&subnet) && b.has_route(&subnet)
     });
     transfer.finish(16 << 20);
     da.stop();

@@ -137,6 +137,13 @@ impl Etcd {
         self.get_prefix(&base).into_iter().map(|(k, v)| (k.trim_start_matches(&base).to_string(), v)).collect()
     }
 
+    /// A lease key no lease holds ("10.244.99.0-24", or the next /24 down) for a test's own made-up
+    /// node: the real nodes lease subnets at random, and a hard-coded one could be theirs.
+    pub fn free_lease_key(&self) -> String {
+        let taken: Vec<String> = self.leases().into_iter().map(|(k, _)| k).collect();
+        (0..=99u8).rev().map(|n| format!("10.244.{n}.0-24")).find(|k| !taken.contains(k)).expect("a free /24 in 10.244.0.0/16")
+    }
+
     /// The lease key holding `public_ip` ("10.244.3.0-24").
     pub fn lease_of(&self, public_ip: &str) -> Option<String> {
         let needle = format!("\"PublicIP\":\"{public_ip}\"");
