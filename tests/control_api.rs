@@ -126,8 +126,7 @@ fn every_subcommand_against_a_running_vtepd() {
     a_lost_route_is_shown_until_it_is_back(&hosts, sa);
     bad_input_is_refused(sa);
     // None of it disturbed forwarding.
-    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
-    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    hosts.ping_both_ways();
     let (ca, cb) = (a.stop(), b.stop());
     assert_eq!((ca["drop_rx_unknown_source"], cb["drop_rx_unknown_source"]), (0, 0));
 }

@@ -38,8 +38,7 @@ impl Pair {
         let dir = TempDir::new(tag);
         let (a, b) = start_pair(&hosts, &dir, &[]);
         let (cfg_a, cfg_b) = pair_cfgs();
-        ping(&hosts.a, "10.244.1.0", "10.244.2.0");
-        ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+        hosts.ping_both_ways();
         Pair {
             a,
             b,
@@ -468,8 +467,7 @@ fn sigterm_cleans_up_and_sigkill_restart_comes_back() {
 
     // Restart with the same config: up, clean log, forwarding both ways.
     let a = Vtepd::start(&hosts.a, &path_a, &cfg_a);
-    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
-    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    hosts.ping_both_ways();
     let (answered, lost) = pings.stop();
     eprintln!("B -> A ping loop across SIGKILL and restart: {answered} answered, {lost} lost");
     let log = a.stderr();

@@ -729,8 +729,7 @@ fn hostile_flood_during_transfer() {
     let cfg_b = NodeCfg::host(2, &[1]);
     let mut vtepd_a = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
     let vtepd_b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
-    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
-    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    hosts.ping_both_ways();
 
     let a_vtep = Ipv4Addr::from(A_VTEP);
     let b_vtep = Ipv4Addr::from(B_VTEP);
@@ -777,8 +776,7 @@ fn hostile_flood_during_transfer() {
     );
 
     // Everything still works, and nothing was learned.
-    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
-    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    hosts.ping_both_ways();
     // Give the last datagrams time to be read before the counters are taken at exit.
     thread::sleep(Duration::from_millis(300));
     let rss_after = vtepd_a.rss_kib();

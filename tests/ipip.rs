@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
 
 use common::offload::*;
 use common::*;
@@ -59,8 +58,7 @@ fn ipip_two_hosts_ping_capture_tcp() {
     assert!(addr_a.contains("mtu 1480"), "{DEV} in A does not have mtu 1480:\n{addr_a}");
 
     let cap = Capture::start(&hosts.a, UNDERLAY_DEV, &dir, "ul0.pcap", "ip proto 4");
-    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
-    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    hosts.ping_both_ways();
     let pcap = cap.finish();
     let lines = tshark_fields(&pcap, &["ip.proto", "ip.src", "ip.dst", "ip.ttl", "ip.flags.df", "icmp.type"]);
     // Each IPIP packet has two IP layers; tshark lists both occurrences, outer first. DF follows
@@ -80,10 +78,7 @@ fn ipip_two_hosts_ping_capture_tcp() {
     assert_eq!((&peer["mode"], &peer["reachable"], &peer["vtep_mac"]), (&"ipip".into(), &true.into(), &serde_json::Value::Null), "{p}");
     assert!(peer["last_heard_secs"].as_u64().is_some_and(|s| s < 60), "{p}");
 
-    let ip_a = Ipv4Addr::new(10, 244, 1, 0);
-    let ip_b = Ipv4Addr::new(10, 244, 2, 0);
-    tcp_transfer(&hosts.a, Some(ip_a), &hosts.b, ip_b, 5001, BIG_TRANSFER);
-    tcp_transfer(&hosts.b, Some(ip_b), &hosts.a, ip_a, 5002, BIG_TRANSFER);
+    hosts.tcp_both_ways(BIG_TRANSFER);
 
     // An inner packet over the tunnel MTU with DF: raise the device MTU behind vtepd's back so the
     // kernel hands it a 2028-byte packet; vtepd answers like a router with ICMP type 3 code 4.
@@ -130,8 +125,7 @@ fn ipip_device_deleted_under_vtepd_is_recreated() {
 
     hosts.a.ip(&["link", "del", DEV]);
     wait_until("ipip0 and its route recreated in A", || hosts.a.has_link(DEV) && hosts.a.has_route("10.244.2.0/24"));
-    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
-    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    hosts.ping_both_ways();
 
     let counters = vtepd_a.stop();
     vtepd_b.stop();

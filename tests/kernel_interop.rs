@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
 
 use common::*;
 
@@ -25,13 +24,9 @@ fn interop(tag: &str, tx_csum_off: bool) {
     let path_a = dir.write("a.toml", &cfg_a.to_toml());
     let vtepd_a = Vtepd::start(&hosts.a, &path_a, &cfg_a);
 
-    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
-    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    hosts.ping_both_ways();
 
-    let ip_a = Ipv4Addr::new(10, 244, 1, 0);
-    let ip_b = Ipv4Addr::new(10, 244, 2, 0);
-    tcp_transfer(&hosts.a, Some(ip_a), &hosts.b, ip_b, 5001, BIG_TRANSFER);
-    tcp_transfer(&hosts.b, Some(ip_b), &hosts.a, ip_a, 5002, BIG_TRANSFER);
+    hosts.tcp_both_ways(BIG_TRANSFER);
 
     let counters = vtepd_a.stop();
     eprintln!("A counters ({tag}):\n{}", show_counters(&counters));

@@ -181,8 +181,7 @@ fn rx_drops_are_counted_exactly() {
         String::from_utf8_lossy(&during.stderr)
     );
     // And afterwards, both ways. This also gives vtepd time to have read every datagram before SIGTERM.
-    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
-    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    hosts.ping_both_ways();
 
     let (counters_a, counters_b) = stop_pair(vtepd_a, vtepd_b);
     assert!(

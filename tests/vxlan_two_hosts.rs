@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
 use std::process::Command;
 
 use common::*;
@@ -27,13 +26,9 @@ fn vxlan_two_hosts_ping_and_tcp() {
         "vtep0 in A does not have mtu 1450:\n{addr_a}"
     );
 
-    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
-    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
+    hosts.ping_both_ways();
 
-    let ip_a = Ipv4Addr::new(10, 244, 1, 0);
-    let ip_b = Ipv4Addr::new(10, 244, 2, 0);
-    tcp_transfer(&hosts.a, Some(ip_a), &hosts.b, ip_b, 5001, BIG_TRANSFER);
-    tcp_transfer(&hosts.b, Some(ip_b), &hosts.a, ip_a, 5002, BIG_TRANSFER);
+    hosts.tcp_both_ways(BIG_TRANSFER);
 
     // The packet buffers the kernel copies every frame into asked for huge pages (fewer TLB misses
     // per copy; docs/performance.md), and the transfers have touched them.
@@ -235,11 +230,8 @@ fn busy_poll_forwards_both_ways() {
     let hosts = TwoHosts::new("2hbp");
     let dir = TempDir::new("2hbp");
     let (vtepd_a, vtepd_b) = start_pair(&hosts, &dir, &["--busy-poll", "2000"]);
-    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
-    ping(&hosts.b, "10.244.2.0", "10.244.1.0");
-    let (ip_a, ip_b) = (Ipv4Addr::new(10, 244, 1, 0), Ipv4Addr::new(10, 244, 2, 0));
-    tcp_transfer(&hosts.a, Some(ip_a), &hosts.b, ip_b, 5001, BIG_TRANSFER);
-    tcp_transfer(&hosts.b, Some(ip_b), &hosts.a, ip_a, 5002, BIG_TRANSFER);
+    hosts.ping_both_ways();
+    hosts.tcp_both_ways(BIG_TRANSFER);
     assert_clean_traffic("A", &vtepd_a.stop());
     assert_clean_traffic("B", &vtepd_b.stop());
 }

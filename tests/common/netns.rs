@@ -138,6 +138,20 @@ impl TwoHosts {
         });
         TwoHosts { a, b }
     }
+
+    /// Pings each node's VTEP address (10.244.1.0, 10.244.2.0) from the other: the overlay is up
+    /// both ways.
+    pub fn ping_both_ways(&self) {
+        ping(&self.a, "10.244.1.0", "10.244.2.0");
+        ping(&self.b, "10.244.2.0", "10.244.1.0");
+    }
+
+    /// `nbytes` over TCP from A's VTEP address to B's, then back, each end's SHA-256 compared.
+    pub fn tcp_both_ways(&self, nbytes: usize) {
+        let (ip_a, ip_b) = (Ipv4Addr::new(10, 244, 1, 0), Ipv4Addr::new(10, 244, 2, 0));
+        super::tcp_transfer(&self.a, Some(ip_a), &self.b, ip_b, 5001, nbytes);
+        super::tcp_transfer(&self.b, Some(ip_b), &self.a, ip_a, 5002, nbytes);
+    }
 }
 
 /// Runs `f` on a new thread that has joined the namespace `ns` (setns on /var/run/netns/NAME).
