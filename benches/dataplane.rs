@@ -262,6 +262,8 @@ fn internet_checksum(c: &mut Criterion) {
         let data = payload(len, 6);
         let ours = !vtepd::wire::checksum::fold(vtepd::wire::checksum::sum(&data, 0));
         assert_eq!(u16::from_be_bytes(internet_checksum::checksum(&data)), ours, "internet-checksum disagrees");
+        // etherparse sums native-endian words; its callers swap the result with to_be().
+        assert_eq!(etherparse::checksum::Sum16BitWords::new().add_slice(&data).ones_complement().to_be(), ours, "etherparse disagrees");
         g.throughput(Throughput::Bytes(len as u64));
         g.bench_function(format!("{len}B"), |b| b.iter(|| black_box(vtepd::wire::checksum::sum(black_box(&data), 0))));
         g.bench_function(format!("{len}B_internet_checksum_crate"), |b| {
