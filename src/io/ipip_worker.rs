@@ -12,7 +12,7 @@
 //! On receive, consecutive segments of one flow in a batch go up as one GSO write ([`Gro`]).
 use super::gro::{FrameRef, Gro};
 use super::mailbox::Mailbox;
-use super::poll::Poller;
+use super::poll::{self, Forwarder, Poller};
 use super::tun::TunQueue;
 use super::udp::{MmsgScratch, Received};
 use super::Slots;
@@ -24,7 +24,7 @@ use crate::table::Tables;
 use crate::wire::vnet::{self, VnetHdr};
 use socket2::Socket;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -104,28 +104,8 @@ impl IpipWorker {
     /// and the control side still has routes on it to remove.
     pub fn run(mut self) -> TunQueue {
         let rx_fd = self.rx.as_ref().map_or(-1, |s| s.as_raw_fd());
-        let mut poller = Poller::new(self.tun.as_fd().as_raw_fd(), rx_fd, self.cfg.mailbox.fd(), self.cfg.busy_poll);
-        while !self.cfg.stop.load(Ordering::Relaxed) {
-            let ready = poller.wait();
-            if ready.mail {
-                if let Some(q) = self.cfg.mailbox.take() {
-                    self.tun = q;
-                    poller.set_device(self.tun.as_fd().as_raw_fd());
-                }
-                // The stop flag first; and what was ready may have been the old queue.
-                continue;
-            }
-            if ready.device {
-                self.dispatch_tun_batch();
-            }
-            if ready.underlay {
-                self.process_raw_batch();
-            }
-            if ready.any() {
-                self.cfg.counters.flush(&mut self.local);
-            }
-        }
-        self.cfg.counters.flush(&mut self.local);
+        let poller = Poller::new(self.tun.as_fd().as_raw_fd(), rx_fd, self.cfg.mailbox.fd(), self.cfg.busy_poll);
+        poll::drive(&mut self, poller);
         self.tun
     }
 
@@ -232,5 +212,32 @@ impl IpipWorker {
             }
         }
         self.gro.flush(&mut self.rx_slots, &self.tun, &mut self.local);
+    }
+}
+
+impl Forwarder for IpipWorker {
+    fn stop_requested(&self) -> bool {
+        self.cfg.stop.load(Ordering::Relaxed)
+    }
+
+    fn take_mail(&mut self) -> Option<TunQueue> {
+        self.cfg.mailbox.take()
+    }
+
+    fn set_device(&mut self, queue: TunQueue) -> RawFd {
+        self.tun = queue;
+        self.tun.as_fd().as_raw_fd()
+    }
+
+    fn device_batch(&mut self) {
+        self.dispatch_tun_batch();
+    }
+
+    fn underlay_batch(&mut self) {
+        self.process_raw_batch();
+    }
+
+    fn flush_counters(&mut self) {
+        self.cfg.counters.flush(&mut self.local);
     }
 }

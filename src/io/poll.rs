@@ -1,8 +1,46 @@
 //! The wait at the top of every worker loop: the device queue, the underlay socket and the
 //! worker's mailbox in one poll(2), optionally spinning for a while after traffic (`--busy-poll`).
 //! Without traffic or mail a worker sleeps for good: nothing but the mailbox needs it.
+use super::tap::TapQueue;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
+
+/// A worker as the shared loop sees it: two sides to drain in batches, and the ways the control
+/// side reaches it. The VXLAN and the IPIP worker differ only in what a batch does.
+pub trait Forwarder {
+    fn stop_requested(&self) -> bool;
+    /// Clears the mailbox's wake-up; a replacement device queue if one was posted.
+    fn take_mail(&mut self) -> Option<TapQueue>;
+    /// Puts the replacement queue in place; returns its descriptor for the poll set.
+    fn set_device(&mut self, queue: TapQueue) -> RawFd;
+    fn device_batch(&mut self);
+    fn underlay_batch(&mut self);
+    fn flush_counters(&mut self);
+}
+
+/// Runs a worker until its stop flag is set.
+pub fn drive(w: &mut impl Forwarder, mut poller: Poller) {
+    while !w.stop_requested() {
+        let ready = poller.wait();
+        if ready.mail {
+            if let Some(q) = w.take_mail() {
+                poller.set_device(w.set_device(q));
+            }
+            // The stop flag first; and what was ready may have been the old queue.
+            continue;
+        }
+        if ready.device {
+            w.device_batch();
+        }
+        if ready.underlay {
+            w.underlay_batch();
+        }
+        if ready.any() {
+            w.flush_counters();
+        }
+    }
+    w.flush_counters();
+}
 
 /// Which side has something to read after [`Poller::wait`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //! counters flushed once per batch.
 use super::gro::{FrameRef, Gro};
 use super::mailbox::Mailbox;
-use super::poll::Poller;
+use super::poll::{self, Forwarder, Poller};
 use super::tap::TapQueue;
 use super::udp::{MmsgScratch, Received, Underlay};
 use super::Slots;
@@ -20,7 +20,7 @@ use crate::table::Tables;
 use crate::wire::vnet::VnetHdr;
 use crate::wire::vxlan;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,28 +114,8 @@ impl Worker {
     /// Returns the TAP queue rather than closing it: the device disappears with its last queue,
     /// and the control side still has routes on it to remove.
     pub fn run(mut self) -> TapQueue {
-        let mut poller = Poller::new(self.tap.as_fd().as_raw_fd(), self.udp.rx.as_raw_fd(), self.cfg.mailbox.fd(), self.cfg.busy_poll);
-        while !self.cfg.stop.load(Ordering::Relaxed) {
-            let ready = poller.wait();
-            if ready.mail {
-                if let Some(q) = self.cfg.mailbox.take() {
-                    self.tap = q;
-                    poller.set_device(self.tap.as_fd().as_raw_fd());
-                }
-                // The stop flag first; and what was ready may have been the old queue.
-                continue;
-            }
-            if ready.device {
-                self.dispatch_tap_batch();
-            }
-            if ready.underlay {
-                self.process_udp_batch();
-            }
-            if ready.any() {
-                self.cfg.counters.flush(&mut self.local);
-            }
-        }
-        self.cfg.counters.flush(&mut self.local);
+        let poller = Poller::new(self.tap.as_fd().as_raw_fd(), self.udp.rx.as_raw_fd(), self.cfg.mailbox.fd(), self.cfg.busy_poll);
+        poll::drive(&mut self, poller);
         self.tap
     }
 
@@ -317,5 +297,32 @@ fn split_size(r: &Received, buf: &[u8]) -> (usize, u16) {
         (r.len, seg.min(u16::MAX as usize) as u16)
     } else {
         (seg, 0)
+    }
+}
+
+impl Forwarder for Worker {
+    fn stop_requested(&self) -> bool {
+        self.cfg.stop.load(Ordering::Relaxed)
+    }
+
+    fn take_mail(&mut self) -> Option<TapQueue> {
+        self.cfg.mailbox.take()
+    }
+
+    fn set_device(&mut self, queue: TapQueue) -> RawFd {
+        self.tap = queue;
+        self.tap.as_fd().as_raw_fd()
+    }
+
+    fn device_batch(&mut self) {
+        self.dispatch_tap_batch();
+    }
+
+    fn underlay_batch(&mut self) {
+        self.process_udp_batch();
+    }
+
+    fn flush_counters(&mut self) {
+        self.cfg.counters.flush(&mut self.local);
     }
 }
