@@ -36,25 +36,9 @@ fn inner_frame(dst_mac: [u8; 6], seq: u16) -> Vec<u8> {
     out
 }
 
-/// An 8-byte VXLAN header: flags, 3 reserved bytes, 24-bit VNI, 1 reserved byte.
-fn vxlan_header(flags: u8, reserved1: [u8; 3], vni: u32, reserved2: u8) -> [u8; 8] {
-    let v = vni.to_be_bytes();
-    [
-        flags,
-        reserved1[0],
-        reserved1[1],
-        reserved1[2],
-        v[1],
-        v[2],
-        v[3],
-        reserved2,
-    ]
-}
-
+/// A VXLAN datagram's payload: the header (`vxlan_header`), then the inner frame.
 fn datagram(hdr: [u8; 8], frame: &[u8]) -> Vec<u8> {
-    let mut d = hdr.to_vec();
-    d.extend_from_slice(frame);
-    d
+    [&hdr[..], frame].concat()
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -1,4 +1,5 @@
-//! Raw frames on a device: an AF_PACKET socket and an ARP question asked through it.
+//! Raw frames on a device: an AF_PACKET socket and an ARP question asked through it, and a VXLAN
+//! header built by hand (RFC 7348), independent of vtepd's own wire code.
 use super::*;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -183,4 +184,11 @@ impl PacketSocket {
         };
         (rc >= 0).then_some((rc as usize, from.sll_pkttype))
     }
+}
+
+/// A VXLAN header with every field as given, reserved ones included: flags (0x08 is the I flag),
+/// 24 reserved bits, the 24-bit VNI, 8 reserved bits.
+pub fn vxlan_header(flags: u8, reserved1: [u8; 3], vni: u32, reserved2: u8) -> [u8; 8] {
+    let v = vni.to_be_bytes();
+    [flags, reserved1[0], reserved1[1], reserved1[2], v[1], v[2], v[3], reserved2]
 }
