@@ -59,6 +59,15 @@ impl Pair {
         Transfer::start(&self.hosts.a, IP_A, &self.hosts.b, IP_B, port, plan)
     }
 
+    /// Writes `toml` as A's config, sends SIGHUP and waits for A to log `outcome` once more
+    /// ("config reloaded" or "config reload rejected"); returns A's log.
+    fn reload(&self, toml: &str, outcome: &str) -> String {
+        let before = self.a.log_count(outcome);
+        self.dir.write("a.toml", toml);
+        self.a.signal(libc::SIGHUP);
+        self.a.wait_for_log(outcome, before)
+    }
+
     /// A's device, routes and permanent neighbours, as `ip` shows them.
     fn overlay_state(&self) -> (Vec<String>, Vec<String>) {
         (
@@ -315,10 +324,7 @@ fn sighup_applies_peer_changes_and_rejects_invalid_config() {
 
     // Add host 3 (which does not exist: only the kernel entries and the tables matter here).
     let with_3 = NodeCfg::host(1, &[2, 3]);
-    let reloaded = p.a.log_count("config reloaded");
-    p.dir.write("a.toml", &with_3.to_toml());
-    p.a.signal(libc::SIGHUP);
-    p.a.wait_for_log("config reloaded", reloaded);
+    p.reload(&with_3.to_toml(), "config reloaded");
     wait_until_for(
         "route and neighbour for the added peer 10.244.3.0/24",
         RECOVERY_TIMEOUT,
@@ -347,10 +353,7 @@ fn sighup_applies_peer_changes_and_rejects_invalid_config() {
     );
 
     // And remove it again.
-    let reloaded = p.a.log_count("config reloaded");
-    p.dir.write("a.toml", &p.cfg_a.to_toml());
-    p.a.signal(libc::SIGHUP);
-    p.a.wait_for_log("config reloaded", reloaded);
+    p.reload(&p.cfg_a.to_toml(), "config reloaded");
     wait_until_for(
         "route and neighbour of the removed peer 10.244.3.0 gone",
         RECOVERY_TIMEOUT,
@@ -392,10 +395,7 @@ fn sighup_applies_peer_changes_and_rejects_invalid_config() {
         ),
     ];
     for (what, toml) in &invalid {
-        let rejected = p.a.log_count("config reload rejected");
-        p.dir.write("a.toml", toml);
-        p.a.signal(libc::SIGHUP);
-        let log = p.a.wait_for_log("config reload rejected", rejected);
+        let log = p.reload(toml, "config reload rejected");
         let line = log
             .lines()
             .rfind(|l| l.contains("config reload rejected"))
@@ -417,10 +417,7 @@ fn sighup_applies_peer_changes_and_rejects_invalid_config() {
     }
 
     // A good config after the bad ones is still applied.
-    let reloaded = p.a.log_count("config reloaded");
-    p.dir.write("a.toml", &with_3.to_toml());
-    p.a.signal(libc::SIGHUP);
-    p.a.wait_for_log("config reloaded", reloaded);
+    p.reload(&with_3.to_toml(), "config reloaded");
     wait_until_for(
         "peer 10.244.3.0/24 back after the rejected reloads",
         RECOVERY_TIMEOUT,
