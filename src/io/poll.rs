@@ -110,8 +110,92 @@ impl Poller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use crate::io::mailbox::Mailbox;
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
     use std::os::unix::net::{UnixDatagram, UnixStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A worker over socket pairs: reads what each side has, and notes what the loop asked of it.
+    struct Fake {
+        device: TapQueue,
+        underlay: UnixDatagram,
+        mailbox: Mailbox,
+        stop: AtomicBool,
+        /// Let the mail carry a stop, as the control side's stop does (flag set, then the bell).
+        stop_on_mail: bool,
+        log: Vec<String>,
+    }
+
+    impl Forwarder for Fake {
+        fn stop_requested(&self) -> bool {
+            self.stop.load(Ordering::Relaxed)
+        }
+
+        fn take_mail(&mut self) -> Option<TapQueue> {
+            if self.stop_on_mail {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            self.mailbox.take()
+        }
+
+        fn set_device(&mut self, queue: TapQueue) -> RawFd {
+            self.device = queue;
+            self.log.push("new device".into());
+            self.device.as_fd().as_raw_fd()
+        }
+
+        fn device_batch(&mut self) {
+            let mut buf = [0u8; 16];
+            while let Ok(Some(n)) = self.device.recv(&mut buf) {
+                self.log.push(format!("device {}", String::from_utf8_lossy(&buf[..n])));
+            }
+        }
+
+        fn underlay_batch(&mut self) {
+            let mut buf = [0u8; 16];
+            let n = self.underlay.recv(&mut buf).unwrap();
+            // The control side's "stop" arrives with traffic here, so the loop ends by itself.
+            self.stop.store(&buf[..n] == b"stop", Ordering::Relaxed);
+            self.log.push("underlay".into());
+        }
+
+        fn flush_counters(&mut self) {
+            self.log.push("flush".into());
+        }
+    }
+
+    /// A fake worker whose old device queue, new device queue (posted) and underlay each have one
+    /// message waiting ("old", "new", and "stop", which stops it).
+    fn fake_with_mail(stop_on_mail: bool) -> (Fake, Poller) {
+        let (old, old_peer) = UnixDatagram::pair().unwrap();
+        let (new, new_peer) = UnixDatagram::pair().unwrap();
+        let (ul, ul_peer) = UnixDatagram::pair().unwrap();
+        // Queues are non-blocking, as a TAP queue is: a batch reads until the queue is empty.
+        new.set_nonblocking(true).unwrap();
+        let (post, mailbox) = crate::io::mailbox::pair().unwrap();
+        old_peer.send(b"old").unwrap();
+        new_peer.send(b"new").unwrap();
+        ul_peer.send(b"stop").unwrap();
+        post.post(TapQueue::from_fd(OwnedFd::from(new)));
+        let poller = Poller::new(old.as_raw_fd(), ul.as_raw_fd(), mailbox.fd(), Duration::ZERO);
+        let device = TapQueue::from_fd(OwnedFd::from(old));
+        (Fake { device, underlay: ul, mailbox, stop: AtomicBool::new(false), stop_on_mail, log: Vec::new() }, poller)
+    }
+
+    #[test]
+    fn mail_first_then_the_new_queue_then_a_last_flush() {
+        let (mut w, poller) = fake_with_mail(false);
+        drive(&mut w, poller);
+        assert_eq!(w.log, ["new device", "device new", "underlay", "flush", "flush"]);
+    }
+
+    #[test]
+    fn a_stop_that_comes_with_mail_ends_the_loop_before_any_batch() {
+        let (mut w, poller) = fake_with_mail(true);
+        drive(&mut w, poller);
+        // What was ready in that round is not read: the stop flag is looked at first.
+        assert_eq!(w.log, ["new device", "flush"]);
+    }
 
     #[test]
     fn reports_the_readable_side_and_drops_a_hung_up_device() {
