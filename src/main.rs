@@ -41,8 +41,9 @@ enum Cmd {
         /// any it receives whole.
         #[arg(long)]
         no_uso: bool,
-        /// UDP source ports (send sockets) per worker, chosen by inner-flow hash.
-        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        /// UDP source ports (send sockets, shared by the workers); a flow's is chosen by its
+        /// inner-flow hash.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
         source_ports: u16,
         /// After set-up, run as this user, keeping only CAP_NET_ADMIN and CAP_NET_RAW.
         #[arg(long, value_parser = existing_user)]

@@ -235,3 +235,37 @@ fn busy_poll_forwards_both_ways() {
     assert_clean_traffic("A", &vtepd_a.stop());
     assert_clean_traffic("B", &vtepd_b.stop());
 }
+
+/// RFC 7348 §5: the outer UDP source port carries a hash of the inner flow, so it must be one port
+/// per flow whichever worker sends it. The kernel moves a flow to the TAP queue its replies were
+/// written on (its first packets may leave from another): with send sockets of each worker's own,
+/// that changed the flow's port mid-stream, the peer's SO_REUSEPORT handed the rest to another of
+/// its workers, and the flow arrived reordered (thousands of spurious fast retransmits a second in
+/// the bench).
+#[test]
+fn a_flow_keeps_its_outer_source_port_whichever_worker_sends_it() {
+    let hosts = TwoHosts::new("2hsp");
+    let dir = TempDir::new("2hsp");
+    let (vtepd_a, vtepd_b) = start_pair(&hosts, &dir, &["--workers", "2"]);
+    hosts.ping_both_ways();
+    let cap = Capture::start(&hosts.a, UNDERLAY_DEV, &dir, "ul.pcap", "src host 192.0.2.1 and udp dst port 8472");
+    let (ip_a, ip_b) = ("10.244.1.0".parse().unwrap(), "10.244.2.0".parse().unwrap());
+    const FLOWS: u16 = 8;
+    for port in 5301..5301 + FLOWS {
+        tcp_transfer(&hosts.a, Some(ip_a), &hosts.b, ip_b, port, 1 << 20);
+    }
+    let lines = tshark_fields_as(&cap.finish(), &["udp.port==8472,vxlan"], &["udp.srcport", "tcp.srcport", "tcp.dstport"]);
+    stop_pair(vtepd_a, vtepd_b);
+    let mut ports: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for l in &lines {
+        let f: Vec<&str> = l.split('\t').collect();
+        if let [outer, sport, dport] = f[..] {
+            if !sport.is_empty() {
+                ports.entry(format!("{sport}->{dport}")).or_default().insert(outer.to_string());
+            }
+        }
+    }
+    assert_eq!(ports.len(), FLOWS as usize, "inner TCP flows seen on the underlay: {ports:?}");
+    let moved: Vec<_> = ports.iter().filter(|(_, p)| p.len() != 1).collect();
+    assert!(moved.is_empty(), "flows sent from more than one outer source port: {moved:?}");
+}

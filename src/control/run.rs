@@ -29,7 +29,7 @@ pub struct RunOptions {
     pub offload: bool,
     /// Ask the device for USO too (`--no-uso` clears it); only with `offload`.
     pub uso: bool,
-    /// Send sockets (distinct UDP source ports) per worker.
+    /// Send sockets (distinct UDP source ports), shared by the workers.
     pub source_ports: usize,
     /// Switch to this user once devices and sockets exist.
     pub user: Option<String>,

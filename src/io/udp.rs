@@ -1,10 +1,13 @@
 //! Underlay UDP sockets and batched (mmsg) send/receive.
 //!
 //! Each worker owns one receive socket on the VXLAN port (SO_REUSEPORT: the kernel spreads peers'
-//! flows across workers by 4-tuple hash) and a small pool of send sockets bound to ephemeral ports.
-//! A UDP socket cannot choose its source port per datagram, and RFC 7348 wants the source port to
-//! carry the inner flow's hash; picking the send socket by flow hash does that while keeping the
-//! kernel's UDP path (and, later, UDP GSO) — a raw socket would lose both.
+//! flows across workers by 4-tuple hash); all workers share one small pool of send sockets bound to
+//! ephemeral ports. A UDP socket cannot choose its source port per datagram, and RFC 7348 wants the
+//! source port to carry the inner flow's hash; picking the send socket by flow hash does that while
+//! keeping the kernel's UDP path (and UDP GSO) — a raw socket would lose both. The pool is shared
+//! because a flow can change workers: the kernel moves it to the TAP queue its replies are written
+//! on. With a pool per worker its source port would change with it, the peer's SO_REUSEPORT would
+//! hand the rest of the flow to another of its workers, and the two would reorder it.
 use super::{retry, Slots};
 use crate::dataplane::offload::segment::Segments;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -12,6 +15,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UdpError {
@@ -61,18 +65,21 @@ pub fn probe_port(ip: Ipv4Addr, port: u16) -> Result<(), UdpError> {
     socket(ip, port, false).map(drop)
 }
 
-/// The sockets of one worker.
+/// The sockets of one worker: its own receive socket, and the send pool all workers share.
 #[derive(Debug)]
 pub struct Underlay {
     pub rx: Socket,
-    pub tx: Vec<Socket>,
+    pub tx: Arc<[Socket]>,
+}
+
+/// The shared send pool: `count` sockets on ephemeral ports of `ip`, i.e. that many source ports.
+pub fn send_pool(ip: Ipv4Addr, count: usize) -> Result<Arc<[Socket]>, UdpError> {
+    (0..count.max(1)).map(|_| socket(ip, 0, false)).collect()
 }
 
 impl Underlay {
-    pub fn bind(ip: Ipv4Addr, port: u16, tx_ports: usize) -> Result<Underlay, UdpError> {
-        let rx = socket(ip, port, true)?;
-        let tx = (0..tx_ports.max(1)).map(|_| socket(ip, 0, false)).collect::<Result<_, _>>()?;
-        Ok(Underlay { rx, tx })
+    pub fn bind(ip: Ipv4Addr, port: u16, tx: Arc<[Socket]>) -> Result<Underlay, UdpError> {
+        Ok(Underlay { rx: socket(ip, port, true)?, tx })
     }
 
     /// The send socket for a flow.

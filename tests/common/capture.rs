@@ -59,7 +59,17 @@ impl Drop for Capture {
 /// Decodes a pcap with tshark into one line per packet of the given `-e` fields, separated by tabs;
 /// a field that occurs twice (the outer and inner IP header of IPIP) is joined with commas.
 pub fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<String> {
+    tshark_fields_as(pcap, &[], fields)
+}
+
+/// [`tshark_fields`] with tshark's "decode as" rules, e.g. `udp.port==8472,vxlan` (tshark knows
+/// VXLAN on port 4789 only; Flannel uses 8472).
+pub fn tshark_fields_as(pcap: &Path, decode_as: &[&str], fields: &[&str]) -> Vec<String> {
     let mut args = vec!["-r".to_string(), pcap.display().to_string(), "-T".into(), "fields".into()];
+    for d in decode_as {
+        args.push("-d".into());
+        args.push((*d).into());
+    }
     for f in fields {
         args.push("-e".into());
         args.push((*f).into());

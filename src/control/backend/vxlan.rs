@@ -92,8 +92,9 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
     let mtu = underlay.tunnel_mtu("vxlan.mtu", cfg.vxlan.mtu, VXLAN_OVERHEAD)?;
     let queues = tap::open(&cfg.vxlan.device, opts.workers)?;
+    let send_pool = udp::send_pool(cfg.node.public_ip, opts.source_ports)?;
     let sockets = (0..queues.len())
-        .map(|_| UdpUnderlay::bind(cfg.node.public_ip, cfg.vxlan.port, opts.source_ports))
+        .map(|_| UdpUnderlay::bind(cfg.node.public_ip, cfg.vxlan.port, send_pool.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     let (offloads, offload) = negotiate_offloads(opts, &queues, &sockets);
     let device = DeviceSpec {
