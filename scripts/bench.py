@@ -75,7 +75,9 @@ NOTES = [
     "Rows run interleaved (A B C ... A B C ...); each row/round builds and deletes its own namespaces.",
     "Overlay rows measure pod->pod (pod netns -> veth -> cni0 bridge -> overlay -> cni0 -> pod, MTU 1450); "
     "row A measures node->node on the bare veth underlay (MTU 1500).",
-    "TCP: iperf3 -J -t T [-P 4], figure = receiver goodput (sum_received.bits_per_second).",
+    "TCP: iperf3 -J -t T [-P 4], figure = receiver goodput (sum_received.bits_per_second). bench.json "
+    "also has each test's retransmits and the reordering the sender's TCP saw (TcpExt TCPSACKReorder in "
+    "the client's netns): a forwarder that splits a flow across workers shows there first.",
     "UDP GSO: scripts/lib/udp_gso.py, one sendmsg with UDP_SEGMENT per 40 datagrams of 1200 B (as QUIC "
     "stacks send) for T seconds, received with UDP_GRO; figure = bytes received / the sender's seconds, "
     "loss = datagrams not received.",
@@ -627,8 +629,19 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def sack_reorders(tb: Testbed, node: str) -> Optional[int]:
+    """TcpExt TCPSACKReorder of `node`'s netns: times its TCP saw segments arrive out of order."""
+    lines = tb.exec(node, ["cat", "/proc/net/netstat"], check=False).stdout.splitlines()
+    for keys, values in zip(lines[::2], lines[1::2]):
+        if keys.startswith("TcpExt:"):
+            counters = dict(zip(keys.split()[1:], values.split()[1:]))
+            return int(counters["TCPSACKReorder"]) if "TCPSACKReorder" in counters else None
+    return None
+
+
 def measure_tcp(tb: Testbed, ep: Endpoints, opts, streams: int = 1) -> dict:
     ksi = ksoftirqd_pids()
+    reorders0 = sack_reorders(tb, ep.client)
     before = involved_cpu(tb, ep, ksi)
     # From here until `after` the only child we reap is the iperf3 client
     # (`ip netns exec` execs it), so the RUSAGE_CHILDREN delta is its CPU time.
@@ -636,6 +649,7 @@ def measure_tcp(tb: Testbed, ep: Endpoints, opts, streams: int = 1) -> dict:
     data = iperf3_client(tb, ep, ["-P", str(streams)] if streams > 1 else [], opts.time)
     ch1, c1, w1 = children_cpu(), cpu_times(), time.monotonic()
     after = involved_cpu(tb, ep, ksi)
+    reorders1 = sack_reorders(tb, ep.client)
     end = data["end"]
     rx, tx = end["sum_received"], end["sum_sent"]
     gb = rx["bytes"] / 1e9
@@ -649,6 +663,7 @@ def measure_tcp(tb: Testbed, ep: Endpoints, opts, streams: int = 1) -> dict:
         "extra": {
             f"{k}_bytes": rx["bytes"],
             f"{k}_retransmits": tx.get("retransmits"),
+            f"{k}_reorder_events": None if reorders0 is None or reorders1 is None else reorders1 - reorders0,
             f"{k}_wall_s": round(w1 - w0, 3),
             f"{k}_machine_cpu_s": {n: round(v, 3) for n, v in machine.items()},
             f"{k}_involved_cpu_s": {n: round(v, 3) for n, v in parts.items()},
