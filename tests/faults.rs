@@ -17,8 +17,6 @@ use std::time::Duration;
 use common::*;
 
 const MB: usize = 1024 * 1024;
-const IP_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 0);
-const IP_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
 const DEV: &str = "vtep0";
 
 /// Two hosts with vtepd running on both (A peers with B, B with A), overlay ping checked.

@@ -249,10 +249,9 @@ fn a_flow_keeps_its_outer_source_port_whichever_worker_sends_it() {
     let (vtepd_a, vtepd_b) = start_pair(&hosts, &dir, &["--workers", "2"]);
     hosts.ping_both_ways();
     let cap = Capture::start(&hosts.a, UNDERLAY_DEV, &dir, "ul.pcap", "src host 192.0.2.1 and udp dst port 8472");
-    let (ip_a, ip_b) = ("10.244.1.0".parse().unwrap(), "10.244.2.0".parse().unwrap());
     const FLOWS: u16 = 8;
     for port in 5301..5301 + FLOWS {
-        tcp_transfer(&hosts.a, Some(ip_a), &hosts.b, ip_b, port, 1 << 20);
+        tcp_transfer(&hosts.a, Some(IP_A), &hosts.b, IP_B, port, 1 << 20);
     }
     let lines = tshark_fields_as(&cap.finish(), &["udp.port==8472,vxlan"], &["udp.srcport", "tcp.srcport", "tcp.dstport"]);
     stop_pair(vtepd_a, vtepd_b);

@@ -82,10 +82,11 @@ impl Underlay {
         Ok(Underlay { rx: socket(ip, port, true)?, tx })
     }
 
-    /// The send socket for a flow.
+    /// Which send socket (index into `tx`) a flow uses: a function of the flow alone, so its
+    /// source port is the same whichever worker sends it.
     #[inline]
-    pub fn tx_for(&self, flow_hash: u32) -> &Socket {
-        &self.tx[flow_hash as usize % self.tx.len()]
+    pub fn tx_index(&self, flow_hash: u32) -> usize {
+        flow_hash as usize % self.tx.len()
     }
 }
 

@@ -141,7 +141,7 @@ impl Worker {
             };
             match dispatch_frame(&self.cfg.vtep, &tables, buf, len) {
                 TxVerdict::Forward { dst, flow_hash } => {
-                    let sock = flow_hash % self.udp.tx.len() as u32;
+                    let sock = self.udp.tx_index(flow_hash) as u32;
                     let len = (len + FRAME_OFFSET - VXLAN_OFFSET) as u32;
                     self.pending.push(Pending { slot: slot as u32, len, dst, sock });
                 }
@@ -181,7 +181,7 @@ impl Worker {
     /// segment's headers are written to a buffer of their own and the kernel gathers them with the
     /// payload straight from the frame; without, whole datagrams are built for sendmmsg.
     fn send_segmented(&mut self, slot: usize, len: usize, dst: Ipv4Addr, flow_hash: u32) {
-        let sock = (flow_hash % self.udp.tx.len() as u32) as usize;
+        let sock = self.udp.tx_index(flow_hash);
         if self.cfg.offloads.udp_gso {
             match self.send_gathered(slot, len, sock, dst) {
                 Ok(()) => return,

@@ -114,6 +114,10 @@ pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
     b.ip(&["link", "set", b_dev, "up"]);
 }
 
+/// The hosts' overlay addresses (their device's /32).
+pub const IP_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 0);
+pub const IP_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
+
 /// The underlay device name in both host namespaces.
 pub const UNDERLAY_DEV: &str = "ul0";
 
@@ -148,9 +152,8 @@ impl TwoHosts {
 
     /// `nbytes` over TCP from A's VTEP address to B's, then back, each end's SHA-256 compared.
     pub fn tcp_both_ways(&self, nbytes: usize) {
-        let (ip_a, ip_b) = (Ipv4Addr::new(10, 244, 1, 0), Ipv4Addr::new(10, 244, 2, 0));
-        super::tcp_transfer(&self.a, Some(ip_a), &self.b, ip_b, 5001, nbytes);
-        super::tcp_transfer(&self.b, Some(ip_b), &self.a, ip_a, 5002, nbytes);
+        super::tcp_transfer(&self.a, Some(IP_A), &self.b, IP_B, 5001, nbytes);
+        super::tcp_transfer(&self.b, Some(IP_B), &self.a, IP_A, 5002, nbytes);
     }
 }
 

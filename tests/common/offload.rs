@@ -189,9 +189,6 @@ pub fn assert_moved(host: &str, c: &HashMap<String, u64>, nbytes: usize) {
 
 /// 300 sendmsgs of 40 datagrams (QUIC-sized, 1200 bytes; the last of each 600): 12,000 datagrams.
 pub const USO_FLOW: UsoFlow = UsoFlow { sends: 300, segs: 40, size: 1200 };
-/// The hosts' overlay addresses (their device's /32).
-pub const IP_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 0);
-pub const IP_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
 
 /// A UDP GSO (`UDP_SEGMENT`) flow: `sends` sendmsg calls of `segs` datagrams each, all `size` bytes
 /// but the last of each call (`size / 2`, the short tail USO must keep).
