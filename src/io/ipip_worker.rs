@@ -11,21 +11,19 @@
 //! IPIP packets back to back and sent with sendmmsg (raw sockets have no GSO, OFFLOAD.md pitfall 9).
 //! On receive, consecutive segments of one flow in a batch go up as one GSO write ([`Gro`]).
 use super::gro::{FrameRef, Gro};
-use super::mailbox::Mailbox;
-use super::poll::{self, Forwarder, Poller};
+use super::poll::{self, ControlLine, Forwarder, Poller};
 use super::tun::TunQueue;
 use super::udp::{MmsgScratch, Received};
 use super::Slots;
 use crate::dataplane::ipip::{dispatch_packet, fragment, process_packet, segment, Tunnel, INNER_OFFSET, OUTER_LEN, TUN_OFFSET};
 use crate::dataplane::offload::segment::Segments;
 use crate::dataplane::offload::Framing;
-use crate::dataplane::{Counters, DropReason, IpipRxVerdict, IpipTxVerdict, LocalCounters};
+use crate::dataplane::{DropReason, IpipRxVerdict, IpipTxVerdict, LocalCounters};
 use crate::table::Tables;
 use crate::wire::vnet::{self, VnetHdr};
 use socket2::Socket;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Room for the largest packet a TUN can hand us (or an IPv4 packet can be), plus headroom.
@@ -42,17 +40,11 @@ pub struct IpipWorkerConfig {
     pub tunnel: Tunnel,
     pub batch: usize,
     pub tables: Arc<Tables>,
-    pub counters: Arc<Counters>,
-    pub stop: Arc<AtomicBool>,
     /// Coalesce received TCP segments into GSO writes to the TUN.
     pub gro: bool,
     /// The TUN took USO: received UDP datagrams of one flow are coalesced too.
     pub uso: bool,
-    /// Wakes the worker for the stop flag and brings a replacement queue after the device was
-    /// deleted and recreated under us.
-    pub mailbox: Mailbox,
-    /// Keep polling without sleeping for this long after the last packet (zero: never spin).
-    pub busy_poll: std::time::Duration,
+    pub line: ControlLine,
 }
 
 /// An encapsulated packet waiting for sendmmsg.
@@ -104,7 +96,7 @@ impl IpipWorker {
     /// and the control side still has routes on it to remove.
     pub fn run(mut self) -> TunQueue {
         let rx_fd = self.rx.as_ref().map_or(-1, |s| s.as_raw_fd());
-        let poller = Poller::new(self.tun.as_fd().as_raw_fd(), rx_fd, self.cfg.mailbox.fd(), self.cfg.busy_poll);
+        let poller = Poller::new(self.tun.as_fd().as_raw_fd(), rx_fd, &self.cfg.line);
         poll::drive(&mut self, poller);
         self.tun
     }
@@ -216,12 +208,8 @@ impl IpipWorker {
 }
 
 impl Forwarder for IpipWorker {
-    fn stop_requested(&self) -> bool {
-        self.cfg.stop.load(Ordering::Relaxed)
-    }
-
-    fn take_mail(&mut self) -> Option<TunQueue> {
-        self.cfg.mailbox.take()
+    fn line(&self) -> &ControlLine {
+        &self.cfg.line
     }
 
     fn set_device(&mut self, queue: TunQueue) -> RawFd {
@@ -238,6 +226,6 @@ impl Forwarder for IpipWorker {
     }
 
     fn flush_counters(&mut self) {
-        self.cfg.counters.flush(&mut self.local);
+        self.cfg.line.counters.flush(&mut self.local);
     }
 }

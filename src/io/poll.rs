@@ -1,20 +1,43 @@
 //! The wait at the top of every worker loop: the device queue, the underlay socket and the
 //! worker's mailbox in one poll(2), optionally spinning for a while after traffic (`--busy-poll`).
 //! Without traffic or mail a worker sleeps for good: nothing but the mailbox needs it.
+use super::mailbox::Mailbox;
 use super::tap::TapQueue;
+use crate::dataplane::Counters;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// What ties a worker to the control side, the same for every kind of worker: the stop flag and
+/// the mailbox that end or re-plumb its loop, the shared counters its batches flush into, and how
+/// long it spins after traffic.
+pub struct ControlLine {
+    pub stop: Arc<AtomicBool>,
+    /// Wakes the worker for the stop flag and brings a replacement queue after the device was
+    /// deleted and recreated under us.
+    pub mailbox: Mailbox,
+    pub counters: Arc<Counters>,
+    /// Keep polling without sleeping for this long after the last packet (zero: never spin).
+    pub busy_poll: Duration,
+}
 
 /// A worker as the shared loop sees it: two sides to drain in batches, and the ways the control
 /// side reaches it. The VXLAN and the IPIP worker differ only in what a batch does.
 pub trait Forwarder {
-    fn stop_requested(&self) -> bool;
+    fn line(&self) -> &ControlLine;
+    fn stop_requested(&self) -> bool {
+        self.line().stop.load(Ordering::Relaxed)
+    }
     /// Clears the mailbox's wake-up; a replacement device queue if one was posted.
-    fn take_mail(&mut self) -> Option<TapQueue>;
+    fn take_mail(&mut self) -> Option<TapQueue> {
+        self.line().mailbox.take()
+    }
     /// Puts the replacement queue in place; returns its descriptor for the poll set.
     fn set_device(&mut self, queue: TapQueue) -> RawFd;
     fn device_batch(&mut self);
     fn underlay_batch(&mut self);
+    /// Adds the batch's counts to the line's shared counters.
     fn flush_counters(&mut self);
 }
 
@@ -65,8 +88,12 @@ pub struct Poller {
 
 impl Poller {
     /// `underlay` may be -1 (poll(2) ignores negative fds): an IPIP worker without the receive
-    /// socket. `mailbox` is [`super::mailbox::Mailbox::fd`].
-    pub fn new(device: RawFd, underlay: RawFd, mailbox: RawFd, busy_poll: Duration) -> Poller {
+    /// socket.
+    pub fn new(device: RawFd, underlay: RawFd, line: &ControlLine) -> Poller {
+        Poller::with_fds(device, underlay, line.mailbox.fd(), line.busy_poll)
+    }
+
+    fn with_fds(device: RawFd, underlay: RawFd, mailbox: RawFd, busy_poll: Duration) -> Poller {
         let fd = |fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         Poller { fds: [fd(device), fd(underlay), fd(mailbox)], busy_poll, hot_until: None }
     }
@@ -110,32 +137,29 @@ impl Poller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::mailbox::Mailbox;
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};
     use std::os::unix::net::{UnixDatagram, UnixStream};
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// A worker over socket pairs: reads what each side has, and notes what the loop asked of it.
     struct Fake {
         device: TapQueue,
         underlay: UnixDatagram,
-        mailbox: Mailbox,
-        stop: AtomicBool,
+        line: ControlLine,
         /// Let the mail carry a stop, as the control side's stop does (flag set, then the bell).
         stop_on_mail: bool,
         log: Vec<String>,
     }
 
     impl Forwarder for Fake {
-        fn stop_requested(&self) -> bool {
-            self.stop.load(Ordering::Relaxed)
+        fn line(&self) -> &ControlLine {
+            &self.line
         }
 
         fn take_mail(&mut self) -> Option<TapQueue> {
             if self.stop_on_mail {
-                self.stop.store(true, Ordering::Relaxed);
+                self.line.stop.store(true, Ordering::Relaxed);
             }
-            self.mailbox.take()
+            self.line.mailbox.take()
         }
 
         fn set_device(&mut self, queue: TapQueue) -> RawFd {
@@ -155,7 +179,7 @@ mod tests {
             let mut buf = [0u8; 16];
             let n = self.underlay.recv(&mut buf).unwrap();
             // The control side's "stop" arrives with traffic here, so the loop ends by itself.
-            self.stop.store(&buf[..n] == b"stop", Ordering::Relaxed);
+            self.line.stop.store(&buf[..n] == b"stop", Ordering::Relaxed);
             self.log.push("underlay".into());
         }
 
@@ -177,9 +201,10 @@ mod tests {
         new_peer.send(b"new").unwrap();
         ul_peer.send(b"stop").unwrap();
         post.post(TapQueue::from_fd(OwnedFd::from(new)));
-        let poller = Poller::new(old.as_raw_fd(), ul.as_raw_fd(), mailbox.fd(), Duration::ZERO);
+        let line = ControlLine { stop: Arc::default(), mailbox, counters: Arc::default(), busy_poll: Duration::ZERO };
+        let poller = Poller::new(old.as_raw_fd(), ul.as_raw_fd(), &line);
         let device = TapQueue::from_fd(OwnedFd::from(old));
-        (Fake { device, underlay: ul, mailbox, stop: AtomicBool::new(false), stop_on_mail, log: Vec::new() }, poller)
+        (Fake { device, underlay: ul, line, stop_on_mail, log: Vec::new() }, poller)
     }
 
     #[test]
@@ -202,7 +227,7 @@ mod tests {
         let (dev, dev_peer) = UnixStream::pair().unwrap();
         let (ul, ul_peer) = UnixDatagram::pair().unwrap();
         let (post, mail) = crate::io::mailbox::pair().unwrap();
-        let mut p = Poller::new(dev.as_raw_fd(), ul.as_raw_fd(), mail.fd(), Duration::ZERO);
+        let mut p = Poller::with_fds(dev.as_raw_fd(), ul.as_raw_fd(), mail.fd(), Duration::ZERO);
         ul_peer.send(b"x").unwrap();
         assert_eq!(p.wait(), Ready { device: false, underlay: true, mail: false });
         post.ring();

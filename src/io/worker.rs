@@ -6,8 +6,7 @@
 //! writev per run of coalesced TCP segments or UDP datagrams. Table snapshots are loaded and
 //! counters flushed once per batch.
 use super::gro::{FrameRef, Gro};
-use super::mailbox::Mailbox;
-use super::poll::{self, Forwarder, Poller};
+use super::poll::{self, ControlLine, Forwarder, Poller};
 use super::tap::TapQueue;
 use super::udp::{MmsgScratch, Received, Underlay};
 use super::Slots;
@@ -15,15 +14,13 @@ use crate::dataplane::decap::{checksum_hint, is_one_datagram, validate};
 use crate::dataplane::encap::{dispatch_frame, TxTables};
 use crate::dataplane::offload::segment::{cut, segment};
 use crate::dataplane::offload::Framing;
-use crate::dataplane::{Counters, DropReason, LocalCounters, TxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
+use crate::dataplane::{DropReason, LocalCounters, TxVerdict, Vtep, FRAME_OFFSET, VXLAN_OFFSET};
 use crate::table::Tables;
 use crate::wire::vnet::VnetHdr;
 use crate::wire::vxlan;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Largest frame a TAP can hand us, plus the vnet header: room for 64 KB super-frames.
 const SLOT_SIZE: usize = FRAME_OFFSET + 65_536;
@@ -52,13 +49,7 @@ pub struct WorkerConfig {
     pub batch: usize,
     pub offloads: Offloads,
     pub tables: Arc<Tables>,
-    pub counters: Arc<Counters>,
-    pub stop: Arc<AtomicBool>,
-    /// Wakes the worker for the stop flag and brings a replacement queue after the device was
-    /// deleted and recreated under us.
-    pub mailbox: Mailbox,
-    /// Keep polling without sleeping for this long after the last packet (zero: never spin).
-    pub busy_poll: Duration,
+    pub line: ControlLine,
 }
 
 /// Why a super-frame did not go out by UDP GSO.
@@ -114,7 +105,7 @@ impl Worker {
     /// Returns the TAP queue rather than closing it: the device disappears with its last queue,
     /// and the control side still has routes on it to remove.
     pub fn run(mut self) -> TapQueue {
-        let poller = Poller::new(self.tap.as_fd().as_raw_fd(), self.udp.rx.as_raw_fd(), self.cfg.mailbox.fd(), self.cfg.busy_poll);
+        let poller = Poller::new(self.tap.as_fd().as_raw_fd(), self.udp.rx.as_raw_fd(), &self.cfg.line);
         poll::drive(&mut self, poller);
         self.tap
     }
@@ -301,12 +292,8 @@ fn split_size(r: &Received, buf: &[u8]) -> (usize, u16) {
 }
 
 impl Forwarder for Worker {
-    fn stop_requested(&self) -> bool {
-        self.cfg.stop.load(Ordering::Relaxed)
-    }
-
-    fn take_mail(&mut self) -> Option<TapQueue> {
-        self.cfg.mailbox.take()
+    fn line(&self) -> &ControlLine {
+        &self.cfg.line
     }
 
     fn set_device(&mut self, queue: TapQueue) -> RawFd {
@@ -323,6 +310,6 @@ impl Forwarder for Worker {
     }
 
     fn flush_counters(&mut self) {
-        self.cfg.counters.flush(&mut self.local);
+        self.cfg.line.counters.flush(&mut self.local);
     }
 }

@@ -106,16 +106,16 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     let overlay = install(Overlay::with_installer(nl, tables.clone(), Box::new(installer)), &cfg.peers)?;
     tracing::info!(device = %device.name, mtu, ttl = cfg.ipip.ttl, peers = cfg.peers.len(), workers = queues.len(), "forwarding (ipip)");
 
-    let (opts_offload, busy_poll) = (opts.offload, opts.busy_poll);
+    let opts_offload = opts.offload;
     let uso = device.offload & tap::TUN_F_USO4 != 0;
     let tunnel = Tunnel { local: cfg.node.public_ip, subnet: cfg.node.subnet, mtu: mtu as u16, ttl: cfg.ipip.ttl };
     let mut rx = rx.into_iter();
     let mut started = Started::without_workers(overlay);
     started.device = Some(device);
     for (i, (queue, tx)) in queues.into_iter().zip(tx).enumerate() {
-        let (tables, stop, batch, rx) = (tables.clone(), stop.clone(), opts.batch, rx.next());
-        spawn_worker(&mut started, i, move |counters, mailbox| {
-            let wc = IpipWorkerConfig { tunnel, batch, tables, counters, stop, gro: opts_offload, uso, mailbox, busy_poll };
+        let (tables, batch, rx) = (tables.clone(), opts.batch, rx.next());
+        spawn_worker(&mut started, i, stop, opts.busy_poll, move |line| {
+            let wc = IpipWorkerConfig { tunnel, batch, tables, gro: opts_offload, uso, line };
             IpipWorker::new(wc, queue, tx, rx).run()
         })?;
     }

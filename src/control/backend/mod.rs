@@ -14,11 +14,14 @@ use super::run::RunError;
 use crate::dataplane::{counters, Counters};
 use crate::io::ifaddr;
 use crate::io::tap::{self, Kind, TapError, TapQueue};
-use crate::io::mailbox::{Mailbox, Postbox};
+use crate::io::mailbox::Postbox;
+use crate::io::poll::ControlLine;
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// A running backend: its installed peers, its device and its worker threads.
 pub struct Started {
@@ -269,19 +272,22 @@ pub fn drop_privileges(opts: &super::run::RunOptions) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Spawns worker `index` of `started`: a named thread that counts into a fresh [`Counters`] and
-/// gets its mail (a replacement queue, a wake-up to stop) from the postbox kept in `started`.
+/// Spawns worker `index` of `started`: a named thread on a fresh [`ControlLine`] — counting into
+/// fresh [`Counters`], getting its mail (a replacement queue, a wake-up to stop) from the postbox
+/// kept in `started`.
 pub fn spawn_worker(
     started: &mut Started,
     index: usize,
-    body: impl FnOnce(Arc<Counters>, Mailbox) -> TapQueue + Send + 'static,
+    stop: &Arc<AtomicBool>,
+    busy_poll: Duration,
+    body: impl FnOnce(ControlLine) -> TapQueue + Send + 'static,
 ) -> Result<(), RunError> {
     let counters = Arc::new(Counters::default());
     let (postbox, mailbox) = crate::io::mailbox::pair().map_err(RunError::Thread)?;
-    let c = counters.clone();
+    let line = ControlLine { stop: stop.clone(), mailbox, counters: counters.clone(), busy_poll };
     let t = std::thread::Builder::new()
         .name(format!("vtepd-w{index}"))
-        .spawn(move || body(c, mailbox))
+        .spawn(move || body(line))
         .map_err(RunError::Thread)?;
     started.threads.push(t);
     started.counters.push(counters);

@@ -120,9 +120,9 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     let mut started = Started::without_workers(overlay);
     started.device = Some(device);
     for (i, (tap, udp)) in queues.into_iter().zip(sockets).enumerate() {
-        let (tables, stop, port, batch, busy_poll) = (tables.clone(), stop.clone(), cfg.vxlan.port, opts.batch, opts.busy_poll);
-        spawn_worker(&mut started, i, move |counters, mailbox| {
-            let wc = WorkerConfig { vtep, port, batch, offloads, tables, counters, stop, mailbox, busy_poll };
+        let (tables, port, batch) = (tables.clone(), cfg.vxlan.port, opts.batch);
+        spawn_worker(&mut started, i, stop, opts.busy_poll, move |line| {
+            let wc = WorkerConfig { vtep, port, batch, offloads, tables, line };
             Worker::new(wc, tap, udp).run()
         })?;
     }
