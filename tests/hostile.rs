@@ -330,6 +330,13 @@ impl Forge {
     }
 
     /// Source ports vary so that SO_REUSEPORT spreads the flood over all of vtepd's workers.
+    /// A UDP datagram from B carrying the single-packet [`leak`], its UDP length field forced to
+    /// `len` if given.
+    fn leak_datagram(&mut self, len: Option<usize>) -> Vec<u8> {
+        let sport = self.next_sport();
+        udp(B_UL, sport, &leak(0, 32), len)
+    }
+
     fn next_sport(&mut self) -> u16 {
         self.sport = if self.sport >= 60_999 {
             41_000
@@ -475,8 +482,7 @@ impl Forge {
                 self.datagram(B_UL, &good_vxlan(&inner_tcp_bad_checksum(i as u32 * 100)))
             }
             UdpBadChecksum => {
-                let sport = self.next_sport();
-                let mut d = udp(B_UL, sport, &leak(), None);
+                let mut d = self.leak_datagram(None);
                 // Wrong, and not 0 (which would mean "no checksum" and be accepted).
                 let bad = match u16::from_be_bytes([d[6], d[7]]) ^ 0x5a5a {
                     0 => 0x0001,
@@ -486,24 +492,20 @@ impl Forge {
                 self.one_from_peer(|ip| ip, &d)
             }
             UdpLengthBeyondPacket => {
-                let sport = self.next_sport();
-                let payload = leak();
-                let d = udp(B_UL, sport, &payload, Some(8 + payload.len() + 40));
+                // 40 bytes more than the datagram has.
+                let d = self.leak_datagram(Some(8 + leak(0, 32).len() + 40));
                 self.one_from_peer(|ip| ip, &d)
             }
             UdpLengthBelowHeader => {
-                let sport = self.next_sport();
-                let d = udp(B_UL, sport, &leak(), Some(4));
+                let d = self.leak_datagram(Some(4));
                 self.one_from_peer(|ip| ip, &d)
             }
             UdpHeaderCut => {
-                let sport = self.next_sport();
-                let d = udp(B_UL, sport, &leak(), None);
+                let d = self.leak_datagram(None);
                 self.one_from_peer(|ip| ip, &d[..4])
             }
             IpBadChecksum => {
-                let sport = self.next_sport();
-                let d = udp(B_UL, sport, &leak(), None);
+                let d = self.leak_datagram(None);
                 self.one_from_peer(
                     |ip| Ip {
                         bad_checksum: true,
@@ -513,13 +515,11 @@ impl Forge {
                 )
             }
             IpIhlBelow5 => {
-                let sport = self.next_sport();
-                let d = udp(B_UL, sport, &leak(), None);
+                let d = self.leak_datagram(None);
                 self.one_from_peer(|ip| Ip { ihl: 4, ..ip }, &d)
             }
             IpTotalLengthBeyondFrame => {
-                let sport = self.next_sport();
-                let d = udp(B_UL, sport, &leak(), None);
+                let d = self.leak_datagram(None);
                 let total = (20 + d.len() + 100) as u16;
                 self.one_from_peer(
                     |ip| Ip {
@@ -531,19 +531,7 @@ impl Forge {
             }
             FragmentIncomplete => {
                 // The first fragment of a 3 KB datagram, or the last one; the rest never comes.
-                let sport = self.next_sport();
-                let d = udp(
-                    B_UL,
-                    sport,
-                    &vxlan(
-                        0x08,
-                        [0; 3],
-                        LEAK_VNI,
-                        0,
-                        &inner_icmp(a_vtep_mac, seq, 2900),
-                    ),
-                    None,
-                );
+                let d = udp(B_UL, self.next_sport(), &leak(seq, 2900), None);
                 let mut frags = self.fragments(B_UL, &d, d.len());
                 if i.is_multiple_of(2) {
                     frags.truncate(1);
@@ -555,19 +543,7 @@ impl Forge {
             FragmentOverlap => {
                 // Bytes 0..800 and 400..1200 of one datagram: RFC 5722-style, the kernel discards
                 // the whole reassembly rather than pick one version of bytes 400..800.
-                let sport = self.next_sport();
-                let d = udp(
-                    B_UL,
-                    sport,
-                    &vxlan(
-                        0x08,
-                        [0; 3],
-                        LEAK_VNI,
-                        0,
-                        &inner_icmp(a_vtep_mac, seq, 1200),
-                    ),
-                    None,
-                );
+                let d = udp(B_UL, self.next_sport(), &leak(seq, 1200), None);
                 let id = self.next_id();
                 let first = Ip {
                     frag: 0x2000,
@@ -585,16 +561,10 @@ impl Forge {
     }
 }
 
-/// The payload of packets A's kernel must drop: a VXLAN datagram that vtepd would count as
-/// drop_rx_wrong_vni, so a leak shows.
-fn leak() -> Vec<u8> {
-    vxlan(
-        0x08,
-        [0; 3],
-        LEAK_VNI,
-        0,
-        &inner_icmp(parse_mac(&host_mac(1)), 0, 32),
-    )
+/// The payload of packets A's kernel must drop: a VXLAN datagram to A's VTEP that vtepd would
+/// count as drop_rx_wrong_vni, so a leak shows.
+fn leak(seq: u16, icmp_payload: usize) -> Vec<u8> {
+    vxlan(0x08, [0; 3], LEAK_VNI, 0, &inner_icmp(parse_mac(&host_mac(1)), seq, icmp_payload))
 }
 
 /// How many instances of a class one round sends.
