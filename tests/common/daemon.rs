@@ -219,10 +219,7 @@ impl Vtepd {
 
 impl Drop for Vtepd {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill_and_tidy();
         self.join_readers();
         if thread::panicking() {
             eprintln!(
@@ -360,12 +357,25 @@ impl Vtepd {
 
     /// SIGKILL, reaped; returns everything it logged. Nothing of vtepd's own teardown runs.
     pub fn kill_hard(mut self) -> String {
-        let mut child = self.child.take().expect("vtepd already stopped");
-        child.kill().expect("SIGKILL vtepd");
-        let status = child.wait().expect("wait for vtepd");
+        let status = self.kill_and_tidy().expect("vtepd already stopped");
         assert!(!status.success(), "vtepd exited 0 after SIGKILL?");
         self.join_readers();
         self.stderr()
+    }
+
+    /// SIGKILLs the daemon if it still runs and reaps it. Killed, it could not remove its control
+    /// socket: that is ours to tidy, or the test directory fills up. (After a clean exit the file
+    /// is the daemon's to remove, which tests check; one that had already exited may have lost
+    /// its bind to another daemon's socket.)
+    fn kill_and_tidy(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let running = matches!(child.try_wait(), Ok(None));
+        let _ = child.kill();
+        let status = child.wait().ok();
+        if running {
+            let _ = std::fs::remove_file(&self.socket);
+        }
+        status
     }
 
     /// Context switches (voluntary and not) of each thread so far, by thread name and id: how
