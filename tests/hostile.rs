@@ -329,14 +329,13 @@ impl Forge {
         self.id
     }
 
-    /// Source ports vary so that SO_REUSEPORT spreads the flood over all of vtepd's workers.
-    /// A UDP datagram from B carrying the single-packet [`leak`], its UDP length field forced to
-    /// `len` if given.
+    /// A UDP datagram from B carrying [`small_leak`], its UDP length field forced to `len` if given.
     fn leak_datagram(&mut self, len: Option<usize>) -> Vec<u8> {
         let sport = self.next_sport();
-        udp(B_UL, sport, &leak(0, 32), len)
+        udp(B_UL, sport, &small_leak(), len)
     }
 
+    /// Source ports vary so that SO_REUSEPORT spreads the flood over all of vtepd's workers.
     fn next_sport(&mut self) -> u16 {
         self.sport = if self.sport >= 60_999 {
             41_000
@@ -493,7 +492,7 @@ impl Forge {
             }
             UdpLengthBeyondPacket => {
                 // 40 bytes more than the datagram has.
-                let d = self.leak_datagram(Some(8 + leak(0, 32).len() + 40));
+                let d = self.leak_datagram(Some(8 + small_leak().len() + 40));
                 self.one_from_peer(|ip| ip, &d)
             }
             UdpLengthBelowHeader => {
@@ -565,6 +564,11 @@ impl Forge {
 /// count as drop_rx_wrong_vni, so a leak shows.
 fn leak(seq: u16, icmp_payload: usize) -> Vec<u8> {
     vxlan(0x08, [0; 3], LEAK_VNI, 0, &inner_icmp(parse_mac(&host_mac(1)), seq, icmp_payload))
+}
+
+/// The [`leak`] that fits one datagram, for the classes that break the outer headers.
+fn small_leak() -> Vec<u8> {
+    leak(0, 32)
 }
 
 /// How many instances of a class one round sends.
