@@ -1,7 +1,8 @@
 //! The host-gw backend (Flannel's host-gw) between two hosts on one L2 segment, with pods behind
 //! cni0 bridges: vtepd installs `peer_subnet via peer_public_ip dev ul0`, pods reach each other
 //! with no encapsulation at all (checked on the wire), and the routes go away at exit. A peer that is
-//! not on-link is refused with an error naming it, before anything is installed.
+//! not on-link is refused with an error naming it, before anything is installed; a start that
+//! fails after installing takes its routes out again.
 
 mod common;
 
@@ -117,4 +118,33 @@ fn host_gw_restart_after_sigkill_sweeps_stale_routes() {
     assert!(hosts.a.has_route("10.244.9.0/24"), "a route vtepd did not install was removed");
     a.stop();
     assert_eq!(hosts.a.ip(&["route", "show", "proto", "118"]).trim(), "", "routes left after SIGTERM");
+}
+
+/// A start that fails after the peers' routes went in takes them out again: host-gw's routes sit
+/// on the underlay and would outlive the process. The failure here is a thread vtepd cannot spawn
+/// (a cgroup's pids.max lets it have its main thread and one more; the control socket's thread
+/// comes after the routes), which the error names with the limit to look at.
+#[test]
+fn host_gw_start_failing_after_install_removes_its_routes() {
+    let hosts = TwoHosts::new("hgthr");
+    let dir = TempDir::new("hgthr");
+    let path = dir.write("a.toml", &config(1, &host_underlay_ip(2), &host_subnet(2)));
+    let limit = PidsCgroup::new("hgthr", 2);
+    // Joined before entering the namespace: `ip netns exec` mounts a sysfs without the cgroups.
+    let out = Command::new("sh")
+        .args(["-c", "echo $$ > \"$0\" && exec ip netns exec \"$1\" \"$2\" run --config \"$3\""])
+        .arg(limit.procs())
+        .arg(hosts.a.name())
+        .arg(vtepd_bin())
+        .arg(&path)
+        .output()
+        .expect("run vtepd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "vtepd should fail to start; stderr:\n{stderr}");
+    assert!(stderr.contains("peer added"), "it failed before installing the peer, which this test is not about:\n{stderr}");
+    for want in ["cannot start the", "thread", "pids.max"] {
+        assert!(stderr.contains(want), "the error does not say {want:?}:\n{stderr}");
+    }
+    let left = hosts.a.ip(&["route", "show", "proto", "118"]);
+    assert_eq!(left.trim(), "", "routes left behind by the failed start:\n{left}\nstderr:\n{stderr}");
 }

@@ -191,6 +191,9 @@ impl Overlay {
     /// Removes every peer's entries (best effort, logged). Workers that are still draining may
     /// drop the odd packet for a peer that is gone; that is the point of stopping.
     pub fn uninstall(&mut self) {
+        if self.installed.is_empty() {
+            return;
+        }
         let all: Vec<RemoteNode> = std::mem::take(&mut self.installed).into_values().collect();
         for n in &all {
             if let Err(e) = self.installer.remove(&mut self.nl, n) {
@@ -198,6 +201,16 @@ impl Overlay {
             }
         }
         self.installer.update_tables(&[], &all);
+    }
+}
+
+/// However the overlay ends — a clean stop, a start that fails after the peers went in (a thread
+/// that cannot be spawned), a panic — its kernel entries go with it: host-gw's and direct routes
+/// sit on the underlay and would outlive the process. (SIGKILL runs no drop; the next start sweeps
+/// what it left.)
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        self.uninstall();
     }
 }
 

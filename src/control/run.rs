@@ -69,8 +69,14 @@ pub enum RunError {
     Socket(#[from] super::api::server::SocketError),
     #[error(transparent)]
     Metrics(#[from] super::api::metrics::MetricsError),
-    #[error("cannot start worker thread: {0}")]
-    Thread(#[source] std::io::Error),
+    #[error("cannot start the {what} thread ({source}): the process may be at its thread limit (`ulimit -u`, or pids.max of its cgroup)")]
+    Thread { what: &'static str, source: std::io::Error },
+}
+
+impl RunError {
+    pub(crate) fn thread(what: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
+        move |source| RunError::Thread { what, source }
+    }
 }
 
 impl From<NetlinkError> for RunError {
@@ -120,9 +126,9 @@ pub fn run(
     let running = Running { backend: cfg.node.backend, etcd: cfg.etcd.is_some(), socket: opts.socket.is_none().then_some(socket_path) };
     let reload_config = Box::new(move || reload_config().and_then(|new| running.vet_reload(new)));
     // Threads start after `start` has dropped privileges: capabilities are per thread.
-    let signals = super::event::forward_signals(events_tx.clone()).map_err(RunError::Thread)?;
-    let server = socket.serve(events_tx.clone()).map_err(RunError::Thread)?;
-    let metrics = metrics.map(|m| m.serve(events_tx.clone())).transpose().map_err(RunError::Thread)?;
+    let signals = super::event::forward_signals(events_tx.clone()).map_err(RunError::thread("signal"))?;
+    let server = socket.serve(events_tx.clone()).map_err(RunError::thread("control socket"))?;
+    let metrics = metrics.map(|m| m.serve(events_tx.clone())).transpose().map_err(RunError::thread("metrics"))?;
     Supervisor {
         cfg: cfg.clone(),
         device: started.device.clone(),

@@ -186,3 +186,32 @@ pub fn flannel_kernel_vtep(b: &Netns) {
         ],
     );
 }
+
+/// A cgroup of the (v1) pids controller, as this kind of machine mounts it, holding at most `max`
+/// tasks (threads count): a process moved in cannot spawn a thread past that. Removed on drop, once
+/// its processes have exited.
+pub struct PidsCgroup {
+    dir: PathBuf,
+}
+
+impl PidsCgroup {
+    pub fn new(tag: &str, max: u32) -> PidsCgroup {
+        let root = Path::new("/sys/fs/cgroup/pids");
+        assert!(root.join("cgroup.procs").exists(), "no cgroup v1 pids controller at {}: this test needs one", root.display());
+        let cg = PidsCgroup { dir: root.join(format!("vtepd-test-{tag}-{}", unique_suffix())) };
+        fs::create_dir(&cg.dir).unwrap_or_else(|e| panic!("create {}: {e}", cg.dir.display()));
+        fs::write(cg.dir.join("pids.max"), max.to_string()).unwrap_or_else(|e| panic!("set pids.max in {}: {e}", cg.dir.display()));
+        cg
+    }
+
+    /// The file a process writes its pid to, to join.
+    pub fn procs(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.dir);
+    }
+}

@@ -145,10 +145,8 @@ fn disable_ipv6(dev: &str) {
 /// Installs `peers`; on failure removes what was installed, so a failed start leaves no routes
 /// behind (routes through the underlay would outlive vtepd's own devices).
 pub fn install(mut overlay: Overlay, peers: &[RemoteNode]) -> Result<Overlay, RunError> {
-    if let Err(e) = overlay.set_peers(peers) {
-        overlay.uninstall();
-        return Err(e.into());
-    }
+    // On failure the dropped overlay removes what went in before the error.
+    overlay.set_peers(peers)?;
     Ok(overlay)
 }
 
@@ -283,12 +281,12 @@ pub fn spawn_worker(
     body: impl FnOnce(ControlLine) -> TapQueue + Send + 'static,
 ) -> Result<(), RunError> {
     let counters = Arc::new(Counters::default());
-    let (postbox, mailbox) = crate::io::mailbox::pair().map_err(RunError::Thread)?;
+    let (postbox, mailbox) = crate::io::mailbox::pair().map_err(RunError::thread("worker"))?;
     let line = ControlLine { stop: stop.clone(), mailbox, counters: counters.clone(), busy_poll };
     let t = std::thread::Builder::new()
         .name(format!("vtepd-w{index}"))
         .spawn(move || body(line))
-        .map_err(RunError::Thread)?;
+        .map_err(RunError::thread("worker"))?;
     started.threads.push(t);
     started.counters.push(counters);
     started.postboxes.push(postbox);
