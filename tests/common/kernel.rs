@@ -187,18 +187,16 @@ pub fn flannel_kernel_vtep(b: &Netns) {
     );
 }
 
-/// A cgroup of the (v1) pids controller, as this kind of machine mounts it, holding at most `max`
-/// tasks (threads count): a process moved in cannot spawn a thread past that. Removed on drop, once
-/// its processes have exited.
+/// A cgroup of the pids controller holding at most `max` tasks (threads count): a process moved in
+/// cannot spawn a thread past that. The v1 hierarchy where this kind of machine mounts it, else
+/// the unified (v2) one. Removed on drop, once its processes have exited.
 pub struct PidsCgroup {
     dir: PathBuf,
 }
 
 impl PidsCgroup {
     pub fn new(tag: &str, max: u32) -> PidsCgroup {
-        let root = Path::new("/sys/fs/cgroup/pids");
-        assert!(root.join("cgroup.procs").exists(), "no cgroup v1 pids controller at {}: this test needs one", root.display());
-        let cg = PidsCgroup { dir: root.join(format!("vtepd-test-{tag}-{}", unique_suffix())) };
+        let cg = PidsCgroup { dir: pids_root().join(format!("vtepd-test-{tag}-{}", unique_suffix())) };
         fs::create_dir(&cg.dir).unwrap_or_else(|e| panic!("create {}: {e}", cg.dir.display()));
         fs::write(cg.dir.join("pids.max"), max.to_string()).unwrap_or_else(|e| panic!("set pids.max in {}: {e}", cg.dir.display()));
         cg
@@ -214,4 +212,17 @@ impl Drop for PidsCgroup {
     fn drop(&mut self) {
         let _ = fs::remove_dir(&self.dir);
     }
+}
+
+fn pids_root() -> PathBuf {
+    let v1 = Path::new("/sys/fs/cgroup/pids");
+    if v1.join("cgroup.procs").exists() {
+        return v1.to_path_buf();
+    }
+    let v2 = Path::new("/sys/fs/cgroup");
+    let controllers = fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+    assert!(controllers.split_whitespace().any(|c| c == "pids"), "no pids cgroup controller (v1 or v2) under /sys/fs/cgroup: this test needs one");
+    // Children get pids.max only once the root hands the controller down; it may already have.
+    let _ = fs::write(v2.join("cgroup.subtree_control"), "+pids");
+    v2.to_path_buf()
 }
