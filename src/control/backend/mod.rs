@@ -123,22 +123,24 @@ impl DeviceSpec {
         let ifindex = nl
             .link_index(&self.name)?
             .ok_or_else(|| TapError::BadName { kind: self.kind, device: self.name.clone(), reason })?;
-        if self.kind == Kind::Tun {
-            disable_ipv6(&self.name);
-        }
+        disable_ipv6(&self.name);
         nl.set_link(ifindex, true, Some(self.mtu), self.mac)?;
         nl.add_addr(ifindex, self.addr, 32)?;
         Ok(ifindex)
     }
 }
 
-/// A TUN device here carries IPv4 only (IPIP). Without this the kernel would send router
-/// solicitations and MLD reports into it as soon as it is up, each counted as a `tx_not_ipv4`
-/// drop. Best effort: a kernel without IPv6 has no such file and sends nothing anyway.
+/// Both devices carry IPv4 only: vtepd routes IPv4 subnets to them, and a dual-stack network
+/// would have a device of its own (as Flannel has flannel-v6.1). With IPv6 on, the kernel sends
+/// MLD reports, neighbour solicitations for its own link-local address and, for as long as the
+/// device is up, router solicitations into it — on a TAP each one a `tx_flood` drop, on a TUN a
+/// `tx_not_ipv4` drop — so an idle node's drop counters would grow with the kernel's chatter and
+/// hide real drops. (flannel.1 has IPv6 on; the kernel's VXLAN driver drops the same frames as
+/// `tx_dropped`.) Best effort: a kernel without IPv6 has no such file and sends nothing anyway.
 fn disable_ipv6(dev: &str) {
     let path = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
     if let Err(e) = std::fs::write(&path, "1") {
-        tracing::debug!(%path, error = %e, "cannot disable IPv6 on the TUN device");
+        tracing::debug!(%path, error = %e, "cannot disable IPv6 on the device");
     }
 }
 
