@@ -71,6 +71,8 @@ pub enum RunError {
     Metrics(#[from] super::api::metrics::MetricsError),
     #[error("cannot start the {what} thread ({source}): the process may be at its thread limit (`ulimit -u`, or pids.max of its cgroup)")]
     Thread { what: &'static str, source: std::io::Error },
+    #[error("cannot create a worker's wake-up eventfd ({0}): the process may be at its open-file limit (`ulimit -n`)")]
+    Mailbox(#[source] std::io::Error),
 }
 
 impl RunError {

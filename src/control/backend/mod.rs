@@ -283,7 +283,7 @@ pub fn spawn_worker(
     body: impl FnOnce(ControlLine) -> TapQueue + Send + 'static,
 ) -> Result<(), RunError> {
     let counters = Arc::new(Counters::default());
-    let (postbox, mailbox) = crate::io::mailbox::pair().map_err(RunError::thread("worker"))?;
+    let (postbox, mailbox) = crate::io::mailbox::pair().map_err(RunError::Mailbox)?;
     let line = ControlLine { stop: stop.clone(), mailbox, counters: counters.clone(), busy_poll };
     let t = std::thread::Builder::new()
         .name(format!("vtepd-w{index}"))
