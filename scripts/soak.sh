@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Soak test (not in CI): two namespace hosts joined by a veth underlay
-# (192.0.2.1 <-> 192.0.2.2), vtepd on both, iperf3 through the overlay
+# (192.0.2.1 <-> 192.0.2.2), vtepd on both (VXLAN, or IPIP with --backend
+# ipip), iperf3 through the overlay
 # (10.244.1.0 <-> 10.244.2.0, both directions at once) for N minutes. Every
 # interval it prints the VmRSS of both vtepd processes and their non-zero drop
 # counters -- live from `vtepd stats` when this vtepd has that command,
@@ -9,10 +10,11 @@
 # growth, iperf3's summary. Everything is removed on exit or Ctrl-C.
 #
 # Usage: sudo scripts/soak.sh [--minutes N] [--interval S] [--parallel P]
-#                             [--no-build] [--keep-tmp]
+#                             [--backend vxlan|ipip] [--no-build] [--keep-tmp]
 #   --minutes N   how long iperf3 runs (default 10)
 #   --interval S  seconds between reports (default 10)
 #   --parallel P  iperf3 streams per direction (default 4)
+#   --backend B   vxlan (default) or ipip
 #   --no-build    use the existing target/release/vtepd (or $VTEPD)
 #   --keep-tmp    keep the temp dir (configs, logs) for inspection
 # Exit status: 0 when iperf3 ran to the end and both vtepd exited 0 on SIGTERM.
@@ -22,16 +24,17 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/netns.sh
 source "$ROOT/scripts/lib/netns.sh"
 
-MINUTES=10 INTERVAL=10 PARALLEL=4 BUILD=1
+MINUTES=10 INTERVAL=10 PARALLEL=4 BUILD=1 BACKEND=vxlan
 VTEPD=${VTEPD:-$ROOT/target/release/vtepd}
 while (( $# )); do
     case $1 in
         --minutes) MINUTES=$2; shift ;;
         --interval) INTERVAL=$2; shift ;;
         --parallel) PARALLEL=$2; shift ;;
+        --backend) BACKEND=$2; shift ;;
         --no-build) BUILD=0 ;;
         --keep-tmp) VT_KEEP_TMP=1 ;;  # read by vt_cleanup
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -39,6 +42,7 @@ done
 for v in MINUTES INTERVAL PARALLEL; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "--${v,,} wants a positive integer, got '${!v}'" >&2; exit 2; }
 done
+[[ $BACKEND == vxlan || $BACKEND == ipip ]] || { echo "--backend wants vxlan or ipip, got '$BACKEND'" >&2; exit 2; }
 if (( EUID != 0 )); then
     echo "soak needs root (network namespaces): run with sudo" >&2
     exit 2
@@ -74,8 +78,11 @@ write_config() {
 [node]
 public_ip = "192.0.2.$1"
 subnet = "10.244.$1.0/24"
-backend = "vxlan"
+backend = "$BACKEND"
 
+EOF
+    if [[ $BACKEND == vxlan ]]; then
+        cat <<EOF
 [vxlan]
 device = "vtep0"
 vni = 1
@@ -83,11 +90,22 @@ port = 8472
 mac = "02:00:00:00:00:0$1"
 mtu = 1450
 
+EOF
+    else
+        cat <<EOF
+[ipip]
+device = "tunl0"
+mtu = 1480
+
+EOF
+    fi
+    cat <<EOF
 [[peer]]
 public_ip = "192.0.2.$2"
 subnet = "10.244.$2.0/24"
-vtep_mac = "02:00:00:00:00:0$2"
 EOF
+    [[ $BACKEND == vxlan ]] && echo "vtep_mac = \"02:00:00:00:00:0$2\""
+    return 0
 }
 write_config 1 2 >"$VT_TMP/a.toml"
 write_config 2 1 >"$VT_TMP/b.toml"
@@ -130,7 +148,7 @@ vt_bg B iperf3-s -- iperf3 -s -B 10.244.2.0 -1
 vt_wait_for 5 vt_exec B sh -c "ss -Hltn 'sport = :5201' | grep -q ." || vt_die "iperf3 server did not start"
 vt_bg A iperf3-c -- iperf3 -c 10.244.2.0 -B 10.244.1.0 --bidir -P "$PARALLEL" -t "$SECS" -i "$INTERVAL" --forceflush
 
-echo "soak: ${MINUTES} min of iperf3 --bidir -P $PARALLEL through vtepd; report every ${INTERVAL} s" \
+echo "soak: ${MINUTES} min of iperf3 --bidir -P $PARALLEL through vtepd ($BACKEND); report every ${INTERVAL} s" \
      "($( ((LIVE)) && echo 'live drop counters from vtepd stats' || echo 'no vtepd stats in this build: underlay counters instead; vtepd counters at the end'))"
 echo "start: vtepd A rss=${RSS0_A}KiB, vtepd B rss=${RSS0_B}KiB"
 FAILED=0
