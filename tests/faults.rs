@@ -373,6 +373,15 @@ fn sighup_applies_peer_changes_and_rejects_invalid_config() {
         subnet: "10.244.1.128/25".into(),
         vtep_mac: host_mac(4),
     });
+    // Valid on its own, but only its peers would be applied, and one takes the running subnet:
+    // its route would shadow the local pods'.
+    let mut moved = NodeCfg::host(1, &[2]);
+    moved.subnet = "10.244.9.0/24".into();
+    moved.peers.push(PeerCfg {
+        public_ip: "192.0.2.4".into(),
+        subnet: "10.244.1.0/24".into(),
+        vtep_mac: host_mac(4),
+    });
     let invalid = [
         (
             "a TOML syntax error",
@@ -381,6 +390,10 @@ fn sighup_applies_peer_changes_and_rejects_invalid_config() {
         (
             "a peer subnet overlapping node.subnet",
             overlapping.to_toml(),
+        ),
+        (
+            "a moved node.subnet and a peer on the running one",
+            moved.to_toml(),
         ),
         // Valid on its own, but applying its peers would re-install every one for the wrong backend.
         (

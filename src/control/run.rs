@@ -125,7 +125,7 @@ pub fn run(
             return Err(e.into());
         }
     };
-    let running = Running { backend: cfg.node.backend, etcd: cfg.etcd.is_some(), socket: opts.socket.is_none().then_some(socket_path) };
+    let running = Running { cfg: cfg.clone(), etcd: cfg.etcd.is_some(), socket: opts.socket.is_none().then_some(socket_path) };
     let reload_config = Box::new(move || reload_config().and_then(|new| running.vet_reload(new)));
     // Threads start after `start` has dropped privileges: capabilities are per thread.
     let signals = super::event::forward_signals(events_tx.clone()).map_err(RunError::thread("signal"))?;
@@ -156,7 +156,8 @@ pub fn run(
 
 /// What a reloaded config is checked against: what cannot change without a restart.
 struct Running {
-    backend: Backend,
+    /// As started (in etcd mode, with the leased subnet and the network's backend).
+    cfg: Config,
     etcd: bool,
     /// The control socket served, if it came from the config (not `--socket`).
     socket: Option<std::path::PathBuf>,
@@ -171,13 +172,31 @@ impl Running {
         if !self.etcd && new.etcd.is_some() {
             return Err(restart("etcd", "switches to etcd mode".into()));
         }
-        if !self.etcd && new.node.backend != self.backend {
-            return Err(restart("node.backend", format!("\"{}\" differs from the running \"{}\"", new.node.backend.name(), self.backend.name())));
+        let backend = self.cfg.node.backend;
+        if !self.etcd && new.node.backend != backend {
+            return Err(restart("node.backend", format!("\"{}\" differs from the running \"{}\"", new.node.backend.name(), backend.name())));
+        }
+        if !self.etcd {
+            self.check_peers_fit(&new)?;
         }
         if let Some((served, wanted)) = self.socket_change(&new) {
             tracing::warn!(served = %served.display(), wanted = %wanted.display(), "config reload: a changed control_socket needs a restart; the running vtepd keeps serving the old one");
         }
         Ok(new)
+    }
+
+    /// Only the peers of a reload are applied: checked against the file's own `[node]` they may still
+    /// clash with the running one (a peer on the running subnet, whose route would shadow the local
+    /// pods', or with its public_ip).
+    fn check_peers_fit(&self, new: &Config) -> Result<(), ConfigError> {
+        let moved = new.node != self.cfg.node || new.vxlan != self.cfg.vxlan;
+        match self.cfg.with_peers(new.peers.clone()) {
+            Err(ConfigError::Invalid { key, problem }) if moved => Err(ConfigError::Invalid {
+                key,
+                problem: format!("{problem} (the running one: changes to [node] and [vxlan] need a restart)"),
+            }),
+            checked => checked.map(drop),
+        }
     }
 
     /// (served, wanted) when the new config names another control socket than the one served.
@@ -232,7 +251,7 @@ mod tests {
     fn running(text: &str, socket_flag: bool) -> Running {
         let cfg = Config::parse(text).unwrap();
         let socket = (!socket_flag).then(|| super::super::api::socket_path(&cfg));
-        Running { backend: cfg.node.backend, etcd: cfg.etcd.is_some(), socket }
+        Running { etcd: cfg.etcd.is_some(), cfg, socket }
     }
 
     fn vet(running: &Running, text: &str) -> Result<Config, String> {
@@ -246,8 +265,27 @@ mod tests {
         assert_eq!(vet(&ipip, ETCD).unwrap_err(), "config key etcd: switches to etcd mode; that needs a restart");
         assert!(vet(&ipip, &IPIP.replace("10.244.2.0/24", "10.244.3.0/24")).is_ok());
         // In etcd mode the backend comes from etcd; the file's placeholder is no change.
-        let etcd = Running { backend: Backend::Ipip, etcd: true, socket: None };
+        let etcd = Running { cfg: Config::parse(IPIP).unwrap(), etcd: true, socket: None };
         assert!(vet(&etcd, ETCD).is_ok());
+    }
+
+    #[test]
+    fn reloaded_peers_must_fit_the_running_node() {
+        let running = running(VXLAN, false);
+        // Valid against its own moved node.subnet, but the peer takes the running one.
+        let moved = VXLAN.replace("10.244.1.0/24", "10.244.9.0/24").replace("10.244.2.0/24", "10.244.1.0/24");
+        assert!(Config::parse(&moved).is_ok());
+        assert_eq!(
+            vet(&running, &moved).unwrap_err(),
+            "config key peer[0].subnet: 10.244.1.0/24 overlaps node.subnet 10.244.1.0/24 (the running one: changes to [node] and [vxlan] need a restart)"
+        );
+        let moved_ip = VXLAN.replacen("192.0.2.1", "192.0.2.9", 1).replace("192.0.2.2", "192.0.2.1");
+        assert_eq!(
+            vet(&running, &moved_ip).unwrap_err(),
+            "config key peer[0].public_ip: 192.0.2.1 is this node's own node.public_ip (the running one: changes to [node] and [vxlan] need a restart)"
+        );
+        let mac = VXLAN.replace("vtep_mac = \"02:00:00:00:00:02\"", "vtep_mac = \"02:00:00:00:00:02\"\n[vxlan]\nmac = \"02:00:00:00:00:07\"");
+        assert!(vet(&running, &mac).is_ok(), "a moved [vxlan] alone is only warned about");
     }
 
     #[test]

@@ -178,6 +178,14 @@ impl Config {
         Ok(cfg)
     }
 
+    /// This config with another peer list, checked as a file's would be. A reload applies only its
+    /// peers, so they must fit the `[node]` and `[vxlan]` that are running, not the file's.
+    pub fn with_peers(&self, peers: Vec<Peer>) -> Result<Config, ConfigError> {
+        let cfg = Config { peers, ..self.clone() };
+        cfg.check_consistency()?;
+        Ok(cfg)
+    }
+
     /// Whether this backend may route some peers directly over the underlay.
     pub fn direct_routing(&self) -> bool {
         match self.node.backend {
