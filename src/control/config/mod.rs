@@ -11,7 +11,7 @@ mod sections;
 mod tests;
 mod values;
 
-pub(crate) use values::{parse_unicast_ip, parse_unicast_mac};
+pub(crate) use values::{parse_unicast_ip, parse_unicast_mac, reserved_overlap};
 
 use crate::wire::vxlan::Vni;
 use crate::wire::MacAddr;

@@ -10,7 +10,7 @@ use super::flannel::{subnet_key, Network};
 use super::lease::{self, subnets_prefix, Acquired, LEASE_TTL_SECS};
 use super::subnet_env::SubnetEnv;
 use super::view::{Shared, View};
-use super::watch::LeaseMap;
+use super::watch::{LeaseMap, Local};
 use super::{own_attrs, with_timeout, EtcdError, BACKOFF_CAP, BACKOFF_FIRST};
 use crate::control::config::{Config, Etcd};
 use crate::control::event::{Event, EventTx};
@@ -52,6 +52,8 @@ struct Ctx {
     etcd: Etcd,
     cfg: Config,
     own: Acquired,
+    /// What the other nodes' leases are judged against.
+    local: Local,
     value: String,
     view: View,
     events: EventTx,
@@ -77,7 +79,8 @@ impl Joined {
         if let Some(id) = own.lease_id {
             view.lock().expiry.insert(id, Instant::now() + Duration::from_secs(LEASE_TTL_SECS as u64));
         }
-        let ctx = Ctx { client, etcd, cfg, own, value, view: view.clone(), events, sent: None, renew_at };
+        let local = Local { public_ip: cfg.node.public_ip, subnet: own.subnet, network: net.network, backend: cfg.node.backend };
+        let ctx = Ctx { client, etcd, cfg, own, local, value, view: view.clone(), events, sent: None, renew_at };
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("etcd".into())
@@ -165,7 +168,7 @@ impl Ctx {
             v.map.entries.clear();
             for kv in resp.kvs() {
                 if let Some(name) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(&base)) {
-                    v.map.put(name, kv.value(), kv.lease(), kv.mod_revision());
+                    v.map.put(name, kv.value(), kv.lease(), kv.create_revision(), kv.mod_revision());
                 }
             }
             let Shared { map, expiry, .. } = &mut *v;
@@ -179,10 +182,7 @@ impl Ctx {
 
     /// Sends the peer list if it changed since the last one sent.
     fn publish(&mut self) -> bool {
-        let mut peers = self.view.lock().map.peers(self.cfg.node.public_ip, self.cfg.node.backend);
-        // Our subnet written by another node (a misconfigured twin, a hand edit) must never become
-        // a route away from our own pods.
-        peers.retain(|n| n.subnet != self.own.subnet);
+        let peers = self.view.lock().map.peers(&self.local);
         if self.sent.as_ref() == Some(&peers) {
             return true;
         }
@@ -238,7 +238,7 @@ impl Ctx {
             let Some(kv) = ev.kv() else { continue };
             let Some(name) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(base)) else { continue };
             match ev.event_type() {
-                EventType::Put => v.map.put(name, kv.value(), kv.lease(), kv.mod_revision()),
+                EventType::Put => v.map.put(name, kv.value(), kv.lease(), kv.create_revision(), kv.mod_revision()),
                 EventType::Delete => {
                     v.map.delete(name);
                     own_deleted |= name == own_name;

@@ -71,8 +71,8 @@ mod tests {
     #[test]
     fn rows_and_state_for_the_control_api() {
         let mut map = LeaseMap::default();
-        map.put("10.244.1.0-24", br#"{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}"#, 5, 1);
-        map.put("10.244.2.0-24", br#"{"PublicIP":"192.0.2.2","PublicIPv6":null,"BackendType":"host-gw"}"#, 0, 2);
+        map.put("10.244.1.0-24", br#"{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}"#, 5, 1, 1);
+        map.put("10.244.2.0-24", br#"{"PublicIP":"192.0.2.2","PublicIPv6":null,"BackendType":"host-gw"}"#, 0, 2, 2);
         let view = View::new(Shared {
             map,
             unreachable_since: None,
