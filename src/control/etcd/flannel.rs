@@ -5,7 +5,7 @@
 //! (`CheckNetworkConfig` in flannel's pkg/subnet/config.go), so a vtepd node and a flanneld node
 //! reading the same config hand out subnets from the same range. What vtepd cannot honour is refused
 //! here, naming the field, rather than half-honoured at run time.
-use crate::control::config::Backend;
+use crate::control::config::{reserved_overlap, Backend};
 use crate::wire::vxlan::Vni;
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
@@ -92,12 +92,16 @@ impl Network {
         let network: Ipv4Net =
             network.parse().map_err(|_| field("Network", format!("'{network}' is not an IPv4 prefix")))?;
         let network = network.trunc();
+        // As the config file refuses such a node.subnet: a lease from it would be unroutable.
+        if let Some(range) = reserved_overlap(&network) {
+            return Err(field("Network", format!("{network} overlaps {range}, which pods cannot use")));
+        }
         let subnet_len = subnet_len(network, raw.subnet_len)?;
         let size = 1u32 << (32 - subnet_len);
         let base = u32::from(network.network());
         let last = u32::from(network.broadcast());
         let subnet_min = bound("SubnetMin", raw.subnet_min.as_deref(), network, subnet_len, base + size)?;
-        let subnet_max = bound("SubnetMax", raw.subnet_max.as_deref(), network, subnet_len, last + 1 - size)?;
+        let subnet_max = bound("SubnetMax", raw.subnet_max.as_deref(), network, subnet_len, last - (size - 1))?;
         if subnet_min > subnet_max {
             return Err(field("SubnetMin", format!("{subnet_min} is above SubnetMax {subnet_max}")));
         }
@@ -326,6 +330,8 @@ mod tests {
             (br#"{"Backend":{"Type":"vxlan"}}"#, "Network"),
             (br#"{"Network":"fd00::/48","Backend":{"Type":"vxlan"}}"#, "Network"),
             (br#"{"Network":"10.244.0.0/29","Backend":{"Type":"vxlan"}}"#, "Network"),
+            (br#"{"Network":"0.0.0.0/0","Backend":{"Type":"vxlan"}}"#, "Network"),
+            (br#"{"Network":"224.0.0.0/8","Backend":{"Type":"vxlan"}}"#, "Network"),
             (br#"{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan"}}"#, "SubnetLen"),
             (br#"{"Network":"10.244.0.0/16","SubnetLen":17,"Backend":{"Type":"vxlan"}}"#, "SubnetLen"),
             (br#"{"Network":"10.244.0.0/16","SubnetMin":"10.245.0.0","Backend":{"Type":"vxlan"}}"#, "SubnetMin"),

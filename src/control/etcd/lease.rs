@@ -110,6 +110,10 @@ async fn reclaim(client: &mut Client, prefix: &str, mine: &Existing, value: &str
         .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, mine.mod_revision)])
         .and_then([TxnOp::put(key.as_str(), value, opts)]);
     let won = client.txn(txn).await?.succeeded();
+    if let (false, Some(id)) = (won, lease_id) {
+        // As in `create`: nothing is attached to it.
+        let _ = client.lease_revoke(id).await;
+    }
     Ok(won.then_some(Acquired { subnet: mine.subnet, lease_id }))
 }
 
