@@ -56,7 +56,8 @@ impl FromStr for MacAddr {
         let mut parts = s.split(':');
         for byte in out.iter_mut() {
             let p = parts.next().ok_or_else(err)?;
-            if p.len() != 2 {
+            // from_str_radix alone would also take "+2".
+            if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
                 return Err(err());
             }
             *byte = u8::from_str_radix(p, 16).map_err(|_| err())?;
@@ -81,7 +82,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:00:00", "2:00:00:00:00:00", "zz:00:00:00:00:00"] {
+        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:00:00", "2:00:00:00:00:00", "zz:00:00:00:00:00", "+2:+0:+0:+0:+0:+1", "02:00:00:00:00:-1"] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

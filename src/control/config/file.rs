@@ -1,18 +1,57 @@
 //! Reading the file and its TOML into raw structs; a TOML error names its key in the file's terms.
 use super::{invalid, ConfigError, MAX_CONFIG_BYTES};
+use serde::de::{value::MapAccessDeserializer, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) control_socket: Option<String>,
+    #[serde(deserialize_with = "table")]
     pub(super) node: RawNode,
+    #[serde(default, deserialize_with = "some_table")]
     pub(super) vxlan: Option<RawVxlan>,
+    #[serde(default, deserialize_with = "some_table")]
     pub(super) ipip: Option<RawIpip>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tables")]
     pub(super) peer: Vec<RawPeer>,
+    #[serde(default, deserialize_with = "some_table")]
     pub(super) etcd: Option<RawEtcd>,
+}
+
+/// A section that must be a TOML table. Serde's derived structs also take an array of values in
+/// field order (`node = ["192.0.2.1", "10.244.1.0/24"]`), which no one means to write and which
+/// would slip extra values past the unknown-key check.
+struct Table<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Table<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OnlyMap<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OnlyMap<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(OnlyMap(PhantomData)).map(Table)
+    }
+}
+
+fn table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Table::deserialize(d).map(|t| t.0)
+}
+
+fn some_table<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    table(d).map(Some)
+}
+
+fn tables<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Vec::<Table<T>>::deserialize(d).map(|v| v.into_iter().map(|t| t.0).collect())
 }
 
 #[derive(Deserialize)]

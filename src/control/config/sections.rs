@@ -1,6 +1,6 @@
 //! Each section of the file, from its raw struct to its checked value.
 use super::file::{RawConfig, RawEtcd, RawIpip, RawNode, RawPeer, RawVxlan};
-use super::values::{mtu_in_range, subnet, unicast_ip, unicast_mac};
+use super::values::{mtu_in_range, shown, subnet, unicast_ip, unicast_mac};
 use super::{invalid, Backend, Config, ConfigError, Etcd, EtcdTls, Ipip, Node, Peer, Vxlan, DEFAULT_ETCD_PREFIX, DEFAULT_SUBNET_FILE};
 use crate::wire::vxlan::{Vni, IANA_PORT};
 use crate::wire::MacAddr;
@@ -22,7 +22,7 @@ pub(super) fn parse_node(raw: &RawNode) -> Result<Node, ConfigError> {
         "vxlan" => Backend::Vxlan,
         "ipip" => Backend::Ipip,
         "host-gw" => Backend::HostGw,
-        other => return Err(invalid("node.backend", format!("'{other}' is not a backend (supported: vxlan, ipip, host-gw)"))),
+        other => return Err(invalid("node.backend", format!("{} is not a backend (supported: vxlan, ipip, host-gw)", shown(other)))),
     };
     Ok(Node {
         public_ip: unicast_ip("node.public_ip", &raw.public_ip)?,
@@ -65,7 +65,7 @@ pub(super) fn parse_etcd_mode(raw: RawConfig) -> Result<Config, ConfigError> {
 
 pub(super) fn parse_control_socket(raw: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
     match raw {
-        Some(p) if p.is_empty() || p.ends_with('/') => Err(invalid("control_socket", format!("'{p}' is not a file path"))),
+        Some(p) if p.is_empty() || p.ends_with('/') => Err(invalid("control_socket", format!("{} is not a file path", shown(p)))),
         p => Ok(p.map(PathBuf::from)),
     }
 }
@@ -76,12 +76,12 @@ pub(super) fn parse_etcd(raw: RawEtcd) -> Result<Etcd, ConfigError> {
     }
     for (i, e) in raw.endpoints.iter().enumerate() {
         if !(e.starts_with("http://") || e.starts_with("https://")) {
-            return Err(invalid(format!("etcd.endpoints[{i}]"), format!("'{e}' is not a URL like http://192.0.2.10:2379")));
+            return Err(invalid(format!("etcd.endpoints[{i}]"), format!("{} is not a URL like http://192.0.2.10:2379", shown(e))));
         }
     }
     let prefix = raw.prefix.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.into());
     if !prefix.starts_with('/') || prefix.ends_with('/') {
-        return Err(invalid("etcd.prefix", format!("'{prefix}' must start with '/' and not end with one (like {DEFAULT_ETCD_PREFIX})")));
+        return Err(invalid("etcd.prefix", format!("{} must start with '/' and not end with one (like {DEFAULT_ETCD_PREFIX})", shown(&prefix))));
     }
     let tls = match (raw.ca, raw.cert, raw.key) {
         (None, None, None) => None,
@@ -104,7 +104,7 @@ pub(super) fn parse_etcd(raw: RawEtcd) -> Result<Etcd, ConfigError> {
 
 pub(super) fn parse_vxlan(raw: RawVxlan, public_ip: Ipv4Addr) -> Result<Vxlan, ConfigError> {
     let device = raw.device.unwrap_or_else(|| "vtep0".into());
-    crate::io::tap::check_name(&device).map_err(|p| invalid("vxlan.device", format!("'{device}': {p}")))?;
+    crate::io::tap::check_name(&device).map_err(|p| invalid("vxlan.device", format!("{}: {p}", shown(&device))))?;
     let vni = raw.vni.unwrap_or(1);
     let vni = u32::try_from(vni)
         .ok()
@@ -126,7 +126,7 @@ pub(super) fn parse_vxlan(raw: RawVxlan, public_ip: Ipv4Addr) -> Result<Vxlan, C
 pub(super) fn parse_ipip(raw: RawIpip) -> Result<Ipip, ConfigError> {
     let d = Ipip::default();
     let device = raw.device.unwrap_or(d.device);
-    crate::io::tap::check_name(&device).map_err(|p| invalid("ipip.device", format!("'{device}': {p}")))?;
+    crate::io::tap::check_name(&device).map_err(|p| invalid("ipip.device", format!("{}: {p}", shown(&device))))?;
     let ttl = match raw.ttl {
         None => d.ttl,
         Some(t) => u8::try_from(t).ok().filter(|t| *t != 0).ok_or_else(|| invalid("ipip.ttl", format!("{t} is out of range (1..=255)")))?,

@@ -57,6 +57,24 @@ fn each_error_names_its_key() {
     }
 }
 
+#[test]
+fn device_names_the_kernel_would_mangle_are_refused() {
+    let rule = "1 to 15 printable ASCII characters, none of '/', ':', '%' or space";
+    for (name, shown) in [("vtep%d", "'vtep%d'"), ("vtep\\u00a0x", "'vtep\u{a0}x'"), ("vtep\\u001b[2J", "'vtep\\u{1b}[2J'"), ("v/0", "'v/0'")] {
+        let text = GOOD.replace("device = \"vtep0\"", &format!("device = \"{name}\""));
+        assert_eq!(err_of(&text), format!("config key vxlan.device: {shown}: {rule}"));
+    }
+}
+
+#[test]
+fn echoed_values_are_short_and_escaped() {
+    let long = "x".repeat(100_000);
+    let e = err_of(&GOOD.replace("backend = \"vxlan\"", &format!("backend = \"{long}\"")));
+    assert_eq!(e, format!("config key node.backend: '{}…' is not a backend (supported: vxlan, ipip, host-gw)", "x".repeat(40)));
+    let e = err_of(&GOOD.replace("backend = \"vxlan\"", "backend = \"\\u001b]0;pwned\\u0007\\nline two\""));
+    assert_eq!(e, "config key node.backend: '\\u{1b}]0;pwned\\u{7}\\nline two' is not a backend (supported: vxlan, ipip, host-gw)");
+}
+
 const IPIP: &str = r#"
 [node]
 public_ip = "192.0.2.1"
@@ -172,6 +190,15 @@ fn toml_errors_name_the_full_key() {
         ("'' = 0".to_string(), "config key \"\": unknown key (known keys here: control_socket, node, vxlan, ipip, peer, etcd) (line 1, column 1)"),
         (GOOD.replace("mtu = 1450", "lan = 1"), "config key vxlan.lan: unknown key (known keys here: device, vni, port, mac, mtu, direct_routing) (line 10, column 1)"),
         (format!("{ETCD}[etcd]\n"), "config : invalid table header; duplicate key `etcd` in document root (line 8, column 1)"),
+        // Serde would read a section written as an array of its values in field order, extra
+        // values and all: a section is a table or nothing.
+        (
+            "node = [\"192.0.2.1\", \"10.244.1.0/24\", \"vxlan\", [1, 2, 3], \"anything\"]\n".into(),
+            "config key node: expected a table, found an array (line 1, column 8)",
+        ),
+        (format!("vxlan = [\"vtep9\", 7]\n{GOOD}").replace("[vxlan]", "[x]"), "config key vxlan: expected a table, found an array (line 1, column 9)"),
+        (format!("peer = [[\"192.0.2.2\", \"10.244.2.0/24\"]]\n{IPIP}").replace("[[peer]]", "[[x]]"), "config key peer[0]: expected a table, found an array (line 1, column 9)"),
+        (format!("etcd = []\n{ETCD}").replace("[etcd]", "[x]"), "config key etcd: expected a table, found an array (line 1, column 8)"),
     ];
     for (text, want) in cases {
         assert_eq!(err_of(&text), want, "config:\n{text}");

@@ -4,6 +4,22 @@ use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
+/// A value from the file (or a control client) as an error echoes it: quoted, at most 40
+/// characters, control characters escaped — a runaway value cannot flood the terminal, nor a
+/// hostile one drive it (an escape sequence) or split the message over lines.
+pub(crate) fn shown(s: &str) -> String {
+    let mut out = String::from("'");
+    for c in s.chars().take(40) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push_str(if s.chars().nth(40).is_some() { "…'" } else { "'" });
+    out
+}
+
 pub(super) fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
@@ -25,9 +41,8 @@ pub(super) fn unicast_mac(key: &str, s: &str) -> Result<MacAddr, ConfigError> {
 
 /// The rule behind [`unicast_mac`], which the control API applies too; the problem in words.
 pub(crate) fn parse_unicast_mac(s: &str) -> Result<MacAddr, String> {
-    // Echo at most a short prefix: over the control socket the text comes from anyone.
-    let shown: String = s.chars().take(32).collect();
-    let mac: MacAddr = s.parse().map_err(|_| format!("'{shown}' is not a MAC address (like 02:00:00:00:00:09)"))?;
+    // Over the control socket the text comes from anyone.
+    let mac: MacAddr = s.parse().map_err(|_| format!("{} is not a MAC address (like 02:00:00:00:00:09)", shown(s)))?;
     if mac.is_unicast() {
         return Ok(mac);
     }
@@ -60,8 +75,7 @@ pub(super) fn unicast_ip(key: &str, s: &str) -> Result<Ipv4Addr, ConfigError> {
 
 /// The rule behind [`unicast_ip`], which the control API applies too; the problem in words.
 pub(crate) fn parse_unicast_ip(s: &str) -> Result<Ipv4Addr, String> {
-    let shown: String = s.chars().take(32).collect();
-    let ip: Ipv4Addr = s.parse().map_err(|_| format!("'{shown}' is not an IPv4 address"))?;
+    let ip: Ipv4Addr = s.parse().map_err(|_| format!("{} is not an IPv4 address", shown(s)))?;
     if let Some(range) = reserved_overlap(&Ipv4Net::from(ip)) {
         return Err(format!("{ip} is not a unicast host address (it is in {range})"));
     }
@@ -69,7 +83,7 @@ pub(crate) fn parse_unicast_ip(s: &str) -> Result<Ipv4Addr, String> {
 }
 
 pub(super) fn subnet(key: &str, s: &str, max_prefix: u8) -> Result<Ipv4Net, ConfigError> {
-    let net: Ipv4Net = s.parse().map_err(|_| invalid(key, format!("'{s}' is not an IPv4 prefix like 10.244.1.0/24")))?;
+    let net: Ipv4Net = s.parse().map_err(|_| invalid(key, format!("{} is not an IPv4 prefix like 10.244.1.0/24", shown(s))))?;
     if net.prefix_len() > max_prefix {
         return Err(invalid(key, format!("{net} leaves no room for pods (prefix longer than /30)")));
     }
