@@ -64,10 +64,40 @@ pub(super) fn parse_etcd_mode(raw: RawConfig) -> Result<Config, ConfigError> {
 }
 
 pub(super) fn parse_control_socket(raw: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
-    match raw {
-        Some(p) if p.is_empty() || p.ends_with('/') => Err(invalid("control_socket", format!("{} is not a file path", shown(p)))),
-        p => Ok(p.map(PathBuf::from)),
+    let Some(p) = raw else { return Ok(None) };
+    file_path("control_socket", p)?;
+    // sun_path holds 108 bytes with the terminating NUL.
+    if p.len() > 107 {
+        return Err(invalid("control_socket", format!("{} is {} bytes long; a Unix socket path holds at most 107", shown(p), p.len())));
     }
+    Ok(Some(PathBuf::from(p)))
+}
+
+/// A path vtepd will create a file at: not empty, not a directory, no NUL (which no path holds).
+fn file_path(key: &str, p: &str) -> Result<(), ConfigError> {
+    if p.is_empty() || p.ends_with('/') || p.contains('\0') {
+        return Err(invalid(key, format!("{} is not a file path", shown(p))));
+    }
+    if std::path::Path::new(p).is_dir() {
+        return Err(invalid(key, format!("{} is a directory; name a file in it", shown(p))));
+    }
+    Ok(())
+}
+
+/// What etcd-client will make of it (tonic parses endpoints as an `http::Uri`), checked up front.
+fn endpoint(key: &str, e: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| invalid(key, format!("{} is not a URL like http://192.0.2.10:2379{why}", shown(e)));
+    let uri: http::Uri = e.parse().map_err(|_| bad(""))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad(" (the scheme is http or https)"));
+    }
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else { return Err(bad(" (no host)")) };
+    // `port_u16` is None for both no port and one beyond u16; after an IPv6 host's ']' a ':' says which.
+    let has_port = authority.as_str().rsplit(']').next().is_some_and(|t| t.contains(':'));
+    if has_port && authority.port_u16().is_none_or(|p| p == 0) {
+        return Err(bad(" (the port is 1 to 65535)"));
+    }
+    Ok(())
 }
 
 pub(super) fn parse_etcd(raw: RawEtcd) -> Result<Etcd, ConfigError> {
@@ -75,9 +105,7 @@ pub(super) fn parse_etcd(raw: RawEtcd) -> Result<Etcd, ConfigError> {
         return Err(invalid("etcd.endpoints", "needs at least one endpoint like \"http://192.0.2.10:2379\""));
     }
     for (i, e) in raw.endpoints.iter().enumerate() {
-        if !(e.starts_with("http://") || e.starts_with("https://")) {
-            return Err(invalid(format!("etcd.endpoints[{i}]"), format!("{} is not a URL like http://192.0.2.10:2379", shown(e))));
-        }
+        endpoint(&format!("etcd.endpoints[{i}]"), e)?;
     }
     let prefix = raw.prefix.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.into());
     if !prefix.starts_with('/') || prefix.ends_with('/') {
@@ -99,6 +127,7 @@ pub(super) fn parse_etcd(raw: RawEtcd) -> Result<Etcd, ConfigError> {
         }
     };
     let subnet_file = raw.subnet_file.unwrap_or_else(|| DEFAULT_SUBNET_FILE.into());
+    file_path("etcd.subnet_file", &subnet_file.to_string_lossy())?;
     Ok(Etcd { endpoints: raw.endpoints, prefix, tls, subnet_file })
 }
 

@@ -332,6 +332,34 @@ fn etcd_mode_refuses_what_etcd_owns() {
     assert!(err_of("[node]\npublic_ip = \"192.0.2.1\"\n").contains("node.subnet"));
 }
 
+#[test]
+fn endpoints_and_paths_that_could_not_work_are_refused_up_front() {
+    let endpoint = |e: &str| err_of(&ETCD.replace("http://192.0.2.254:2379", e));
+    for (e, why) in [
+        ("http://", ""),
+        ("http://a b:2379", ""),
+        ("ftp://192.0.2.254:2379", " (the scheme is http or https)"),
+        ("http://192.0.2.254:99999", " (the port is 1 to 65535)"),
+        ("http://192.0.2.254:0", " (the port is 1 to 65535)"),
+    ] {
+        assert_eq!(endpoint(e), format!("config key etcd.endpoints[0]: '{e}' is not a URL like http://192.0.2.10:2379{why}"));
+    }
+    for ok in ["https://etcd.example:2379", "http://[2001:db8::1]:2379", "http://192.0.2.254"] {
+        assert!(Config::parse(&ETCD.replace("http://192.0.2.254:2379", ok)).is_ok(), "{ok}");
+    }
+    let subnet_file = |p: &str| err_of(&ETCD.replace("[vxlan]", &format!("subnet_file = \"{p}\"\n[vxlan]")));
+    assert_eq!(subnet_file("/"), "config key etcd.subnet_file: '/' is not a file path");
+    assert_eq!(subnet_file(""), "config key etcd.subnet_file: '' is not a file path");
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().unwrap().trim_end_matches('/');
+    assert_eq!(subnet_file(dir), format!("config key etcd.subnet_file: '{dir}' is a directory; name a file in it"));
+    let socket = |p: &str| err_of(&format!("control_socket = \"{p}\"\n{GOOD}"));
+    let long = format!("/run/{}", "s".repeat(103));
+    assert_eq!(socket(&long), format!("config key control_socket: '{}…' is 108 bytes long; a Unix socket path holds at most 107", &long[..40]));
+    assert!(Config::parse(&format!("control_socket = \"{}\"\n{GOOD}", &long[..107])).is_ok());
+    assert_eq!(socket("/run/a\\u0000b"), "config key control_socket: '/run/a\\u{0}b' is not a file path");
+}
+
 /// A scratch directory for one test, removed when dropped.
 struct Scratch(PathBuf);
 
