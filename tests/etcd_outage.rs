@@ -51,3 +51,46 @@ fn an_etcd_outage_does_not_touch_forwarding() {
     da.stop();
     db.stop();
 }
+
+/// The control socket is bound before the node joins (so a second vtepd is refused at once) but
+/// served only after; a request sent meanwhile waits in the socket's backlog. If its client has
+/// hung up by the time vtepd serves it, nobody is told the outcome, so it must not be carried out.
+#[test]
+fn a_request_whose_client_left_while_vtepd_was_joining_is_not_carried_out() {
+    use std::io::Write;
+    let (ul, mut etcd, dir) = vxlan_network("ej");
+    let a = ul.host("ej", 1);
+    etcd.kill();
+    let env = dir.path().join("subnet-1.env");
+    let cfg = dir.write("node1.toml", &etcd_toml(1, &etcd.endpoint(), &env));
+    let socket = test_socket(&a);
+    let socket_arg = socket.display().to_string();
+    let da = Vtepd::start_until_with(&a, &cfg, &["--socket", &socket_arg], "control socket bound", || socket.exists());
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).expect("connect while joining");
+    s.write_all(b"{\"cmd\":\"fdb_add\",\"mac\":\"02:00:00:00:00:77\",\"dst\":\"192.0.2.77\"}\n").unwrap();
+    drop(s);
+    // Still joining: etcd is down.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!env.exists(), "joined without etcd");
+    etcd.restart();
+    wait_until("node 1 joined once etcd is back", || env.exists() && a.has_link("vtep0"));
+    let fdb = fdb_show(&socket_arg);
+    assert!(
+        !fdb.to_string().contains("02:00:00:00:00:77"),
+        "the request of a client that had hung up was carried out: {fdb}"
+    );
+    // A client that waits is answered as usual.
+    let out = std::process::Command::new(vtepd_bin())
+        .args(["fdb", "add", "02:00:00:00:00:78", "dst", "192.0.2.78", "--socket", &socket_arg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "fdb add: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(fdb_show(&socket_arg).contains("02:00:00:00:00:78"));
+    da.stop();
+}
+
+fn fdb_show(socket: &str) -> String {
+    let out = std::process::Command::new(vtepd_bin()).args(["fdb", "show", "--socket", socket]).output().unwrap();
+    assert!(out.status.success(), "fdb show: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
