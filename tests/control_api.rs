@@ -211,6 +211,22 @@ fn bad_input_is_refused(sa: &Path) {
     assert!(raw(sa, b"{\"cmd\":\"stats\"}\n").starts_with(r#"{"ok":{"stats""#));
     drop(idle);
 
+    // Another user: the socket is 0600, and the message should say so rather than "not running".
+    // A copy of the binary in /tmp, since the checkout may sit where that user cannot reach.
+    let bin = std::env::temp_dir().join(format!("vtepd-as-nobody-{}", std::process::id()));
+    std::fs::copy(vtepd_bin(), &bin).expect("copy vtepd");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["stats", "--socket"])
+        .arg(sa)
+        .output()
+        .expect("run setpriv");
+    let _ = std::fs::remove_file(&bin);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("permission denied on {}", sa.display())) && err.contains("sudo"), "{err}");
+
     let missing = Path::new("/nonexistent/vtepd.sock");
     let (code, err) = cli_err(missing, &["stats"]);
     assert_eq!(code, Some(1), "{err}");

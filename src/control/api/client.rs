@@ -14,6 +14,8 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 pub enum ClientError {
     #[error("cannot connect to vtepd's control socket {path}: {source}; is vtepd running? (start it with `vtepd run`, or pass --socket with the path it serves)")]
     Connect { path: PathBuf, source: io::Error },
+    #[error("permission denied on {0}: vtepd's control socket is for the user it runs as (root, or the User= of its service); run this as that user, e.g. with sudo")]
+    NoAccess(PathBuf),
     #[error("control socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("control socket {path} answered something that is not a vtepd response: {problem}")]
@@ -34,14 +36,11 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ClientError> {
         return Ok(p.to_path_buf());
     }
     let dir = socket_dir();
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut found: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(d) => d.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_socket())).map(|e| e.path()).collect(),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(ClientError::NoAccess(dir)),
+        Err(_) => Vec::new(),
+    };
     found.sort();
     match found.len() {
         0 => Err(ClientError::NoSocket(dir)),
@@ -53,7 +52,10 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ClientError> {
 /// Sends one request and returns vtepd's answer.
 pub fn call(path: &Path, req: &Request) -> Result<Reply, ClientError> {
     let io_err = |source| ClientError::Io { path: path.into(), source };
-    let mut s = UnixStream::connect(path).map_err(|source| ClientError::Connect { path: path.into(), source })?;
+    let mut s = UnixStream::connect(path).map_err(|source| match source.kind() {
+        io::ErrorKind::PermissionDenied => ClientError::NoAccess(path.into()),
+        _ => ClientError::Connect { path: path.into(), source },
+    })?;
     s.set_read_timeout(Some(TIMEOUT)).map_err(io_err)?;
     s.set_write_timeout(Some(TIMEOUT)).map_err(io_err)?;
     s.write_all((req.to_line() + "\n").as_bytes()).map_err(io_err)?;
