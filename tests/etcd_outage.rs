@@ -36,10 +36,12 @@ fn an_etcd_outage_does_not_touch_forwarding() {
     assert!(a.has_route(&subnet_b), "node 1 lost its route to node 2 while etcd was down");
     // Logged once per state change, not once per retry.
     assert_eq!(da.log_count("etcd unreachable"), before + 1, "{}", da.stderr());
+    assert_eq!(ctl_json(&da, "stats")["datastore_reachable"], false, "stats during the outage");
 
     let back = da.log_count("etcd reachable again");
     etcd.restart();
     da.wait_for_log("etcd reachable again", back);
+    assert_eq!(ctl_json(&da, "stats")["datastore_reachable"], true, "stats after the outage");
     let value = r#"{"PublicIP":"192.0.2.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}"#;
     let key = etcd.free_lease_key();
     let (subnet, _) = subnet_of_key(&key);

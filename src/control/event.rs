@@ -27,6 +27,8 @@ pub struct Live<'a> {
 pub trait Datastore: Send {
     /// One line for humans, e.g. "connected to http://192.0.2.1:2379" or "unreachable for 31 s".
     fn state(&self) -> String;
+    /// Whether the datastore answered the last time it was asked (for alerting: a fixed series).
+    fn reachable(&self) -> bool;
     /// Every subnet lease known, this node's own included.
     fn leases(&self) -> Vec<LeaseRow>;
 }

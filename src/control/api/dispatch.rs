@@ -193,6 +193,7 @@ fn stats(v: &View<'_>) -> StatsReply {
         counters: v.counters.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
         tables: tables.iter().map(|(n, c)| (n.to_string(), *c as u64)).collect(),
         datastore: v.datastore.map(|d| d.state()),
+        datastore_reachable: v.datastore.map(|d| d.reachable()),
         workers: v.workers.clone(),
     }
 }

@@ -125,9 +125,14 @@ pub fn prometheus(s: &StatsReply) -> String {
         out += &worker_series("rx", s.workers.iter().map(|w| w.rx_packets));
         out += &worker_series("tx", s.workers.iter().map(|w| w.tx_packets));
     }
-    if let Some(ds) = &s.datastore {
-        let state = ds.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ");
-        out += &format!("# TYPE vtepd_datastore_info gauge\nvtepd_datastore_info{{state=\"{state}\"}} 1\n");
+    // A number, not the state line as a label: that line counts the seconds of an outage, and each
+    // new label value would be a new series.
+    if let Some(up) = s.datastore_reachable {
+        out += &format!(
+            "# HELP vtepd_datastore_up 1 while etcd answers, 0 while vtepd forwards with the last known leases.\n\
+             # TYPE vtepd_datastore_up gauge\nvtepd_datastore_up {}\n",
+            u8::from(up)
+        );
     }
     out
 }
@@ -152,6 +157,7 @@ mod tests {
             counters: vec![("rx_packets".into(), 5), ("drop_rx_wrong_vni".into(), 2)],
             tables: vec![("fdb".into(), 1)],
             datastore: Some("connected to \"etcd\"".into()),
+            datastore_reachable: Some(false),
             workers: vec![WorkerLoad { rx_packets: 3, tx_packets: 4 }],
         };
         assert_eq!(
@@ -162,7 +168,8 @@ mod tests {
              # TYPE vtepd_table_entries gauge\nvtepd_table_entries{table=\"fdb\"} 1\n\
              # TYPE vtepd_worker_rx_packets_total counter\nvtepd_worker_rx_packets_total{worker=\"0\"} 3\n\
              # TYPE vtepd_worker_tx_packets_total counter\nvtepd_worker_tx_packets_total{worker=\"0\"} 4\n\
-             # TYPE vtepd_datastore_info gauge\nvtepd_datastore_info{state=\"connected to \\\"etcd\\\"\"} 1\n"
+             # HELP vtepd_datastore_up 1 while etcd answers, 0 while vtepd forwards with the last known leases.\n\
+             # TYPE vtepd_datastore_up gauge\nvtepd_datastore_up 0\n"
         );
     }
 }

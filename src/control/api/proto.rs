@@ -232,6 +232,9 @@ pub struct StatsReply {
     /// Entries per table: fdb, neigh, peers, routes.
     pub tables: Vec<(String, u64)>,
     pub datastore: Option<String>,
+    /// In etcd mode, whether etcd answered the last time it was asked.
+    #[serde(default)]
+    pub datastore_reachable: Option<bool>,
     /// Each worker's packets, in worker order: how evenly the flows spread over them.
     #[serde(default)]
     pub workers: Vec<WorkerLoad>,

@@ -196,6 +196,7 @@ mod tests {
             counters: vec![("rx_packets".into(), 5), ("drop_rx_wrong_vni".into(), 1)],
             tables: vec![("fdb".into(), 2)],
             datastore: None,
+            datastore_reachable: None,
             workers: vec![WorkerLoad { rx_packets: 3, tx_packets: 4 }],
         };
         let want = "rx_packets         5\ndrop_rx_wrong_vni  1\ntable_fdb_entries  2\nworker0_rx_packets 3\nworker0_tx_packets 4\n";

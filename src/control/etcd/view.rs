@@ -42,6 +42,10 @@ impl Datastore for View {
         }
     }
 
+    fn reachable(&self) -> bool {
+        self.lock().unreachable_since.is_none()
+    }
+
     fn leases(&self) -> Vec<LeaseRow> {
         let s = self.lock();
         let now = Instant::now();
