@@ -227,6 +227,14 @@ fn bad_input_is_refused(sa: &Path) {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("permission denied on {}", sa.display())) && err.contains("sudo"), "{err}");
 
+    // Eight clients that say nothing fill the server; the ninth is told so, not "Broken pipe".
+    let held: Vec<UnixStream> = (0..8).map(|_| UnixStream::connect(sa).unwrap()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, err) = cli_err(sa, &["stats"]);
+    assert!(code == Some(1) && err.contains("vtepd is busy (8 clients); try again"), "{err}");
+    drop(held);
+    wait_until("the held clients' threads end", || cli(sa, &["stats"]).status.success());
+
     let missing = Path::new("/nonexistent/vtepd.sock");
     let (code, err) = cli_err(missing, &["stats"]);
     assert_eq!(code, Some(1), "{err}");

@@ -58,9 +58,15 @@ pub fn call(path: &Path, req: &Request) -> Result<Reply, ClientError> {
     })?;
     s.set_read_timeout(Some(TIMEOUT)).map_err(io_err)?;
     s.set_write_timeout(Some(TIMEOUT)).map_err(io_err)?;
-    s.write_all((req.to_line() + "\n").as_bytes()).map_err(io_err)?;
+    let sent = s.write_all((req.to_line() + "\n").as_bytes());
     let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).map_err(io_err)?;
+    // A busy vtepd answers at once and closes without reading, so the write may fail with EPIPE
+    // while its answer already waits to be read.
+    let read = BufReader::new(&s).read_line(&mut line);
+    if line.is_empty() {
+        sent.map_err(io_err)?;
+    }
+    read.map_err(io_err)?;
     let bad = |problem: String| ClientError::BadResponse { path: path.into(), problem };
     if line.is_empty() {
         return Err(bad("the connection closed without an answer".into()));
