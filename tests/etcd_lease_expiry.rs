@@ -39,3 +39,35 @@ fn deleted_and_expired_leases_leave_the_tables() {
     assert!(!has_permanent_neigh(&a, "vtep0", &vtep, "02:00:00:00:00:09"));
     da.stop();
 }
+
+/// Our own etcd lease revoked (by an operator, or lost with an etcd that was restored from an old
+/// snapshot): the key goes with it, and the node writes it again on a new lease, same subnet, so
+/// the other nodes route to it again.
+#[test]
+fn a_revoked_own_lease_is_written_again() {
+    let (ul, etcd, dir) = vxlan_network("rv");
+    let a = ul.host("rv", 1);
+    let b = ul.host("rv", 2);
+    let (da, _) = start_member(&a, 1, &etcd, &dir);
+    let (db, _) = start_member(&b, 2, &etcd, &dir);
+    let key_a = etcd.lease_of("192.0.2.1").expect("lease of node 1");
+    let (subnet_a, _) = subnet_of_key(&key_a);
+    wait_until("node 2 routes to node 1", || b.has_route(&subnet_a));
+    let lease_id = |key: &str| -> i64 {
+        let out = etcd.ctl(&["get", &format!("{PREFIX}/subnets/{key}"), "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl json");
+        v["kvs"][0]["lease"].as_i64().unwrap_or(0)
+    };
+    let old = lease_id(&key_a);
+    assert_ne!(old, 0, "node 1's key is on no lease");
+    let rewritten = da.log_count("lease was gone from etcd; written again");
+    etcd.ctl(&["lease", "revoke", &format!("{old:x}")]);
+    da.wait_for_log("lease was gone from etcd; written again", rewritten);
+    wait_until("node 1's key is back", || etcd.lease_of("192.0.2.1").as_deref() == Some(key_a.as_str()));
+    let new = lease_id(&key_a);
+    assert!(new != 0 && new != old, "node 1's key is back on lease {new:x} (revoked: {old:x})");
+    // Node 2 saw the delete, then the new key.
+    wait_until("node 2 routes to node 1 again", || b.has_route(&subnet_a));
+    da.stop();
+    db.stop();
+}

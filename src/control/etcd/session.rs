@@ -59,7 +59,12 @@ struct Ctx {
     events: EventTx,
     sent: Option<Vec<RemoteNode>>,
     renew_at: tokio::time::Instant,
+    /// When to try again to put our lost key back, after a try that failed while the watch held.
+    repair_at: Option<tokio::time::Instant>,
 }
+
+/// Between tries to put our key back while etcd answers the watch but not the write.
+const REPAIR_RETRY: Duration = Duration::from_secs(5);
 
 impl Joined {
     /// Writes the subnet file (`mtu`: the MTU pods should use) and starts watching.
@@ -80,7 +85,7 @@ impl Joined {
             view.lock().expiry.insert(id, Instant::now() + Duration::from_secs(LEASE_TTL_SECS as u64));
         }
         let local = Local { public_ip: cfg.node.public_ip, subnet: own.subnet, network: net.network, backend: cfg.node.backend };
-        let ctx = Ctx { client, etcd, cfg, own, local, value, view: view.clone(), events, sent: None, renew_at };
+        let ctx = Ctx { client, etcd, cfg, own, local, value, view: view.clone(), events, sent: None, renew_at, repair_at: None };
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("etcd".into())
@@ -198,10 +203,15 @@ impl Ctx {
             Err(e) => return Lost::Watch(crate::error_chain(&e)),
         };
         loop {
+            let repair_at = self.repair_at.unwrap_or(self.renew_at);
             let msg = tokio::select! {
                 m = stream.message() => m,
                 _ = tokio::time::sleep_until(self.renew_at) => {
                     self.renew().await;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(repair_at), if self.repair_at.is_some() => {
+                    self.put_own_back().await;
                     continue;
                 }
             };
@@ -221,9 +231,7 @@ impl Ctx {
                 return Lost::Stopping;
             }
             if own_deleted {
-                if let Err(e) = with_timeout(self.ensure_own_lease()).await {
-                    tracing::warn!(error = %crate::error_chain(&e), "cannot put this node's lease back yet");
-                }
+                self.put_own_back().await;
             }
             self.query_ttls().await;
         }
@@ -266,6 +274,20 @@ impl Ctx {
         Ok(())
     }
 
+    /// [`Self::ensure_own_lease`] now, and again every [`REPAIR_RETRY`] until it succeeds: a write
+    /// can fail while the watch holds (a leader election), and no other event would bring it back.
+    async fn put_own_back(&mut self) {
+        match with_timeout(self.ensure_own_lease()).await {
+            Ok(()) => self.repair_at = None,
+            Err(e) => {
+                if self.repair_at.is_none() {
+                    tracing::warn!(error = %crate::error_chain(&e), "cannot put this node's lease back yet; retrying every few seconds");
+                }
+                self.repair_at = Some(tokio::time::Instant::now() + REPAIR_RETRY);
+            }
+        }
+    }
+
     async fn renew(&mut self) {
         self.renew_at = tokio::time::Instant::now() + RENEW_EVERY;
         let Some(id) = self.own.lease_id else { return };
@@ -275,11 +297,9 @@ impl Ctx {
                 tracing::debug!(ttl, "lease renewed");
             }
             Ok(_) => {
-                // Expired: its key is gone (the watch saw the delete, or will); write it again.
+                // Expired or revoked: its key is gone (the watch saw the delete, or will); write it again.
                 self.view.lock().map.entries.remove(&self.own.subnet);
-                if let Err(e) = with_timeout(self.ensure_own_lease()).await {
-                    tracing::warn!(error = %crate::error_chain(&e), "cannot put this node's lease back yet");
-                }
+                self.put_own_back().await;
             }
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "lease renewal failed; retrying in a minute");
@@ -308,7 +328,13 @@ impl Ctx {
 
 /// One keep-alive round trip; the TTL etcd gives back (0 or less: the lease is gone).
 async fn keep_alive(client: &mut Client, id: i64) -> Result<i64, EtcdError> {
-    let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
+    let (mut keeper, mut stream) = match client.lease_keep_alive(id).await {
+        Ok(k) => k,
+        // etcd-client turns etcd's TTL of -1 for an unknown lease into this error; it is an answer,
+        // not a failure to retry.
+        Err(etcd_client::Error::LeaseKeepAliveError(m)) if m == "lease not found" => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
     keeper.keep_alive().await?;
     Ok(stream.message().await?.map_or(0, |r| r.ttl()))
 }
