@@ -66,3 +66,24 @@ fn leases_on_our_subnet_or_overlapping_an_older_one_are_skipped() {
     db.stop();
     da.stop();
 }
+
+/// More than tonic's default 4 MiB under `<prefix>/subnets/` (junk here; a few thousand leases in a
+/// big cluster): a full read must still succeed, or no node could join or resync.
+#[test]
+fn a_subnets_prefix_larger_than_4_mib_is_read_whole() {
+    let (ul, etcd, dir) = vxlan_network("hb");
+    let junk = vec![b'x'; 1400 << 10];
+    for i in 0..4 {
+        etcd.put_large(&format!("{PREFIX}/subnets/junk-{i}"), &junk);
+    }
+    let a = ul.host("hb", 1);
+    let b = ul.host("hb", 2);
+    let (da, _) = start_member(&a, 1, &etcd, &dir);
+    let (db, _) = start_member(&b, 2, &etcd, &dir);
+    let key_b = etcd.lease_of("192.0.2.2").expect("lease of node 2");
+    wait_until("node 1 routes to node 2", || a.has_route(&subnet_of_key(&key_b).0));
+    // Each junk key is warned about once, not fatal.
+    assert_eq!(da.log_count("junk-"), 4, "{}", da.stderr());
+    db.stop();
+    da.stop();
+}

@@ -109,6 +109,29 @@ impl Etcd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `etcdctl put key` with the value on stdin: a command-line argument holds at most 128 KiB.
+    pub fn put_large(&self, key: &str, value: &[u8]) {
+        use std::io::Write;
+        let ep = format!("--endpoints={}", self.endpoint());
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(ns) = &self.ns {
+            args.extend(["netns", "exec", ns.as_str()]);
+        }
+        args.extend(["etcdctl", ep.as_str(), "--command-timeout=10s", "put", key]);
+        let (cmd, rest) = if self.ns.is_some() { ("ip", &args[..]) } else { (args[0], &args[1..]) };
+        let mut child = Command::new(cmd)
+            .args(rest)
+            .env("ETCDCTL_API", "3")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run etcdctl");
+        child.stdin.take().expect("stdin").write_all(value).expect("write value");
+        let out = child.wait_with_output().expect("etcdctl");
+        assert!(out.status.success(), "etcdctl put {key} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn put(&self, key: &str, value: &str) {
         self.ctl(&["put", key, value]);
     }

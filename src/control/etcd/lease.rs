@@ -11,7 +11,7 @@
 //! node it names keeps it as a reservation (nothing to renew).
 use super::flannel::{parse_subnet_key, subnet_key, LeaseAttrs, Network};
 use super::EtcdError;
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use ipnet::Ipv4Net;
 
 /// Flannel's subnet lease TTL (`subnetTTL`): 24 hours.
@@ -80,7 +80,7 @@ pub async fn acquire(
 }
 
 async fn read_all(client: &mut Client, prefix: &str) -> Result<Vec<Existing>, EtcdError> {
-    let resp = client.get(subnets_prefix(prefix), Some(GetOptions::new().with_prefix())).await?;
+    let resp = super::get_prefix(client, &subnets_prefix(prefix)).await?;
     let base = subnets_prefix(prefix);
     Ok(resp
         .kvs()

@@ -50,6 +50,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
+/// The largest etcd response read (a prefix GET, a watch batch). tonic's default is 4 MiB, which a
+/// few thousand leases (or a few large junk values) under the prefix exceed, and then every resync
+/// would fail; flanneld's Go client allows about 2 GiB.
+pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
 pub async fn with_timeout<T>(f: impl std::future::Future<Output = Result<T, EtcdError>>) -> Result<T, EtcdError> {
     tokio::time::timeout(REQUEST_TIMEOUT, f).await.unwrap_or(Err(EtcdError::Timeout(REQUEST_TIMEOUT)))
 }
@@ -62,7 +67,10 @@ pub async fn connect(cfg: &Etcd) -> Result<Client, EtcdError> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
-        .with_keep_alive_while_idle(true);
+        .with_keep_alive_while_idle(true)
+        // A member cut off from the quorum fails requests and cancels watches instead of serving a
+        // silent, stale watch (flanneld asks for the same).
+        .with_require_leader(true);
     if let Some(tls) = &cfg.tls {
         let read = |key, path: &PathBuf| std::fs::read(path).map_err(|source| EtcdError::TlsFile { key, path: path.clone(), source });
         let ca = Certificate::from_pem(read("etcd.ca", &tls.ca)?);
@@ -70,6 +78,12 @@ pub async fn connect(cfg: &Etcd) -> Result<Client, EtcdError> {
         opts = opts.with_tls(TlsOptions::new().ca_certificate(ca).identity(id));
     }
     Ok(Client::connect(&cfg.endpoints, Some(opts)).await?)
+}
+
+/// Every key under `prefix`, however large the answer (up to [`MAX_RESPONSE_BYTES`]).
+pub async fn get_prefix(client: &Client, prefix: &str) -> Result<etcd_client::GetResponse, EtcdError> {
+    let mut kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+    Ok(kv.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?)
 }
 
 /// Reads `<prefix>/config`; `Ok(None)` while it does not exist yet (flanneld waits for it too).

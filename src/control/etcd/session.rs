@@ -15,7 +15,7 @@ use super::{own_attrs, with_timeout, EtcdError, BACKOFF_CAP, BACKOFF_FIRST};
 use crate::control::config::{Config, Etcd};
 use crate::control::event::{Event, EventTx};
 use crate::control::overlay::RemoteNode;
-use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use etcd_client::{Client, EventType, WatchOptions};
 use std::collections::HashMap;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -166,7 +166,7 @@ impl Ctx {
     /// Reads every lease, replaces the map, sends the peer list; returns the revision read at.
     async fn resync(&mut self) -> Result<i64, EtcdError> {
         let base = subnets_prefix(&self.etcd.prefix);
-        let resp = self.client.get(base.as_str(), Some(GetOptions::new().with_prefix())).await?;
+        let resp = super::get_prefix(&self.client, &base).await?;
         let rev = resp.header().map_or(0, |h| h.revision());
         {
             let mut v = self.view.lock();
@@ -198,7 +198,8 @@ impl Ctx {
     async fn watch_from(&mut self, rev: i64) -> Lost {
         let base = subnets_prefix(&self.etcd.prefix);
         let opts = WatchOptions::new().with_prefix().with_start_revision(rev);
-        let mut stream = match with_timeout(async { Ok(self.client.watch(base.as_str(), Some(opts)).await?) }).await {
+        let mut watcher = self.client.watch_client().max_decoding_message_size(super::MAX_RESPONSE_BYTES);
+        let mut stream = match with_timeout(async { Ok(watcher.watch(base.as_str(), Some(opts)).await?) }).await {
             Ok(s) => s,
             Err(e) => return Lost::Watch(crate::error_chain(&e)),
         };
