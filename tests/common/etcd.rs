@@ -90,7 +90,8 @@ impl Etcd {
         self.spawn();
     }
 
-    fn ctl_status(&self, args: &[&str]) -> Output {
+    /// `etcdctl` against this etcd (inside its namespace, if it has one), not yet run.
+    fn ctl_command(&self, args: &[&str]) -> Command {
         let ep = format!("--endpoints={}", self.endpoint());
         let mut full: Vec<&str> = Vec::new();
         if let Some(ns) = &self.ns {
@@ -99,7 +100,13 @@ impl Etcd {
         full.extend(["etcdctl", ep.as_str(), "--command-timeout=3s"]);
         full.extend_from_slice(args);
         let (cmd, rest) = if self.ns.is_some() { ("ip", &full[..]) } else { (full[0], &full[1..]) };
-        Command::new(cmd).args(rest).env("ETCDCTL_API", "3").stdin(Stdio::null()).output().expect("run etcdctl")
+        let mut c = Command::new(cmd);
+        c.args(rest).env("ETCDCTL_API", "3");
+        c
+    }
+
+    fn ctl_status(&self, args: &[&str]) -> Output {
+        self.ctl_command(args).stdin(Stdio::null()).output().expect("run etcdctl")
     }
 
     /// `etcdctl args...`, which must succeed; returns stdout.
@@ -112,16 +119,8 @@ impl Etcd {
     /// `etcdctl put key` with the value on stdin: a command-line argument holds at most 128 KiB.
     pub fn put_large(&self, key: &str, value: &[u8]) {
         use std::io::Write;
-        let ep = format!("--endpoints={}", self.endpoint());
-        let mut args: Vec<&str> = Vec::new();
-        if let Some(ns) = &self.ns {
-            args.extend(["netns", "exec", ns.as_str()]);
-        }
-        args.extend(["etcdctl", ep.as_str(), "--command-timeout=10s", "put", key]);
-        let (cmd, rest) = if self.ns.is_some() { ("ip", &args[..]) } else { (args[0], &args[1..]) };
-        let mut child = Command::new(cmd)
-            .args(rest)
-            .env("ETCDCTL_API", "3")
+        let mut child = self
+            .ctl_command(&["put", key])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
