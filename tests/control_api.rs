@@ -257,9 +257,18 @@ impl Daemon {
         Daemon(child)
     }
 
+    /// SIGTERM, and at most 10 s for it to exit (then SIGKILL and a failed test).
     fn stop(mut self) -> String {
         let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.0.try_wait().ok().flatten().is_none() {
+            if std::time::Instant::now() >= deadline {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                panic!("vtepd did not exit within 10 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let mut err = String::new();
         if let Some(mut e) = self.0.stderr.take() {
             let _ = e.read_to_string(&mut err);
@@ -318,8 +327,17 @@ fn sockets_default_stale_and_in_use() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("several vtepd control sockets") && err.contains("--socket"), "{err}");
     assert!(cli_ok(&s1, &["neigh", "show"]).contains("10.244.2.0"));
+    // Its socket file unlinked under it and another socket bound at the path (another vtepd's;
+    // here the test's own): stopping must neither connect to that one nor remove it.
+    std::fs::remove_file(&s3).unwrap();
+    let other = std::os::unix::net::UnixListener::bind(&s3).unwrap();
+    other.set_nonblocking(true).unwrap();
     d3.stop();
-    assert!(!s3.exists(), "socket left behind after SIGTERM");
+    assert!(s3.exists(), "vtepd removed a socket that was not its own");
+    let woke = other.accept();
+    assert!(matches!(&woke, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "vtepd's shutdown connected to another socket: {woke:?}");
+    drop(other);
+    std::fs::remove_file(&s3).unwrap();
 
     // A second vtepd may not take over a socket a live one serves.
     let out = Command::new("ip")

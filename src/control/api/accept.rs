@@ -1,8 +1,8 @@
 //! A listener's accept loop on a thread of its own, stopped on request.
 //!
-//! Blocking `accept()` has no timeout, so stopping takes a flag and a connection of our own to wake
-//! the loop up to see it. The control socket and the metrics endpoint both work this way; only the
-//! wake-up differs (a Unix or a TCP connection).
+//! Blocking `accept()` has no timeout, so stopping takes a flag and a wake-up for the loop to see
+//! it: the control socket shuts its listener down (accept() returns EINVAL), the metrics endpoint
+//! connects to itself.
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -43,14 +43,27 @@ pub struct ControlSocket {
     path: PathBuf,
     /// Taken by [`ControlSocket::serve`]; if it is still here at drop, vtepd failed to start.
     listener: Option<UnixListener>,
+    /// The socket file's inode as bound: what may be removed on the way out.
+    inode: Option<u64>,
 }
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
         if self.listener.is_some() {
-            let _ = super::netns::remove_socket(&self.path);
+            let _ = remove_own(&self.path, self.inode);
         }
     }
+}
+
+/// Removes the socket file only if it is still the one this vtepd bound: once unlinked (by an
+/// operator, a service manager clearing /run/vtepd), the path may be another vtepd's socket.
+fn remove_own(path: &Path, inode: Option<u64>) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::fs::symlink_metadata(path)?.ino();
+    if inode != Some(now) {
+        return Err(io::Error::other("the path now holds another socket; left alone"));
+    }
+    super::netns::remove_socket(path)
 }
 
 impl ControlSocket {
@@ -72,7 +85,8 @@ impl ControlSocket {
             std::fs::remove_file(path).map_err(|source| SocketError::Stale { path: p(), source })?;
         }
         let listener = crate::io::unix::bind_private(path).map_err(|source| SocketError::Bind { path: p(), source })?;
-        Ok(ControlSocket { path: p(), listener: Some(listener) })
+        let inode = std::fs::symlink_metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        Ok(ControlSocket { path: p(), listener: Some(listener), inode })
     }
 
     pub fn path(&self) -> &Path {
@@ -81,23 +95,29 @@ impl ControlSocket {
 
     /// Serves requests on a thread of its own until the returned handle is shut down.
     pub fn serve(mut self, events: EventTx) -> io::Result<Server> {
-        let path = self.path.clone();
+        let (path, inode) = (self.path.clone(), self.inode);
         let Some(listener) = self.listener.take() else { return Err(io::ErrorKind::NotConnected.into()) };
+        let waker = listener.try_clone();
         let thread = match AcceptThread::spawn("vtepd-control", move |stop| accept_loop(listener, &events, stop)) {
             Ok(t) => t,
             Err(e) => {
-                let _ = super::netns::remove_socket(&path);
+                let _ = remove_own(&path, inode);
                 return Err(e);
             }
         };
         tracing::info!(path = %path.display(), "control socket ready");
-        Ok(Server { path, thread })
+        Ok(Server { path, inode, waker: waker.ok(), thread })
     }
 }
 
 /// The running server; [`Server::shutdown`] (or drop) stops it and removes the socket file.
 pub struct Server {
     path: PathBuf,
+    inode: Option<u64>,
+    /// The listener itself (a second descriptor): shutting it down wakes the blocked accept() and
+    /// refuses new connections, where a wake-up connection to the path could reach another vtepd
+    /// bound there since, or (after --user) be refused by our own 0600 socket.
+    waker: Option<UnixListener>,
     thread: AcceptThread,
 }
 
@@ -107,13 +127,16 @@ impl Server {
     }
 
     fn stop_now(&mut self) {
-        // After --user the socket (0600, root's) refuses our wake-up connection: the thread then
-        // ends with the process, which is about to exit anyway.
-        let path = &self.path;
-        if !self.thread.stop(|| UnixStream::connect(path).is_ok()) {
+        let (path, waker) = (&self.path, &self.waker);
+        let was_serving = self.thread.stop(|| match waker {
+            Some(l) => shutdown_listener(l),
+            // No second descriptor: a connection of our own wakes it.
+            None => UnixStream::connect(path).is_ok(),
+        });
+        if !was_serving {
             return;
         }
-        if let Err(e) = super::netns::remove_socket(&self.path) {
+        if let Err(e) = remove_own(&self.path, self.inode) {
             // With --user the daemon may no longer own the directory; the next start removes it.
             tracing::warn!(path = %self.path.display(), error = %e, "cannot remove control socket");
         }
@@ -124,6 +147,13 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop_now();
     }
+}
+
+/// `shutdown(2)` on a listening Unix socket: a thread blocked in accept() returns EINVAL.
+fn shutdown_listener(l: &UnixListener) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor owned by `l` for the duration of the call.
+    unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) == 0 }
 }
 
 fn accept_loop(listener: UnixListener, events: &EventTx, stop: &AtomicBool) {
