@@ -125,7 +125,7 @@ pub fn run(
             return Err(e.into());
         }
     };
-    let running = Running { cfg: cfg.clone(), etcd: cfg.etcd.is_some(), socket: opts.socket.is_none().then_some(socket_path) };
+    let running = Running { cfg: cfg.clone(), socket: opts.socket.is_none().then_some(socket_path) };
     let reload_config = Box::new(move || reload_config().and_then(|new| running.vet_reload(new)));
     // Threads start after `start` has dropped privileges: capabilities are per thread.
     let signals = super::event::forward_signals(events_tx.clone()).map_err(RunError::thread("signal"))?;
@@ -158,7 +158,6 @@ pub fn run(
 struct Running {
     /// As started (in etcd mode, with the leased subnet and the network's backend).
     cfg: Config,
-    etcd: bool,
     /// The control socket served, if it came from the config (not `--socket`).
     socket: Option<std::path::PathBuf>,
 }
@@ -169,14 +168,15 @@ impl Running {
     /// a changed control socket waits for a restart. The supervisor does the rest.
     fn vet_reload(&self, new: Config) -> Result<Config, ConfigError> {
         let restart = |key: &str, problem: String| ConfigError::Invalid { key: key.into(), problem: format!("{problem}; that needs a restart") };
-        if !self.etcd && new.etcd.is_some() {
+        let etcd = self.cfg.etcd.is_some();
+        if !etcd && new.etcd.is_some() {
             return Err(restart("etcd", "switches to etcd mode".into()));
         }
         let backend = self.cfg.node.backend;
-        if !self.etcd && new.node.backend != backend {
+        if !etcd && new.node.backend != backend {
             return Err(restart("node.backend", format!("\"{}\" differs from the running \"{}\"", new.node.backend.name(), backend.name())));
         }
-        if !self.etcd {
+        if !etcd {
             self.check_peers_fit(&new)?;
         }
         if let Some((served, wanted)) = self.socket_change(&new) {
@@ -251,7 +251,7 @@ mod tests {
     fn running(text: &str, socket_flag: bool) -> Running {
         let cfg = Config::parse(text).unwrap();
         let socket = (!socket_flag).then(|| super::super::api::socket_path(&cfg));
-        Running { etcd: cfg.etcd.is_some(), cfg, socket }
+        Running { cfg, socket }
     }
 
     fn vet(running: &Running, text: &str) -> Result<Config, String> {
@@ -265,7 +265,9 @@ mod tests {
         assert_eq!(vet(&ipip, ETCD).unwrap_err(), "config key etcd: switches to etcd mode; that needs a restart");
         assert!(vet(&ipip, &IPIP.replace("10.244.2.0/24", "10.244.3.0/24")).is_ok());
         // In etcd mode the backend comes from etcd; the file's placeholder is no change.
-        let etcd = Running { cfg: Config::parse(IPIP).unwrap(), etcd: true, socket: None };
+        let mut joined = Config::parse(ETCD).unwrap();
+        joined.node.backend = Backend::Ipip;
+        let etcd = Running { cfg: joined, socket: None };
         assert!(vet(&etcd, ETCD).is_ok());
     }
 
