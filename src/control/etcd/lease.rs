@@ -80,8 +80,8 @@ pub async fn acquire(
 }
 
 async fn read_all(client: &mut Client, prefix: &str) -> Result<Vec<Existing>, EtcdError> {
-    let resp = super::get_prefix(client, &subnets_prefix(prefix)).await?;
     let base = subnets_prefix(prefix);
+    let resp = super::get_prefix(client, &base).await?;
     Ok(resp
         .kvs()
         .iter()
