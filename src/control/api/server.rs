@@ -151,9 +151,7 @@ impl Drop for Server {
 
 /// `shutdown(2)` on a listening Unix socket: a thread blocked in accept() returns EINVAL.
 fn shutdown_listener(l: &UnixListener) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid descriptor owned by `l` for the duration of the call.
-    unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) == 0 }
+    socket2::SockRef::from(l).shutdown(std::net::Shutdown::Both).is_ok()
 }
 
 fn accept_loop(listener: UnixListener, events: &EventTx, stop: &AtomicBool) {
