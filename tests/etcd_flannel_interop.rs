@@ -21,7 +21,7 @@ fn vtepd_and_a_flannel_kernel_node_share_one_network() {
     kernel.ip(&["link", "set", "flannel.1", "address", KERNEL_MAC, "mtu", "1450", "up"]);
     kernel.ip(&["addr", "add", "10.244.7.0/32", "dev", "flannel.1"]);
     let lease = etcd.grant(86400);
-    let value = format!(r#"{{"PublicIP":"192.0.2.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{KERNEL_MAC}"}}}}"#);
+    let value = vxlan_lease_value("192.0.2.2", KERNEL_MAC);
     etcd.put_with_lease(&format!("{PREFIX}/subnets/10.244.7.0-24"), &value, &lease);
 
     let (d, _) = start_member(&vt, 1, &etcd, &dir);

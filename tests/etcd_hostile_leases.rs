@@ -7,10 +7,6 @@ mod common;
 use common::etcd::*;
 use common::*;
 
-fn vxlan_value(ip: &str, mac: &str) -> String {
-    format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#)
-}
-
 /// `10.244.3.0/24` → `10.244.3.128-25`: the upper half, as a lease key.
 fn upper_half_key(subnet: &str) -> (String, String) {
     let net = subnet.split('/').next().unwrap();
@@ -39,16 +35,16 @@ fn leases_on_our_subnet_or_overlapping_an_older_one_are_skipped() {
 
     // Inside node 1's /24: the /25 route would take half of node 1's pods' traffic.
     let (in_a, in_a_net) = upper_half_key(&subnet_a);
-    etcd.put(&format!("{PREFIX}/subnets/{in_a}"), &vxlan_value("192.0.2.9", "02:00:00:00:00:09"));
+    etcd.put(&format!("{PREFIX}/subnets/{in_a}"), &vxlan_lease_value("192.0.2.9", "02:00:00:00:00:09"));
     // Node 2's VTEP address under another MAC: would re-point node 2's neighbour entry.
     let twin_b = key_b.replace("-24", "-25");
-    etcd.put(&format!("{PREFIX}/subnets/{twin_b}"), &vxlan_value("192.0.2.8", "02:00:00:00:00:08"));
+    etcd.put(&format!("{PREFIX}/subnets/{twin_b}"), &vxlan_lease_value("192.0.2.8", "02:00:00:00:00:08"));
     // Outside the network's 10.244.0.0/16.
-    etcd.put(&format!("{PREFIX}/subnets/198.51.100.0-24"), &vxlan_value("192.0.2.7", "02:00:00:00:00:07"));
+    etcd.put(&format!("{PREFIX}/subnets/198.51.100.0-24"), &vxlan_lease_value("192.0.2.7", "02:00:00:00:00:07"));
     // A good one after them: once it is routed, the others have been looked at.
     let good = etcd.free_lease_key();
     let (good_net, _) = subnet_of_key(&good);
-    etcd.put(&format!("{PREFIX}/subnets/{good}"), &vxlan_value("192.0.2.6", "02:00:00:00:00:06"));
+    etcd.put(&format!("{PREFIX}/subnets/{good}"), &vxlan_lease_value("192.0.2.6", "02:00:00:00:00:06"));
     wait_until("node 1 routes to the good lease", || a.has_route(&good_net));
 
     for (net, what) in [(in_a_net.as_str(), "inside node 1's subnet"), ("198.51.100.0/24", "outside the network")] {

@@ -28,7 +28,7 @@ fn deleted_and_expired_leases_leave_the_tables() {
 
     // A lease on a short etcd lease, as a node that died leaves it: there, then gone by itself.
     let lease = etcd.grant(4);
-    let value = r#"{"PublicIP":"192.0.2.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}"#;
+    let value = &vxlan_lease_value("192.0.2.9", "02:00:00:00:00:09");
     let key = etcd.free_lease_key();
     let (subnet, _) = subnet_of_key(&key);
     let vtep = key.split('-').next().unwrap().to_string();

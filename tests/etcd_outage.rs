@@ -42,7 +42,7 @@ fn an_etcd_outage_does_not_touch_forwarding() {
     etcd.restart();
     da.wait_for_log("etcd reachable again", back);
     assert_eq!(ctl_json(&da, "stats")["datastore_reachable"], true, "stats after the outage");
-    let value = r#"{"PublicIP":"192.0.2.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}"#;
+    let value = &vxlan_lease_value("192.0.2.9", "02:00:00:00:00:09");
     let key = etcd.free_lease_key();
     let (subnet, _) = subnet_of_key(&key);
     etcd.put(&format!("{PREFIX}/subnets/{key}"), value);

@@ -179,6 +179,11 @@ impl Drop for Etcd {
     }
 }
 
+/// A VXLAN node's lease value exactly as flanneld writes it, for a test's made-up node.
+pub fn vxlan_lease_value(public_ip: &str, vtep_mac: &str) -> String {
+    format!(r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{vtep_mac}"}}}}"#)
+}
+
 /// `10.244.3.0-24` → ("10.244.3.0/24", first host "10.244.3.1").
 pub fn subnet_of_key(key: &str) -> (String, String) {
     let (ip, len) = key.split_once('-').expect("lease key like 10.244.3.0-24");
