@@ -56,11 +56,32 @@ fn raw(socket: &Path, bytes: &[u8]) -> String {
 fn scrape(ns: &Netns, request: &'static str) -> String {
     in_netns(ns.name(), move || {
         let mut s = std::net::TcpStream::connect("127.0.0.1:9476").expect("connect to --metrics");
+        // Fail rather than hang if the endpoint never ends its answer.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
         s.write_all(request.as_bytes()).unwrap();
         let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
+        s.read_to_string(&mut out).expect("the metrics answer, ended by the endpoint");
         out
     })
+}
+
+/// Twenty connections that never send a request, then a scrape. Served one at a time (each idle
+/// one holding the endpoint for its 3 s), the scrape would wait a minute; now the oldest idle
+/// connection is closed to make room and the scrape is answered at once.
+fn idle_connections_do_not_keep_a_scrape_out(ns: &Netns) {
+    let answer = in_netns(ns.name(), || {
+        let idle: Vec<_> = (0..20).map(|_| std::net::TcpStream::connect("127.0.0.1:9476").expect("connect to --metrics")).collect();
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9476").expect("connect to --metrics");
+        // A bound for the test to fail rather than hang on a build that serves one at a time.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let read = s.read_to_string(&mut out);
+        drop(idle);
+        read.map(|_| out)
+    });
+    let answer = answer.expect("the scrape behind twenty idle connections was not answered within 20 s");
+    assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
 }
 
 /// Fires one ping that is not expected to be answered (it only makes the data path act).
@@ -121,6 +142,7 @@ fn every_subcommand_against_a_running_vtepd() {
     assert!(tx.is_some_and(|n| n >= 3), "{metrics}");
     assert!(metrics.contains("\nvtepd_worker_rx_packets_total{worker=\"0\"} "), "{metrics}");
     assert!(scrape(&hosts.a, "POST / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 400"));
+    idle_connections_do_not_keep_a_scrape_out(&hosts.a);
 
     manual_entries_steer_the_data_path(&hosts, sa, sb);
     a_lost_route_is_shown_until_it_is_back(&hosts, sa);

@@ -2,20 +2,29 @@
 //! served by a tiny HTTP/1.0 responder on a thread of its own.
 //!
 //! Any GET is answered with the metrics (Prometheus asks for /metrics; nothing else is served);
-//! anything else gets 400. One scrape at a time, each bounded by [`DEADLINE`] — a scraper is a
-//! single, polite client, and a stuck one only delays the next scrape. The numbers come from the
-//! supervisor exactly as `vtepd stats` gets them.
+//! anything else gets 400. Each connection has a thread of its own and at most [`DEADLINE`]. Up to
+//! [`MAX_OPEN`] are served at once; one more closes the oldest, so connections that never send a
+//! request (an idle client, a port scan) cannot keep a scraper out: a real scraper asks within
+//! moments of connecting and is rarely the oldest. The numbers come from the supervisor exactly as
+//! `vtepd stats` gets them.
 use super::accept::AcceptThread;
 use super::proto::{Reply, Request, Response, StatsReply};
 use super::server::answer_request;
 use crate::control::event::EventTx;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(3);
 const MAX_HEAD: usize = 8192;
+/// Connections served at once.
+const MAX_OPEN: usize = 16;
+/// Threads alive at once, including closed connections' threads still waiting for the supervisor;
+/// a connection beyond this is closed unanswered.
+const MAX_THREADS: usize = 4 * MAX_OPEN;
 
 #[derive(Debug, thiserror::Error)]
 #[error("--metrics {addr}: cannot listen: {source}")]
@@ -39,16 +48,7 @@ impl Metrics {
 
     pub fn serve(self, events: EventTx) -> io::Result<MetricsServer> {
         let listener = self.listener;
-        let thread = AcceptThread::spawn("vtepd-metrics", move |stop| {
-            for conn in listener.incoming() {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                if let Ok(c) = conn {
-                    let _ = scrape(c, &events);
-                }
-            }
-        })?;
+        let thread = AcceptThread::spawn("vtepd-metrics", move |stop| accept_loop(listener, &events, stop))?;
         tracing::info!(addr = %self.addr, "metrics endpoint ready");
         Ok(MetricsServer { addr: self.addr, thread })
     }
@@ -76,7 +76,59 @@ impl Drop for MetricsServer {
     }
 }
 
-fn scrape(mut c: TcpStream, events: &EventTx) -> io::Result<()> {
+/// A connection being served: a handle to close it by, and whether its thread has finished.
+struct Open {
+    conn: TcpStream,
+    done: Arc<AtomicBool>,
+}
+
+fn accept_loop(listener: TcpListener, events: &EventTx, stop: &AtomicBool) {
+    let mut open: VecDeque<Open> = VecDeque::with_capacity(MAX_OPEN);
+    let threads = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(conn) = conn else { continue };
+        if threads.load(Ordering::Acquire) >= MAX_THREADS {
+            continue;
+        }
+        open.retain(|o| !o.done.load(Ordering::Acquire));
+        if open.len() >= MAX_OPEN {
+            if let Some(oldest) = open.pop_front() {
+                // Its read or write fails at once; its thread ends (after the supervisor's answer,
+                // if it was waiting for one).
+                let _ = oldest.conn.shutdown(Shutdown::Both);
+            }
+        }
+        if let Some(o) = serve_one(conn, events, &threads) {
+            open.push_back(o);
+        }
+    }
+}
+
+/// Answers `conn` on a thread of its own; None if no thread could be had (the connection closes).
+fn serve_one(conn: TcpStream, events: &EventTx, threads: &Arc<AtomicUsize>) -> Option<Open> {
+    let handle = conn.try_clone().ok()?;
+    let done = Arc::new(AtomicBool::new(false));
+    let (finished, events, live) = (done.clone(), events.clone(), threads.clone());
+    live.fetch_add(1, Ordering::AcqRel);
+    let spawned = std::thread::Builder::new().name("vtepd-scrape".into()).spawn(move || {
+        let _ = scrape(&conn, &events);
+        // The accept loop's handle is a second descriptor: closing ours would not end the
+        // connection, a shutdown does.
+        let _ = conn.shutdown(Shutdown::Both);
+        finished.store(true, Ordering::Release);
+        live.fetch_sub(1, Ordering::AcqRel);
+    });
+    if spawned.is_err() {
+        threads.fetch_sub(1, Ordering::AcqRel);
+        return None;
+    }
+    Some(Open { conn: handle, done })
+}
+
+fn scrape(mut c: &TcpStream, events: &EventTx) -> io::Result<()> {
     let deadline = Instant::now() + DEADLINE;
     c.set_write_timeout(Some(DEADLINE))?;
     let mut head = Vec::with_capacity(512);
