@@ -4,7 +4,8 @@
 //! - [`wire`]: zero-copy header views (parse/emit), no I/O.
 //! - [`table`]: FDB, neighbour and route tables, published as immutable snapshots.
 //! - [`dataplane`]: the sans-IO forwarding core: a frame or datagram in, a verdict out.
-//! - [`io`]: the thin drivers around the core (TAP/TUN, UDP sockets); all `unsafe` lives here.
+//! - [`io`]: the thin drivers around the core (TAP/TUN, UDP sockets); all `unsafe` lives here but
+//!   the call into the AVX2 checksum loop (`wire::checksum`).
 //! - [`control`]: configuration, netlink reconciliation; talks to the tables only through their API.
 pub mod control;
 pub mod dataplane;

@@ -1,5 +1,6 @@
 //! I/O drivers around the sans-IO core: TAP queues, underlay UDP sockets, and the worker loop that
-//! moves batches between them. Every `unsafe` block of the crate lives under this module.
+//! moves batches between them. Every `unsafe` block of the crate lives under this module but one
+//! (the call into the AVX2 checksum loop, in `wire::checksum`).
 pub mod gro;
 pub mod ifaddr;
 pub mod ipip_worker;

@@ -195,7 +195,7 @@ fn serve_client(mut stream: UnixStream, events: &EventTx) {
     loop {
         if let Some(nl) = buf[..have].iter().position(|b| *b == b'\n') {
             // Pipelined requests are answered from the buffer: the deadline holds for them too.
-            if Instant::now() >= deadline || hung_up(&stream) {
+            if Instant::now() >= deadline || crate::io::unix::hung_up(&stream) {
                 return;
             }
             let resp = answer(&buf[..nl], events);
@@ -217,7 +217,7 @@ fn serve_client(mut stream: UnixStream, events: &EventTx) {
         match stream.read(&mut buf[have..]) {
             Ok(0) => {
                 // A last request without a newline still deserves its answer.
-                if have > 0 && !hung_up(&stream) {
+                if have > 0 && !crate::io::unix::hung_up(&stream) {
                     let _ = write_line(&mut stream, &answer(&buf[..have], events), deadline);
                 }
                 return;
@@ -227,16 +227,6 @@ fn serve_client(mut stream: UnixStream, events: &EventTx) {
             Err(_) => return,
         }
     }
-}
-
-/// Whether the client closed its end entirely (POLLHUP; a client that only shut down its writing
-/// side still reads the answer).
-fn hung_up(stream: &UnixStream) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd { fd: stream.as_raw_fd(), events: 0, revents: 0 };
-    // SAFETY: one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n == 1 && pfd.revents & libc::POLLHUP != 0
 }
 
 fn write_line(stream: &mut UnixStream, resp: &Response, deadline: Instant) -> io::Result<()> {
