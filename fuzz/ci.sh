@@ -11,9 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs=${FUZZ_SECONDS:-30}
-# No sanitizer: vtepd's core has no unsafe code (all of it is in src/io, which no target reaches),
-# so ASan would find nothing Rust's bounds checks don't, at half the speed. This also keeps every
-# flag stable: only -s address/leak/memory/thread need RUSTC_BOOTSTRAP=1 on a stable toolchain.
+# No sanitizer: the only unsafe code the targets reach is the call into the AVX2 build of the
+# checksum loop (src/wire/checksum.rs: safe Rust compiled for that feature, called once the CPU is
+# found to have it); the rest, src/io's syscalls, no target reaches. So ASan would find nothing
+# Rust's bounds checks don't, at half the speed. This also keeps every flag stable: only
+# -s address/leak/memory/thread need RUSTC_BOOTSTRAP=1 on a stable toolchain.
 fuzz=(cargo fuzz)
 opts=(--sanitizer none)
 
