@@ -170,3 +170,29 @@ fn kernel_peer_to_pod_through_vtepd() {
     assert_clean_traffic("A", &counters);
     assert_no_offload_drops("A", &counters);
 }
+
+/// An underlay narrower than the tunnel MTU needs (vxlan.mtu = 1450 on a 1400-byte link: a
+/// misconfiguration vtepd warns about, or an etcd Backend.MTU too big for one node). Plain datagrams
+/// leave as IP fragments, but the kernel refuses a UDP GSO send whose segments exceed the path MTU
+/// (EMSGSIZE), which vtepd counted as a send error: every TSO super-frame was dropped and bulk TCP
+/// lived on retransmitted single segments. Such a frame now goes out as plain datagrams.
+#[test]
+fn bulk_tcp_over_an_underlay_narrower_than_the_tunnel_mtu() {
+    let _heavy = heavy_lock();
+    let hosts = TwoHosts::new("onu");
+    for h in [&hosts.a, &hosts.b] {
+        h.ip(&["link", "set", UNDERLAY_DEV, "mtu", "1400"]);
+    }
+    let dir = TempDir::new("onu");
+    let (vtepd_a, vtepd_b) = start_pair(&hosts, &dir, &[]);
+    assert_offloads_on("A", &vtepd_a, VXLAN_OFFLOADS);
+    hosts.ping_both_ways();
+
+    hosts.tcp_both_ways(BIG_TRANSFER);
+
+    let (counters_a, counters_b) = stop_pair(vtepd_a, vtepd_b);
+    for (host, c) in [("A", &counters_a), ("B", &counters_b)] {
+        assert_clean_traffic(host, c);
+        assert_no_offload_drops(host, c);
+    }
+}

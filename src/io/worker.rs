@@ -81,6 +81,8 @@ pub struct Worker {
     received: Vec<Received>,
     gro: Gro,
     local: LocalCounters,
+    /// Whether an over-MTU UDP GSO send has been logged (once per worker; it is a setting).
+    warned_gso_mtu: bool,
 }
 
 impl Worker {
@@ -97,6 +99,7 @@ impl Worker {
             received: vec![Received::default(); b],
             gro: Gro::new(Framing::Ethernet, cfg.vtep.mtu as usize, cfg.offloads.tap_gro, cfg.offloads.tap_uso),
             local: LocalCounters::default(),
+            warned_gso_mtu: false,
             cfg,
         }
     }
@@ -198,7 +201,7 @@ impl Worker {
 
     /// The UDP GSO path: one gathered sendmsg per (at most) 64 segments.
     fn send_gathered(&mut self, slot: usize, len: usize, sock: usize, dst: Ipv4Addr) -> Result<(), SendError> {
-        let Worker { cfg, udp, tx_slots, segments, scratch, local, .. } = self;
+        let Worker { cfg, udp, tx_slots, segments, scratch, local, warned_gso_mtu, .. } = self;
         let buf = tx_slots.get(slot);
         let vnet = VnetHdr::parse(&buf[..FRAME_OFFSET]).map_err(|_| SendError::Malformed)?;
         let c = cut::<vxlan::Vni>(&vnet, &buf[FRAME_OFFSET..FRAME_OFFSET + len], Framing::Ethernet).map_err(|e| {
@@ -221,6 +224,15 @@ impl Worker {
             let parts = (first..first + n).flat_map(|i| [&segments[i * h..(i + 1) * h], c.payload(i)]);
             match scratch.send_gso(&udp.tx[sock], parts, c.segs.seg_len as u16, dst, cfg.port) {
                 Ok(()) => local.sent(n, (first..first + n).map(|i| c.segs.range(i).len()).sum()),
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) && first == 0 => {
+                    // A segment is larger than the path MTU (an underlay narrower than the tunnel
+                    // MTU, or a learned PMTU): GSO will not fragment, plain datagrams will. Only
+                    // this frame: another peer's path may be wide enough.
+                    if !std::mem::replace(warned_gso_mtu, true) {
+                        tracing::warn!(error = %e, "UDP GSO segments exceed the underlay's path MTU; such frames leave as plain, fragmented datagrams");
+                    }
+                    return Err(SendError::Refused);
+                }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) && first == 0 => {
                     // The egress device cannot checksum-offload (OFFLOAD.md pitfall 1): stop
                     // trying for this worker's life; nothing of this frame has left yet, so the
