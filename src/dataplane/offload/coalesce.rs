@@ -5,11 +5,12 @@
 //! and [`Run::accepts`] whether it continues the current run; at the end of a run [`finish`]
 //! rewrites the first frame's headers so that `first frame + the payloads of the others` is a
 //! valid GSO super-frame. Rules, as the kernel's `tcp_gro_receive` and wireguard-go apply them: same
-//! Ethernet header (TAP) and IP addresses, ports, TOS/TTL/DF (traffic class, hop limit); same ACK number and
-//! identical TCP options; only ACK or ACK|PSH segments, PSH ending a run; contiguous sequence
-//! numbers; all segments the size of the first except a shorter last one. Every checksum is
-//! verified before merging — the merged frame goes up with the checksum marked "to be done", so a
-//! corrupt segment merged into it would otherwise be accepted. UDP datagrams of one flow (addresses,
+//! Ethernet header (TAP) and IP addresses, ports, TOS/TTL/DF (traffic class, hop limit); IPv4 ids
+//! counting up unless DF is set; same ACK number, window and identical TCP options; only ACK or
+//! ACK|PSH segments, PSH ending a run; contiguous sequence numbers; all segments the size of the
+//! first except a shorter last one. Every checksum is verified before merging — the merged frame
+//! goes up with the checksum marked "to be done", so a corrupt segment merged into it would
+//! otherwise be accepted. UDP datagrams of one flow (addresses,
 //! ports, TOS/TTL/DF) merge when all are the first one's size but a shorter last, into one USO
 //! frame the kernel cuts back into exactly those datagrams; only onto a device that took USO.
 use super::{Framing, L4Layout, L4};
@@ -69,7 +70,11 @@ fn udp_datagram(frame: &[u8], framing: Framing) -> Option<(L4Layout, usize)> {
 /// The merged frame gets one fresh IPv4 header checksum, which would make a corrupt header valid:
 /// only an option-less header with a correct checksum is merged (IPv6 has none).
 fn ipv4_header_ok(frame: &[u8], l: &L4Layout) -> bool {
-    l.v6 || (l.ip_len == 20 && checksum::fold(checksum::sum(&frame[l.ip_off..l.ip_off + 20], 0)) == 0xffff)
+    l.v6 || (l.ip_len == 20 && ipv4_checksum_ok(frame, l))
+}
+
+fn ipv4_checksum_ok(frame: &[u8], l: &L4Layout) -> bool {
+    l.v6 || checksum::fold(checksum::sum(&frame[l.ip_off..l.ip_off + l.ip_len], 0)) == 0xffff
 }
 
 /// Whether the transport checksum over `l4_bytes` is still partial (`Some(true)`: the field holds
@@ -124,6 +129,7 @@ impl Run {
             && next.payload_len <= self.first.payload_len
             && a.header_len() + self.payload + next.payload_len <= MAX_FRAME
             && same_ip_identity(first_frame, next_frame, a)
+            && ids_in_sequence(first_frame, next_frame, a, self.count)
             && if tcp { same_tcp_identity(first_frame, next_frame, a) } else { same_ports(first_frame, next_frame, a) }
     }
 
@@ -151,12 +157,20 @@ fn same_ip_identity(x: &[u8], y: &[u8], l: &L4Layout) -> bool {
         }
 }
 
+/// An IPv4 datagram without DF may be fragmented on its way on, so its id matters: the `n`th
+/// segment of a run must carry the first one's id + n, which is what the kernel gives each segment
+/// when it cuts the merged frame again. With DF the id means nothing (RFC 6864) and is not compared.
+fn ids_in_sequence(first: &[u8], next: &[u8], l: &L4Layout, n: usize) -> bool {
+    let ip = l.ip_off;
+    l.v6 || first[ip + 6] & 0x40 != 0 || be16(next, ip + 4) == be16(first, ip + 4).wrapping_add(n as u16)
+}
+
 /// Ports, ACK number, the data-offset byte (its reserved bits include AccECN's AE flag, which the
-/// merged frame would otherwise take from the first segment only), and options (the window may
-/// differ; the first one's is kept).
+/// merged frame would otherwise take from the first segment only), window and options: the merged
+/// frame carries the first segment's header, so a later segment's window update would be lost.
 fn same_tcp_identity(x: &[u8], y: &[u8], l: &L4Layout) -> bool {
     let (p, q) = (&x[l.l4_off..], &y[l.l4_off..]);
-    p[..4] == q[..4] && p[8..13] == q[8..13] && p[20..l.l4_len] == q[20..l.l4_len]
+    p[..4] == q[..4] && p[8..13] == q[8..13] && p[14..16] == q[14..16] && p[20..l.l4_len] == q[20..l.l4_len]
 }
 
 /// A UDP run is one flow: the same ports (addresses were compared with the IP header).
@@ -247,7 +261,9 @@ pub fn oversized(frame: &mut [u8], framing: Framing, mtu: usize) -> Option<VnetH
     let l = L4Layout::parse(frame, framing, L4::Tcp)?;
     let tcp_bytes = ip_payload_len(frame, &l)?;
     let mss = mss_for(&l, mtu);
-    if tcp_bytes - l.l4_len <= mss {
+    // Cut up (by the kernel or, without TSO on the device, by vtepd) every piece gets a fresh IPv4
+    // header checksum: only a header that is correct now may be vouched for.
+    if tcp_bytes - l.l4_len <= mss || !ipv4_checksum_ok(frame, &l) {
         return None;
     }
     checksum_state(frame, &l, tcp_bytes)?;
@@ -261,7 +277,7 @@ pub fn oversized(frame: &mut [u8], framing: Framing, mtu: usize) -> Option<VnetH
 /// datagrams. The checksum must be correct or still partial; `None` leaves the frame as it is.
 pub fn oversized_udp(frame: &mut [u8], framing: Framing, gso_size: usize) -> Option<VnetHdr> {
     let (l, udp_bytes) = udp_datagram(frame, framing)?;
-    if udp_bytes - l.l4_len <= gso_size {
+    if udp_bytes - l.l4_len <= gso_size || !ipv4_checksum_ok(frame, &l) {
         return None;
     }
     // IPv4's "no checksum" has nothing to check; the datagrams get one when the kernel cuts them.

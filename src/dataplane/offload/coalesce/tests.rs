@@ -214,6 +214,52 @@ fn header_bits_of_later_segments_must_match_to_merge() {
 }
 
 #[test]
+fn a_later_segment_with_another_window_is_not_merged() {
+    // Merged under the first segment's header, a window update (say, a reopened zero window)
+    // carried only by a later segment would be lost; the kernel does not merge these either.
+    let p = [7u8; 500];
+    let mut a = seg(0, &p, false, false);
+    put_be16(&mut a, 48, 0);
+    let a = fix_tcp_csum(a);
+    let s = candidate_eth(&a).unwrap();
+    let mut reopened = seg(500, &p, false, false);
+    put_be16(&mut reopened, 48, 500);
+    let reopened = fix_tcp_csum(reopened);
+    assert!(!Run::start(s).accepts(&a, &reopened, &candidate_eth(&reopened).unwrap()));
+}
+
+/// `seg` with the IPv4 id and DF flag given, header checksum fixed.
+fn with_id(mut f: Vec<u8>, id: u16, df: bool) -> Vec<u8> {
+    put_be16(&mut f, 18, id);
+    f[20] = if df { f[20] | 0x40 } else { f[20] & !0x40 };
+    put_be16(&mut f, 24, 0);
+    let c = checksum::finish(checksum::sum(&f[14..34], 0));
+    put_be16(&mut f, 24, c);
+    f
+}
+
+#[test]
+fn without_df_only_counting_ids_are_merged() {
+    // Cut again, the kernel numbers the pieces first id + n; a datagram that may still be
+    // fragmented must keep the id it had. With DF the id means nothing (RFC 6864).
+    let p = [7u8; 500];
+    for (df, id1, merged) in [(false, 101, true), (false, 500, false), (false, 100, false), (true, 500, true), (true, 100, true)] {
+        let a = with_id(seg(0, &p, false, false), 100, df);
+        let b = with_id(seg(500, &p, false, false), id1, df);
+        let s = candidate_eth(&a).unwrap();
+        assert_eq!(Run::start(s).accepts(&a, &b, &candidate_eth(&b).unwrap()), merged, "df {df}, ids 100 then {id1}");
+    }
+    // The third segment's id is the first's + 2.
+    let (a, b) = (with_id(seg(0, &p, false, false), 0xffff, false), with_id(seg(500, &p, false, false), 0, false));
+    let mut run = Run::start(candidate_eth(&a).unwrap());
+    run.push(&candidate_eth(&b).unwrap());
+    for (id, merged) in [(1, true), (2, false)] {
+        let c = with_id(seg(1000, &p, false, false), id, false);
+        assert_eq!(run.accepts(&a, &c, &candidate_eth(&c).unwrap()), merged, "third id {id}");
+    }
+}
+
+#[test]
 fn bad_ipv4_header_checksum_is_not_a_candidate() {
     // A corrupt TTL leaves the TCP checksum valid; merged, the frame would get a fresh, valid IPv4
     // header checksum (found by the gro_coalesce fuzz target).
@@ -311,6 +357,14 @@ fn oversized_udp_refuses_what_it_cannot_vouch_for() {
     assert_eq!(oversized_udp(&mut lying, Framing::Ethernet, 1200), None);
     let mut tcp = seg(1, &[1; 3000], false, false);
     assert_eq!(oversized_udp(&mut tcp, Framing::Ethernet, 1200), None);
+    // A corrupt TTL leaves the UDP checksum valid; cut up, each datagram would get a fresh, valid
+    // IPv4 header checksum.
+    let mut ttl = udp_super(5000);
+    ttl[22] ^= 1;
+    assert_eq!(oversized_udp(&mut ttl, Framing::Ethernet, 1200), None);
+    let mut ttl = seg(1, &[1; 3000], true, false);
+    ttl[22] ^= 1;
+    assert_eq!(oversized_eth(&mut ttl, 1500), None);
 }
 
 /// One datagram of a flow 10.244.2.2:443 -> 10.244.1.2:`dport` with a correct checksum.
