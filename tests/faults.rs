@@ -578,3 +578,33 @@ fn a_second_vtepd_does_not_take_the_first_ones_routes() {
     p.assert_same_process(p.a.pid(), "a second vtepd");
     p.stop();
 }
+
+/// A peer kept out by a route in its way — here a blackhole, which a route of vtepd's own shape
+/// cannot describe — goes in by itself once that route is gone: it is retried every few seconds,
+/// and why it failed is said once, not at every retry.
+#[test]
+fn a_peer_left_out_goes_in_once_the_route_in_its_way_is_gone() {
+    let hosts = TwoHosts::new("fretry");
+    let dir = TempDir::new("fretry");
+    hosts.a.ip(&["route", "add", "blackhole", "10.244.3.0/24"]);
+    let (cfg_a, cfg_b) = (NodeCfg::host(1, &[2, 3]), pair_cfgs().1);
+    let a = Vtepd::start_until(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), "B's route", || hosts.a.has_route("10.244.2.0/24"));
+    let b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
+    let log = a.wait_for_log("peer not installed", 0);
+    assert!(log.contains("blackhole 10.244.3.0/24"), "the refusal does not name the blackhole:\n{log}");
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    // Two route checks (every 5 s) go by; the blackhole stays, and nothing more is said.
+    thread::sleep(Duration::from_secs(11));
+    let kept = hosts.a.ip(&["route", "show", "10.244.3.0/24"]);
+    assert!(kept.starts_with("blackhole 10.244.3.0/24"), "the blackhole was replaced: {kept}");
+    assert_eq!(a.log_count("peer not installed"), 1, "the refusal was repeated:\n{}", a.stderr());
+
+    hosts.a.ip(&["route", "del", "blackhole", "10.244.3.0/24"]);
+    wait_until_for("peer 3's route once the blackhole is gone", RECOVERY_TIMEOUT, || {
+        hosts.a.has_route("10.244.3.0/24") && has_permanent_neigh(&hosts.a, DEV, "10.244.3.0", &host_mac(3))
+    });
+    assert!(routes_via(&hosts.a, DEV).iter().any(|r| r.starts_with("10.244.3.0/24 via 10.244.3.0")), "{:?}", routes_via(&hosts.a, DEV));
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    a.stop();
+    b.stop();
+}

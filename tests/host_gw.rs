@@ -89,6 +89,27 @@ fn host_gw_refuses_peer_not_on_link() {
     assert!(!host.has_route("10.244.2.0/24"), "a route was installed before the check failed");
 }
 
+/// A reload that brings a peer behind a router is refused as a start with it would be, naming it;
+/// the running peers stay as they were. (Accepted, it would sit uninstalled until a restart
+/// failed on it.)
+#[test]
+fn host_gw_reload_with_a_peer_not_on_link_is_rejected() {
+    let hosts = TwoHosts::new("hgrel");
+    let dir = TempDir::new("hgrel");
+    let vtepd = start(&hosts.a, &dir, 1, 2);
+    let before = hosts.a.ip(&["route", "show"]);
+    let far = routed_toml("host-gw", &host_underlay_ip(1), &host_subnet(1), "", &[(&host_underlay_ip(2), &host_subnet(2)), ("198.51.100.3", "10.244.3.0/24")]);
+    dir.write("1.toml", &far);
+    let n = vtepd.log_count("config reload rejected");
+    vtepd.signal(libc::SIGHUP);
+    let log = vtepd.wait_for_log("config reload rejected", n);
+    for want in ["peer[1].public_ip", "198.51.100.3", "not on-link", "ul0"] {
+        assert!(log.contains(want), "the rejection does not mention {want}:\n{log}");
+    }
+    assert_eq!(hosts.a.ip(&["route", "show"]), before, "the rejected reload changed the routes");
+    vtepd.stop();
+}
+
 /// SIGKILL runs no teardown, and host-gw's routes are on the underlay, so they outlive the process
 /// (pods keep talking meanwhile). The next start removes those its config no longer wants — and
 /// only those: a kept peer's route is never deleted and re-added, and routes vtepd did not install

@@ -75,13 +75,21 @@ pub trait Installer: Send {
     fn set_device(&mut self, _ifindex: u32) {}
 }
 
-/// The installed peers of one backend, in the tables and the kernel.
+/// The peers of one backend: those the source of truth wants, and those installed in the tables
+/// and the kernel. The two differ while a peer cannot be installed (someone else's route covers its
+/// subnet, a host-gw lease behind a router, a kernel error); such a peer is retried at every change
+/// and every route check, and the others are installed regardless.
 pub struct Overlay {
     nl: Netlink,
     installer: Box<dyn Installer>,
     tables: Arc<Tables>,
+    /// What the source of truth last asked for, by underlay address.
+    wanted: BTreeMap<Ipv4Addr, RemoteNode>,
     /// Installed peers, by underlay address.
     installed: BTreeMap<Ipv4Addr, RemoteNode>,
+    /// Why each peer that could not be installed or removed failed last: said once, not at every
+    /// retry.
+    failing: BTreeMap<Ipv4Addr, String>,
 }
 
 impl Overlay {
@@ -92,18 +100,19 @@ impl Overlay {
     }
 
     pub fn with_installer(nl: Netlink, tables: Arc<Tables>, installer: Box<dyn Installer>) -> Overlay {
-        Overlay { nl, installer, tables, installed: BTreeMap::new() }
+        Overlay { nl, installer, tables, wanted: BTreeMap::new(), installed: BTreeMap::new(), failing: BTreeMap::new() }
     }
 
     pub fn netlink(&mut self) -> &mut Netlink {
         &mut self.nl
     }
 
-    /// Puts every installed peer's kernel entries back on a recreated device.
+    /// Puts every wanted peer's kernel entries back on a recreated device (the old device took
+    /// them with it).
     pub fn reinstall(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
         self.installer.set_device(ifindex);
-        let peers: Vec<RemoteNode> = std::mem::take(&mut self.installed).into_values().collect();
-        self.set_peers(&peers)
+        self.installed.clear();
+        self.reconcile().1
     }
 
     pub fn tables(&self) -> &Arc<Tables> {
@@ -114,71 +123,98 @@ impl Overlay {
         self.installed.values()
     }
 
-    /// Makes the installed peers exactly `want`. Stops at the first kernel error; what was
-    /// applied before it stays applied and recorded, so a retry continues from there.
+    /// Makes the installed peers `want`, as far as the kernel lets it: every peer is tried, and
+    /// one that fails is retried by [`Self::repair`]. Returns the first failure, other than a
+    /// peer whose subnet someone else's route already covers (that one is only logged).
     pub fn set_peers(&mut self, want: &[RemoteNode]) -> Result<(), NetlinkError> {
-        // A set, not a scan per installed peer: with thousands of etcd leases a single lease change
-        // would otherwise cost millions of comparisons.
-        let wanted: std::collections::HashSet<&RemoteNode> = want.iter().collect();
-        let gone: Vec<RemoteNode> = self.installed.values().filter(|old| !wanted.contains(old)).copied().collect();
-        self.remove_all(&gone)?;
+        self.wanted = want.iter().map(|n| (n.public_ip, *n)).collect();
+        self.failing.retain(|ip, _| self.wanted.contains_key(ip) || self.installed.contains_key(ip));
+        self.reconcile().1
+    }
+
+    /// Removes the installed peers that are no longer wanted (or wanted with other values), then
+    /// adds the wanted ones that are not installed. Returns how many were added and the first
+    /// failure that was not [`NetlinkError::RouteTaken`].
+    fn reconcile(&mut self) -> (usize, Result<(), NetlinkError>) {
+        // Lookups in maps, not scans: with thousands of etcd leases a single lease change would
+        // otherwise cost millions of comparisons.
+        let gone: Vec<RemoteNode> =
+            self.installed.values().filter(|old| self.wanted.get(&old.public_ip) != Some(*old)).copied().collect();
+        let removed = self.remove_all(&gone);
+        // A changed peer whose old entries could not be removed stays as it was until they can.
         let new: Vec<RemoteNode> =
-            want.iter().filter(|w| self.installed.get(&w.public_ip) != Some(*w)).copied().collect();
-        self.add_all(&new)
+            self.wanted.values().filter(|w| !self.installed.contains_key(&w.public_ip)).copied().collect();
+        let (added, result) = self.add_all(&new);
+        (added, removed.and(result))
     }
 
     /// Tables once, then the kernel's entries peer by peer; a peer whose kernel entries fail is
-    /// withdrawn from the tables again, with every peer after it — except a peer whose subnet
-    /// someone else's route already covers, which alone is left out (and logged; retried at the
-    /// next change), so one conflicting peer does not keep the others away.
-    fn add_all(&mut self, new: &[RemoteNode]) -> Result<(), NetlinkError> {
+    /// withdrawn from the tables again and left for the next attempt.
+    fn add_all(&mut self, new: &[RemoteNode]) -> (usize, Result<(), NetlinkError>) {
         self.installer.update_tables(new, &[]);
-        for (i, n) in new.iter().enumerate() {
-            match self.installer.add(&mut self.nl, n) {
-                Ok(()) => {}
-                Err(e @ NetlinkError::RouteTaken { .. }) => {
-                    self.installer.update_tables(&[], std::slice::from_ref(n));
-                    tracing::error!(peer = %n.public_ip, subnet = %n.subnet, error = %e, "peer not installed");
-                    continue;
+        let (mut added, mut result) = (0, Ok(()));
+        for n in new {
+            if let Err(e) = self.installer.add(&mut self.nl, n) {
+                self.installer.update_tables(&[], std::slice::from_ref(n));
+                self.note_failure(n, "peer not installed; retrying every few seconds", &e);
+                if !matches!(e, NetlinkError::RouteTaken { .. }) && result.is_ok() {
+                    result = Err(e);
                 }
-                Err(e) => {
-                    self.installer.update_tables(&[], &new[i..]);
-                    return Err(e);
-                }
+                continue;
             }
+            self.failing.remove(&n.public_ip);
             self.installed.insert(n.public_ip, *n);
+            added += 1;
             tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "peer added");
         }
-        Ok(())
+        (added, result)
     }
 
-    /// The kernel's entries peer by peer, then the tables once for those that are gone.
+    /// The kernel's entries peer by peer, then the tables once for those that are gone. A peer
+    /// whose entries cannot be removed stays installed (and in the tables), to be tried again.
     fn remove_all(&mut self, gone: &[RemoteNode]) -> Result<(), NetlinkError> {
         let mut result = Ok(());
-        let mut done = 0;
+        let mut removed = Vec::with_capacity(gone.len());
         for n in gone {
             if let Err(e) = self.installer.remove(&mut self.nl, n) {
-                result = Err(e);
-                break;
+                self.note_failure(n, "peer not removed; retrying every few seconds", &e);
+                if result.is_ok() {
+                    result = Err(e);
+                }
+                continue;
             }
+            self.failing.remove(&n.public_ip);
             self.installed.remove(&n.public_ip);
+            removed.push(*n);
             tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "peer removed");
-            done += 1;
         }
-        self.installer.update_tables(&[], &gone[..done]);
+        self.installer.update_tables(&[], &removed);
         result
     }
 
-    /// Puts back the kernel entries of installed peers whose route has gone — flushed when the
-    /// device was set down and up again, or deleted by hand — and returns how many. Cheap enough
-    /// for a periodic check: one dump of vtepd's routes.
-    pub fn repair(&mut self) -> Result<usize, NetlinkError> {
-        let lost = self.lost_routes()?;
-        for n in &lost {
-            self.installer.add(&mut self.nl, n)?;
-            tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "route was gone from the kernel; put back");
+    /// Logs a peer's failure when it is new or differs from the last one; a retry that fails the
+    /// same way says nothing more.
+    fn note_failure(&mut self, n: &RemoteNode, what: &str, e: &NetlinkError) {
+        let error = crate::error_chain(e);
+        if self.failing.get(&n.public_ip) != Some(&error) {
+            tracing::error!(peer = %n.public_ip, subnet = %n.subnet, error = %error, "{what}");
+            self.failing.insert(n.public_ip, error);
         }
-        Ok(lost.len())
+    }
+
+    /// Puts back the kernel entries of installed peers whose route has gone — flushed when the
+    /// device was set down and up again, or deleted by hand — and retries the peers that could not
+    /// be installed or removed before. Returns how many peers went in. Cheap enough for a periodic
+    /// check: one dump of vtepd's routes. A peer that still fails is logged (once) and left out;
+    /// only a failed dump is an error.
+    pub fn repair(&mut self) -> Result<usize, NetlinkError> {
+        // A lost peer that is no longer wanted is one whose removal failed: the retry below
+        // finishes it.
+        for n in self.lost_routes()?.into_iter().filter(|n| self.wanted.get(&n.public_ip) == Some(n)) {
+            self.installed.remove(&n.public_ip);
+            tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "route was gone from the kernel; putting it back");
+        }
+        Ok(self.reconcile().0)
     }
 
     /// The installed peers whose route the kernel no longer has (flushed with the device, deleted by
@@ -191,6 +227,7 @@ impl Overlay {
     /// Removes every peer's entries (best effort, logged). Workers that are still draining may
     /// drop the odd packet for a peer that is gone; that is the point of stopping.
     pub fn uninstall(&mut self) {
+        self.wanted.clear();
         if self.installed.is_empty() {
             return;
         }

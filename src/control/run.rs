@@ -14,7 +14,6 @@ use super::supervise::Supervisor;
 use crate::io::raw::RawError;
 use crate::io::tap::TapError;
 use crate::io::udp::UdpError;
-use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -59,8 +58,8 @@ pub enum RunError {
     AddrNotHere(Ipv4Addr),
     #[error("cannot find the MTU of the underlay interface {device}; set {key} in the config")]
     NoUnderlayMtu { device: String, key: &'static str },
-    #[error("{key}: public_ip {peer} (subnet {subnet}) is not on-link: it is in none of the subnets of the underlay interface {device} ({connected}); host-gw needs every peer on the same link (use backend ipip or vxlan with direct_routing = true across subnets)")]
-    PeerNotOnLink { key: String, peer: Ipv4Addr, subnet: Ipv4Net, device: String, connected: String },
+    #[error(transparent)]
+    PeerNotOnLink(ConfigError),
     #[error(transparent)]
     Privilege(#[from] crate::io::privilege::PrivilegeError),
     #[error(transparent)]
@@ -178,6 +177,7 @@ impl Running {
         }
         if !etcd {
             self.check_peers_fit(&new)?;
+            self.check_on_link(&new)?;
         }
         if let Some((served, wanted)) = self.socket_change(&new) {
             tracing::warn!(served = %served.display(), wanted = %wanted.display(), "config reload: a changed control_socket needs a restart; the running vtepd keeps serving the old one");
@@ -197,6 +197,17 @@ impl Running {
             }),
             checked => checked.map(drop),
         }
+    }
+
+    /// host-gw reaches only on-link peers; one behind a router is refused as it is at start. The
+    /// underlay's subnets are read now: they may have changed since. Without the underlay address
+    /// there is nothing to check against; the overlay then logs each peer that fails.
+    fn check_on_link(&self, new: &Config) -> Result<(), ConfigError> {
+        if self.cfg.node.backend != Backend::HostGw {
+            return Ok(());
+        }
+        let underlay = Netlink::open().map_err(RunError::from).and_then(|mut nl| backend::Underlay::find(&mut nl, self.cfg.node.public_ip));
+        underlay.map_or(Ok(()), |u| u.check_on_link(&new.peers))
     }
 
     /// (served, wanted) when the new config names another control socket than the one served.

@@ -3,7 +3,8 @@
 //! It sleeps until an event (a signal, a datastore update, a control request) or its next health
 //! check. Every second it checks that the backend's TAP or TUN device (if it has one) still exists
 //! and is up, and the underlay address is still there; every few seconds that the kernel still has
-//! every peer's route (setting a device down flushes them; so can an operator); on SIGHUP it
+//! every peer's route (setting a device down flushes them; so can an operator) and retries the peers
+//! that could not be installed (a route in the way, a kernel error); on SIGHUP it
 //! re-reads the config. Each change of state is logged once, and recovery happens without a
 //! restart: a deleted device is recreated and its queues handed to the workers, a returned underlay
 //! address simply works again (the sockets stay bound to it), and a reloaded peer list is applied as
@@ -78,7 +79,7 @@ impl Supervisor<'_> {
         match ev {
             Event::Peers(peers) => match self.overlay.set_peers(&peers) {
                 Ok(()) => tracing::debug!(peers = peers.len(), "peers updated"),
-                Err(e) => tracing::error!(error = %crate::error_chain(&e), "peer update only partly applied"),
+                Err(e) => tracing::error!(error = %crate::error_chain(&e), "peer update only partly applied; the rest is retried every few seconds"),
             },
             Event::Signal => {}
             Event::Call(f) => f(&mut Live {
@@ -107,7 +108,7 @@ impl Supervisor<'_> {
         }
         match self.overlay.set_peers(&new.peers) {
             Ok(()) => tracing::info!(peers = new.peers.len(), "config reloaded"),
-            Err(e) => tracing::error!(error = %crate::error_chain(&e), "config reload only partly applied"),
+            Err(e) => tracing::error!(error = %crate::error_chain(&e), "config reload only partly applied; the rest is retried every few seconds"),
         }
         self.cfg.peers = new.peers;
         crate::io::release_free_memory();
@@ -164,7 +165,7 @@ impl Supervisor<'_> {
         match self.overlay.repair() {
             Ok(0) => true,
             Ok(n) => {
-                tracing::info!(peers = n, "kernel routes repaired");
+                tracing::info!(peers = n, "peers put back in the kernel or installed after failing");
                 true
             }
             Err(e) => {

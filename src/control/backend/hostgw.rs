@@ -28,7 +28,7 @@ impl Installer for DirectRoutes {
 
 pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions) -> Result<Started, RunError> {
     let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
-    underlay.check_on_link(&cfg.peers)?;
+    underlay.check_on_link(&cfg.peers).map_err(RunError::PeerNotOnLink)?;
     tracing::info!(device = %underlay.name, peers = cfg.peers.len(), "routing (host-gw)");
     let installer = DirectRoutes { underlay };
     // Before anything is installed, so a failure leaves nothing behind; CAP_NET_ADMIN stays for

@@ -9,6 +9,7 @@ pub mod ipip;
 pub mod vxlan;
 
 use super::netlink::{Netlink, NetlinkError, Op, Route, RTPROT_VTEPD};
+use super::config::ConfigError;
 use super::overlay::{Overlay, RemoteNode};
 use super::run::RunError;
 use crate::dataplane::{counters, Counters};
@@ -190,16 +191,20 @@ impl Underlay {
         self.subnets.iter().any(|n| n.contains(&ip))
     }
 
-    /// Fails naming the first peer that is not on-link (host-gw cannot reach it).
-    pub fn check_on_link(&self, peers: &[RemoteNode]) -> Result<(), RunError> {
+    /// Fails naming the first peer that is not on-link (host-gw cannot reach it): at start and
+    /// when a reload brings it, so a config accepted at runtime is one a restart accepts too.
+    pub fn check_on_link(&self, peers: &[RemoteNode]) -> Result<(), ConfigError> {
         match peers.iter().enumerate().find(|(_, p)| !self.is_on_link(p.public_ip)) {
             None => Ok(()),
-            Some((i, p)) => Err(RunError::PeerNotOnLink {
-                key: format!("peer[{i}]"),
-                peer: p.public_ip,
-                subnet: p.subnet,
-                device: self.name.clone(),
-                connected: self.subnets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+            Some((i, p)) => Err(ConfigError::Invalid {
+                key: format!("peer[{i}].public_ip"),
+                problem: format!(
+                    "{} (subnet {}) is not on-link: it is in none of the subnets of the underlay interface {} ({}); host-gw needs every peer on the same link (use backend ipip or vxlan with direct_routing = true across subnets)",
+                    p.public_ip,
+                    p.subnet,
+                    self.name,
+                    self.subnets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+                ),
             }),
         }
     }

@@ -136,7 +136,7 @@ pub enum NetlinkError {
     Malformed { op: Op, what: &'static str },
     /// A route to the prefix exists that vtepd does not own; it was not replaced.
     #[error("add route {route}: the kernel already has {existing} proto {} there, which is not vtepd's; leaving it alone", ProtoName(*.proto))]
-    RouteTaken { route: Route, proto: u8, existing: Route },
+    RouteTaken { route: Route, proto: u8, existing: String },
     /// Every attempt at a dump was interrupted by a concurrent change.
     #[error("{op}: dump interrupted by concurrent changes {attempts} times")]
     Interrupted { op: Op, attempts: usize },

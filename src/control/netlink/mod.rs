@@ -259,21 +259,24 @@ impl Netlink {
             Err(e) if e.errno() == Some(libc::EEXIST) => {}
             done => return done,
         }
-        if let Some((proto, existing)) = self.main_route(r.dst, r.prefix_len)? {
-            if proto != RTPROT_VTEPD || existing.ifindex != r.ifindex {
-                return Err(NetlinkError::RouteTaken { route: *r, proto, existing });
+        // Only vtepd's own route on the same device is replaced; anything else there — another
+        // protocol's, another device's, a blackhole, a multipath route — is left alone.
+        if let Some(existing) = self.main_route(r.dst, r.prefix_len)? {
+            let ours = existing.proto == RTPROT_VTEPD && existing.route.is_some_and(|e| e.ifindex == r.ifindex);
+            if !ours {
+                return Err(NetlinkError::RouteTaken { route: *r, proto: existing.proto, existing: existing.to_string() });
             }
         }
         let mut req = route_request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, r, scope);
         self.ack(&op, &mut req)
     }
 
-    /// The main table's unicast route to exactly `dst/prefix_len`, with its protocol.
-    fn main_route(&mut self, dst: Ipv4Addr, prefix_len: u8) -> Result<Option<(u8, Route)>, NetlinkError> {
+    /// The main table's route to exactly `dst/prefix_len`, of any protocol and type.
+    fn main_route(&mut self, dst: Ipv4Addr, prefix_len: u8) -> Result<Option<MainRoute>, NetlinkError> {
         let rtm = RtMsg { family: AF_INET, ..RtMsg::default() };
         let mut req = Request::new(RTM_GETROUTE, NLM_F_DUMP, &rtm.encode());
-        let all = self.dump(&Op::DumpRoutes { proto: 0 }, &mut req, parse_any_route)?;
-        Ok(all.into_iter().find(|(_, r)| r.dst == dst && r.prefix_len == prefix_len))
+        let all = self.dump(&Op::DumpRoutes { proto: 0 }, &mut req, parse_main_route)?;
+        Ok(all.into_iter().find(|m| m.dst == dst && m.prefix_len == prefix_len))
     }
 
     /// Removes the route if it carries protocol [`RTPROT_VTEPD`]. Already gone is success: the

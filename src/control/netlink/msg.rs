@@ -55,17 +55,51 @@ pub(super) fn parse_addr(ty: u16, payload: &[u8]) -> Result<Option<Ipv4Addr>, &'
 /// A [`Route`] from an `RTM_NEWROUTE` in a route dump, if it is an IPv4 unicast route in the main
 /// table with protocol `proto` and a single next hop.
 pub(super) fn parse_route(ty: u16, payload: &[u8], proto: u8) -> Result<Option<Route>, &'static str> {
-    Ok(parse_any_route(ty, payload)?.and_then(|(p, r)| (p == proto).then_some(r)))
+    Ok(parse_main_route(ty, payload)?.filter(|m| m.proto == proto).and_then(|m| m.route))
 }
 
-/// A main-table IPv4 unicast route of any protocol, with its protocol.
-pub(super) fn parse_any_route(ty: u16, payload: &[u8]) -> Result<Option<(u8, Route)>, &'static str> {
+/// A route of the main IPv4 table, of any protocol and type: what vtepd needs to know of one it
+/// meets at a prefix it wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MainRoute {
+    pub dst: Ipv4Addr,
+    pub prefix_len: u8,
+    pub proto: u8,
+    /// `RTN_*`: unicast, blackhole, unreachable, local...
+    pub kind: u8,
+    /// `None` for what a [`Route`] cannot describe: a type other than unicast, or several next hops.
+    pub route: Option<Route>,
+}
+
+impl std::fmt::Display for MainRoute {
+    /// As `ip route` prints the type, where a [`Route`] cannot say it all.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(r) = self.route {
+            return write!(f, "{r}");
+        }
+        let kind = match self.kind {
+            RTN_UNICAST => "multipath",
+            2 => "local",
+            3 => "broadcast",
+            4 => "anycast",
+            5 => "multicast",
+            6 => "blackhole",
+            7 => "unreachable",
+            8 => "prohibit",
+            9 => "throw",
+            _ => "type",
+        };
+        write!(f, "{kind} {}/{}", self.dst, self.prefix_len)
+    }
+}
+
+pub(super) fn parse_main_route(ty: u16, payload: &[u8]) -> Result<Option<MainRoute>, &'static str> {
     let rtm = RtMsg::decode(payload).ok_or("short rtmsg")?;
-    if ty != RTM_NEWROUTE || rtm.family != AF_INET || rtm.kind != RTN_UNICAST {
+    if ty != RTM_NEWROUTE || rtm.family != AF_INET {
         return Ok(None);
     }
     let mut table = u32::from(rtm.table);
-    let (mut dst, mut gateway, mut oif) = (Ipv4Addr::UNSPECIFIED, None, None);
+    let (mut dst, mut gateway, mut oif, mut multipath) = (Ipv4Addr::UNSPECIFIED, None, None, false);
     for (ty, value) in Attrs(&payload[RtMsg::LEN..]) {
         match ty {
             // rtm_table is one byte; RTA_TABLE holds the real number.
@@ -73,16 +107,17 @@ pub(super) fn parse_any_route(ty: u16, payload: &[u8]) -> Result<Option<(u8, Rou
             RTA_DST => dst = ipv4(value)?,
             RTA_GATEWAY => gateway = Some(ipv4(value)?),
             RTA_OIF => oif = Some(ne_u32(Some(value)).ok_or("short RTA_OIF")?),
-            RTA_MULTIPATH => return Ok(None),
+            RTA_MULTIPATH => multipath = true,
             _ => {}
         }
     }
-    let Some(ifindex) = oif.filter(|_| table == u32::from(RT_TABLE_MAIN)) else {
+    if table != u32::from(RT_TABLE_MAIN) {
         return Ok(None);
-    };
+    }
     let onlink = rtm.flags & RTNH_F_ONLINK != 0;
-    let route = Route { dst, prefix_len: rtm.dst_len, gateway, ifindex, onlink };
-    Ok(Some((rtm.protocol, route)))
+    let single = oif.filter(|_| rtm.kind == RTN_UNICAST && !multipath);
+    let route = single.map(|ifindex| Route { dst, prefix_len: rtm.dst_len, gateway, ifindex, onlink });
+    Ok(Some(MainRoute { dst, prefix_len: rtm.dst_len, proto: rtm.protocol, kind: rtm.kind, route }))
 }
 
 pub(super) fn ipv4(value: &[u8]) -> Result<Ipv4Addr, &'static str> {

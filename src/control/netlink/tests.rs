@@ -429,3 +429,26 @@ fn truncated_messages_are_refused() {
     assert!(Messages(&bytes).next().unwrap().is_err());
     assert!(Messages(&bytes[..10]).next().unwrap().is_err());
 }
+
+#[test]
+fn routes_of_another_kind_at_the_prefix_are_left_alone() {
+    let ns = NetNs::new("foreign");
+    let mut nl = ns.netlink();
+    let a = ns.index(&mut nl, "a");
+    nl.set_link(a, true, None, None).unwrap();
+    nl.add_addr(a, Ipv4Addr::new(192, 0, 2, 1), 24).unwrap();
+    // A Route cannot describe these, so an earlier add_route replaced them unseen.
+    ns.ip(&["route", "add", "blackhole", "10.244.4.0/24"]);
+    ns.ip(&["route", "add", "unreachable", "10.244.5.0/24"]);
+    ns.ip(&["route", "add", "10.244.6.0/24", "nexthop", "via", "192.0.2.2", "nexthop", "via", "192.0.2.3"]);
+    let before = ns.ip(&["route", "show"]);
+    for (third, existing) in [(4, "blackhole 10.244.4.0/24"), (5, "unreachable 10.244.5.0/24"), (6, "multipath 10.244.6.0/24")] {
+        let dst = Ipv4Addr::new(10, 244, third, 0);
+        let route = Route { dst, prefix_len: 24, gateway: Some(dst), ifindex: a, onlink: true };
+        match nl.add_route(&route) {
+            Err(NetlinkError::RouteTaken { existing: e, .. }) => assert_eq!(e, existing),
+            other => panic!("{route}: expected RouteTaken, got {other:?}"),
+        }
+    }
+    assert_eq!(ns.ip(&["route", "show"]), before);
+}
