@@ -70,6 +70,8 @@ pub enum RunError {
     Metrics(#[from] super::api::metrics::MetricsError),
     #[error("cannot start the {what} thread ({source}): the process may be at its thread limit (`ulimit -u`, or pids.max of its cgroup)")]
     Thread { what: &'static str, source: std::io::Error },
+    #[error("worker thread vtepd-w{index} died (a bug: its panic message is above); vtepd stopped and removed its routes so that a service manager can restart it")]
+    WorkerDied { index: usize },
     #[error("cannot create a worker's wake-up eventfd ({0}): the process may be at its open-file limit (`ulimit -n`)")]
     Mailbox(#[source] std::io::Error),
 }
@@ -130,7 +132,7 @@ pub fn run(
     let signals = super::event::forward_signals(events_tx.clone()).map_err(RunError::thread("signal"))?;
     let server = socket.serve(events_tx.clone()).map_err(RunError::thread("control socket"))?;
     let metrics = metrics.map(|m| m.serve(events_tx.clone())).transpose().map_err(RunError::thread("metrics"))?;
-    Supervisor {
+    let watched = Supervisor {
         cfg: cfg.clone(),
         device: started.device.clone(),
         postboxes: started.postboxes.clone(),
@@ -139,6 +141,7 @@ pub fn run(
         events,
         counters: started.counters.clone(),
         datastore: session.as_ref().map(|s| Box::new(s.view()) as Box<dyn super::event::Datastore>),
+        workers: &started.threads,
     }
     .watch(&stop, &reload);
     // Stops renewing; the lease stays in etcd so a restart gets the same subnet.
@@ -150,7 +153,8 @@ pub fn run(
     }
     drop(events_tx);
     tracing::info!("stopping");
-    Ok(started.finish())
+    let counters = started.finish();
+    watched.map(|()| counters)
 }
 
 /// What a reloaded config is checked against: what cannot change without a restart.

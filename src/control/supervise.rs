@@ -13,10 +13,13 @@ use super::backend::DeviceSpec;
 use super::config::{Config, ConfigError};
 use super::event::{Datastore, Event, EventRx, Live};
 use super::overlay::Overlay;
+use super::run::RunError;
 use crate::dataplane::Counters;
+use crate::io::tap::TapQueue;
 use crate::io::mailbox::Postbox;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
@@ -35,11 +38,15 @@ pub struct Supervisor<'a> {
     pub events: EventRx,
     pub counters: Vec<Arc<Counters>>,
     pub datastore: Option<Box<dyn Datastore>>,
+    /// The worker threads, watched for one that ends while nobody asked it to.
+    pub workers: &'a [JoinHandle<TapQueue>],
 }
 
 impl Supervisor<'_> {
-    /// Returns when `stop` is set.
-    pub fn watch(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
+    /// Returns when `stop` is set, or with an error when a worker died: its share of the traffic
+    /// would otherwise be lost without a word, so vtepd stops (removing its routes) and lets a
+    /// service manager restart it.
+    pub fn watch(&mut self, stop: &AtomicBool, reload: &AtomicBool) -> Result<(), RunError> {
         let mut underlay_ok = true;
         let mut link_ok = true;
         // Resolved once while the address is surely there; the name outlives address changes.
@@ -58,6 +65,11 @@ impl Supervisor<'_> {
             }
             if last.elapsed() >= HEALTH_EVERY {
                 last = Instant::now();
+                // Read after the workers': one that ended because of a stop is no death.
+                if let Some(index) = dead_worker(self.workers).filter(|_| !stop.load(Ordering::Relaxed)) {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(RunError::WorkerDied { index });
+                }
                 underlay_ok = self.check_underlay(underlay_ok);
                 if let Some(name) = &underlay_if {
                     link_ok = check_link(name, link_ok);
@@ -73,6 +85,7 @@ impl Supervisor<'_> {
                 }
             }
         }
+        Ok(())
     }
 
     fn handle(&mut self, ev: Event) {
@@ -189,6 +202,11 @@ impl Supervisor<'_> {
     }
 }
 
+/// The first worker that has ended. Workers run until told to stop, so one that ended panicked.
+fn dead_worker<T>(workers: &[JoinHandle<T>]) -> Option<usize> {
+    workers.iter().position(JoinHandle::is_finished)
+}
+
 /// The underlay link's operational state; sockets survive it going down, so this is only said.
 fn check_link(name: &str, was_up: bool) -> bool {
     link_state(name, was_up, "underlay link is up again; forwarding resumes",
@@ -204,4 +222,24 @@ fn link_state(name: &str, was_up: bool, on_up: &str, on_down: &str) -> bool {
         _ => {}
     }
     up
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dead_worker;
+
+    #[test]
+    fn a_worker_that_ended_is_found() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let mut workers = vec![std::thread::spawn(move || rx.recv().is_ok())];
+        assert_eq!(dead_worker(&workers), None);
+        workers.push(std::thread::spawn(|| -> bool { panic!("a worker's bug") }));
+        while !workers[1].is_finished() {
+            std::thread::yield_now();
+        }
+        assert_eq!(dead_worker(&workers), Some(1));
+        drop(tx);
+        let ends: Vec<bool> = workers.into_iter().map(|w| w.join().is_ok()).collect();
+        assert_eq!(ends, [true, false]);
+    }
 }
