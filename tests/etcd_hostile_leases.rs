@@ -1,6 +1,7 @@
 //! etcd mode: leases the config file would refuse as a `[[peer]]` (one inside this node's own
 //! subnet, one overlapping another node's, one outside the network) are skipped with a warning,
-//! and the routes and neighbours they would have replaced stay as they were.
+//! and the routes and neighbours they would have replaced stay as they were. A host-gw lease that
+//! cannot be routed (behind a router) keeps no other lease out.
 
 mod common;
 
@@ -81,5 +82,36 @@ fn a_subnets_prefix_larger_than_4_mib_is_read_whole() {
     // Each junk key is warned about once, not fatal.
     assert_eq!(da.log_count("junk-"), 4, "{}", da.stderr());
     db.stop();
+    da.stop();
+}
+
+/// host-gw in etcd mode: a lease from a node behind a router cannot be routed (its public IP is no
+/// gateway on this link), but it must not keep out the leases after it: its failure is logged and
+/// retried, and the others go in.
+#[test]
+fn a_host_gw_lease_behind_a_router_does_not_keep_the_others_out() {
+    let ul = Underlay::new("hr");
+    let etcd = Etcd::in_netns(&ul.hub, HUB_IP, "hr");
+    etcd.put(&format!("{PREFIX}/config"), r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#);
+    let dir = TempDir::new("hr");
+    let a = ul.host("hr", 1);
+    let env = dir.path().join("subnet-1.env");
+    let cfg = dir.write("node1.toml", &etcd_toml(1, &etcd.endpoint(), &env));
+    let da = Vtepd::start_until(&a, &cfg, "node 1 joined", || env.exists());
+    let lease = |ip: &str| format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#);
+    // Peers are installed in subnet order: the far one's subnet comes first.
+    let near = etcd.free_lease_key();
+    etcd.put(&format!("{PREFIX}/subnets/{near}"), &lease("192.0.2.6"));
+    let far = etcd.free_lease_key();
+    assert!(far < near, "{far} sorts before {near}");
+    etcd.put(&format!("{PREFIX}/subnets/{far}"), &lease("198.51.100.7"));
+    let log = da.wait_for_log("peer not installed", 0);
+    assert!(log.contains("198.51.100.7") && log.contains("on no subnet of the underlay"), "the failure does not say why:\n{log}");
+    // A change after the failure: the good lease must be (or stay) installed all the same.
+    etcd.put(&format!("{PREFIX}/subnets/{near}"), &lease("192.0.2.5"));
+    let (near_net, _) = subnet_of_key(&near);
+    wait_until("node 1 routes the on-link lease via 192.0.2.5", || a.ip(&["route", "show", &near_net]).contains("via 192.0.2.5"));
+    assert!(!a.has_route(&subnet_of_key(&far).0), "the far lease was routed");
+    assert_eq!(da.log_count("peer not installed"), 1, "the failure was logged again:\n{}", da.stderr());
     da.stop();
 }
