@@ -81,11 +81,23 @@ pub fn is_one_datagram(buf: &[u8]) -> bool {
 /// receiving stack. (A correct full checksum equal to the pseudo-header sum would require the data
 /// to sum to zero: the payload would be all zeros or all ones; then completing it is still right.)
 pub fn checksum_hint(frame: &[u8]) -> VnetHdr {
-    let none = VnetHdr::default();
     if frame.len() < ethernet::HEADER_LEN || be16(frame, 12) != ETHERTYPE_IPV4 {
-        return none;
+        return VnetHdr::default();
     }
-    let Ok(ip) = ipv4::Packet::new_checked(&frame[ethernet::HEADER_LEN..]) else { return none };
+    partial_checksum_hint(frame, ethernet::HEADER_LEN)
+}
+
+/// [`checksum_hint`] for an IPv4 packet as a TUN device takes it: IPIP's inner packet, which a
+/// kernel IPIP peer on a veth underlay sends with the same partial checksum.
+pub fn checksum_hint_ip(packet: &[u8]) -> VnetHdr {
+    partial_checksum_hint(packet, 0)
+}
+
+/// NEEDS_CSUM for the TCP or UDP checksum of the IPv4 packet at `l3` if it holds exactly the
+/// pseudo-header sum; no flags otherwise.
+fn partial_checksum_hint(buf: &[u8], l3: usize) -> VnetHdr {
+    let none = VnetHdr::default();
+    let Ok(ip) = ipv4::Packet::new_checked(&buf[l3..]) else { return none };
     let csum_offset = match ip.protocol() {
         PROTO_TCP => 16,
         PROTO_UDP => 6,
@@ -102,7 +114,7 @@ pub fn checksum_hint(frame: &[u8]) -> VnetHdr {
     }
     VnetHdr {
         flags: F_NEEDS_CSUM,
-        csum_start: (ethernet::HEADER_LEN + ip.header_len()) as u16,
+        csum_start: (l3 + ip.header_len()) as u16,
         csum_offset: csum_offset as u16,
         ..VnetHdr::default()
     }
@@ -188,6 +200,19 @@ mod tests {
         assert!(matches!(v, RxVerdict::Deliver { .. }));
         let h = VnetHdr::parse(&buf).unwrap();
         assert_eq!((h.flags, h.csum_start, h.csum_offset), (F_NEEDS_CSUM, 34, 16));
+    }
+
+    #[test]
+    fn partial_checksum_of_a_bare_ip_packet_is_flagged_at_its_offset() {
+        let mut frame = testvec::tcp_frame(testvec::OUR_MAC, testvec::PEER_MAC, &[7u8; 100]);
+        let pseudo = testvec::pseudo_fold(&frame, PROTO_TCP);
+        frame[50..52].copy_from_slice(&pseudo.to_be_bytes());
+        let h = checksum_hint_ip(&frame[ethernet::HEADER_LEN..]);
+        assert_eq!((h.flags, h.csum_start, h.csum_offset), (F_NEEDS_CSUM, 20, 16));
+        // A full checksum, and an Ethernet frame where an IP packet belongs, get no flags.
+        let good = testvec::tcp_frame(testvec::OUR_MAC, testvec::PEER_MAC, &[7u8; 100]);
+        assert_eq!(checksum_hint_ip(&good[ethernet::HEADER_LEN..]), VnetHdr::default());
+        assert_eq!(checksum_hint_ip(&frame), VnetHdr::default());
     }
 
     #[test]

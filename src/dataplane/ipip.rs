@@ -330,7 +330,8 @@ pub fn process_packet(t: &Tunnel, peers: &crate::table::PeerSet, src: Ipv4Addr, 
     let inner_len = inner.total_len() as usize;
     // `at` >= 20 (the view checked IHL), so the vnet header fits in front of the inner packet.
     let start = at - vnet::HEADER_LEN;
-    VnetHdr::default().emit(&mut buf[start..at]);
+    let hint = super::decap::checksum_hint_ip(&buf[at..at + inner_len]);
+    hint.emit(&mut buf[start..at]);
     heard.note(now);
     IpipRxVerdict::Deliver { start, len: vnet::HEADER_LEN + inner_len }
 }

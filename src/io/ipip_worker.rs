@@ -15,12 +15,13 @@ use super::poll::{self, ControlLine, Forwarder, Poller};
 use super::tun::TunQueue;
 use super::udp::{MmsgScratch, Received};
 use super::Slots;
+use crate::dataplane::decap::checksum_hint_ip;
 use crate::dataplane::ipip::{dispatch_packet, fragment, process_packet, segment, Tunnel, INNER_OFFSET, OUTER_LEN, TUN_OFFSET};
 use crate::dataplane::offload::segment::Segments;
 use crate::dataplane::offload::Framing;
 use crate::dataplane::{DropReason, IpipRxVerdict, IpipTxVerdict, LocalCounters};
 use crate::table::Tables;
-use crate::wire::vnet::{self, VnetHdr};
+use crate::wire::vnet;
 use socket2::Socket;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -193,9 +194,10 @@ impl IpipWorker {
             let Received { len, src, .. } = self.received[i];
             match process_packet(&self.cfg.tunnel, &peers, src, self.rx_slots.get_mut(i), len, now) {
                 IpipRxVerdict::Deliver { start, len } => {
-                    // The core wrote a plain vnet header in front; the coalescer writes its own.
+                    // The core wrote a vnet header in front; the coalescer writes its own, the same
+                    // checksum hint for a packet it does not merge.
                     let f = FrameRef { slot: i as u32, start: (start + vnet::HEADER_LEN) as u32, len: (len - vnet::HEADER_LEN) as u32, udp_gso_size: 0 };
-                    self.gro.deliver(&mut self.rx_slots, f, &self.tun, &mut self.local, |_| VnetHdr::default());
+                    self.gro.deliver(&mut self.rx_slots, f, &self.tun, &mut self.local, checksum_hint_ip);
                 }
                 IpipRxVerdict::Drop(r) => {
                     tracing::trace!(%src, reason = r.name(), "IPIP packet dropped");

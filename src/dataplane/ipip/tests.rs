@@ -321,6 +321,24 @@ fn decapsulates_byte_exact() {
 }
 
 #[test]
+fn a_partial_inner_checksum_is_flagged_for_the_kernel() {
+    // A kernel IPIP peer on a veth underlay sends the inner TCP checksum still partial (only the
+    // pseudo-header sum): written plain, the TUN would hand the stack a corrupt segment.
+    let mut inner = tcp_packet(1, 7, true, &[9; 300], false);
+    // Coming back: the addresses swapped, which leaves every checksum as it was.
+    let (src, dst) = (inner[12..16].to_vec(), inner[16..20].to_vec());
+    inner[12..16].copy_from_slice(&dst);
+    inner[16..20].copy_from_slice(&src);
+    let ip = crate::wire::ipv4::Packet::new_checked(&inner[..]).unwrap();
+    let pseudo = crate::wire::checksum::fold(crate::wire::checksum::pseudo_header_v4(ip.src(), ip.dst(), 6, (inner.len() - 20) as u16));
+    inner[36..38].copy_from_slice(&pseudo.to_be_bytes());
+    let (v, buf) = process(&ipip(PEER.octets(), &inner), PEER);
+    assert_eq!(v, IpipRxVerdict::Deliver { start: 8, len: 12 + inner.len() });
+    let h = VnetHdr::parse(&buf[8..20]).unwrap();
+    assert_eq!((h.flags, h.csum_start, h.csum_offset), (vnet::F_NEEDS_CSUM, 20, 16));
+}
+
+#[test]
 fn outer_options_move_the_inner_start() {
     let inner = echo([10, 244, 2, 2], [10, 244, 1, 2], 8);
     let mut h = Ipv4Header::new(inner.len() as u16, 64, IpNumber::IPV4, PEER.octets(), LOCAL.octets()).unwrap();
