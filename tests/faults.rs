@@ -608,3 +608,29 @@ fn a_peer_left_out_goes_in_once_the_route_in_its_way_is_gone() {
     a.stop();
     b.stop();
 }
+
+/// Entered with `nsenter --net`, vtepd sees the calling namespace's /sys, not its own: the
+/// underlay's MTU (for the derived tunnel MTU) and the device's state must come from netlink.
+#[test]
+fn under_nsenter_the_mtu_and_link_state_are_the_namespaces_own() {
+    let hosts = TwoHosts::new("fnsen");
+    let dir = TempDir::new("fnsen");
+    hosts.a.ip(&["link", "set", "dev", UNDERLAY_DEV, "mtu", "1400"]);
+    let (cfg_a, cfg_b) = pair_cfgs();
+    let derived = cfg_a.to_toml().replace("mtu = 1450\n", "");
+    assert!(!derived.contains("mtu"), "{derived}");
+    let a = Vtepd::start_nsenter(&hosts.a, &dir.write("a.toml", &derived), &cfg_a);
+    let b = Vtepd::start(&hosts.b, &dir.write("b.toml", &cfg_b.to_toml()), &cfg_b);
+    let link = hosts.a.ip(&["link", "show", "dev", DEV]);
+    assert!(link.contains(" mtu 1350 "), "not this namespace's underlay MTU less 50:\n{link}");
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+
+    hosts.a.ip(&["link", "set", "dev", DEV, "down"]);
+    a.wait_for_log("device was set down", 0);
+    hosts.a.ip(&["link", "set", "dev", DEV, "up"]);
+    a.wait_for_log("device is up again", 0);
+    wait_until_for("B's route back", RECOVERY_TIMEOUT, || hosts.a.has_route("10.244.2.0/24"));
+    ping(&hosts.a, "10.244.1.0", "10.244.2.0");
+    a.stop();
+    b.stop();
+}

@@ -56,8 +56,6 @@ pub enum RunError {
     NoCapNetAdmin,
     #[error("node.public_ip {0} is not an address of this host: add it to the underlay interface (`ip addr add {0}/24 dev eth0`) or fix the config")]
     AddrNotHere(Ipv4Addr),
-    #[error("cannot find the MTU of the underlay interface {device}; set {key} in the config")]
-    NoUnderlayMtu { device: String, key: &'static str },
     #[error(transparent)]
     PeerNotOnLink(ConfigError),
     #[error(transparent)]
@@ -118,7 +116,7 @@ pub fn run(
     // the supervisor returns: with every sender gone its wait would return at once.
     let (events_tx, events) = super::event::channel();
     let mut started = start(&cfg, opts, &stop)?;
-    let session = match joined.map(|j| j.serve(pod_mtu(&cfg, &started), events_tx.clone())).transpose() {
+    let session = match joined.map(|j| j.serve(pod_mtu(&cfg, &mut started), events_tx.clone())).transpose() {
         Ok(s) => s,
         Err(e) => {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -233,10 +231,12 @@ fn require_net_admin() -> Result<(), RunError> {
 }
 
 /// The MTU pods should use (Flannel's FLANNEL_MTU): the device's, or the underlay's for host-gw.
-fn pod_mtu(cfg: &Config, started: &Started) -> u32 {
-    started.device.as_ref().map(|d| d.mtu).unwrap_or_else(|| {
-        crate::io::ifaddr::interface_of(cfg.node.public_ip).and_then(|n| crate::io::ifaddr::mtu_of(&n)).unwrap_or(1500)
-    })
+fn pod_mtu(cfg: &Config, started: &mut Started) -> u32 {
+    if let Some(d) = &started.device {
+        return d.mtu;
+    }
+    let underlay = crate::io::ifaddr::interface_of(cfg.node.public_ip);
+    underlay.and_then(|n| started.overlay.netlink().link(&n).ok().flatten()).map_or(1500, |l| l.mtu)
 }
 
 /// Starts the configured backend; nothing is left installed if it fails.

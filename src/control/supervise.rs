@@ -12,6 +12,7 @@
 use super::backend::DeviceSpec;
 use super::config::{Config, ConfigError};
 use super::event::{Datastore, Event, EventRx, Live};
+use super::netlink::Netlink;
 use super::overlay::Overlay;
 use super::run::RunError;
 use crate::dataplane::Counters;
@@ -72,7 +73,7 @@ impl Supervisor<'_> {
                 }
                 underlay_ok = self.check_underlay(underlay_ok);
                 if let Some(name) = &underlay_if {
-                    link_ok = check_link(name, link_ok);
+                    link_ok = check_link(self.overlay.netlink(), name, link_ok);
                 }
                 device_ok = self.check_device(device_ok);
                 let was_up = device_up;
@@ -144,7 +145,9 @@ impl Supervisor<'_> {
 
     fn check_device(&mut self, was_ok: bool) -> bool {
         let Some(dev) = self.device.as_ref().map(|d| d.name.clone()) else { return true };
-        let present = self.overlay.netlink().link_index(&dev).ok().flatten().is_some();
+        // A failed query says nothing about the device: recreating it then would tear down a
+        // working one.
+        let Ok(present) = self.overlay.netlink().link_index(&dev).map(|i| i.is_some()) else { return was_ok };
         if present && was_ok {
             return true;
         }
@@ -167,9 +170,9 @@ impl Supervisor<'_> {
 
     /// Whether the device is up; only said, as setting it down is the operator's to do (its routes
     /// go with it, and come back with it in [`Self::repair_routes`]).
-    fn check_device_up(&self, was_up: bool) -> bool {
+    fn check_device_up(&mut self, was_up: bool) -> bool {
         let Some(dev) = self.device.as_ref().map(|d| &d.name) else { return true };
-        link_state(dev, was_up, "device is up again; putting its routes back",
+        link_state(self.overlay.netlink(), dev, was_up, "device is up again; putting its routes back",
             "device was set down; the kernel flushed its routes and neighbours until it is up again")
     }
 
@@ -208,14 +211,14 @@ fn dead_worker<T>(workers: &[JoinHandle<T>]) -> Option<usize> {
 }
 
 /// The underlay link's operational state; sockets survive it going down, so this is only said.
-fn check_link(name: &str, was_up: bool) -> bool {
-    link_state(name, was_up, "underlay link is up again; forwarding resumes",
+fn check_link(nl: &mut Netlink, name: &str, was_up: bool) -> bool {
+    link_state(nl, name, was_up, "underlay link is up again; forwarding resumes",
         "underlay link is down; tunnelled traffic is dropped until it comes back")
 }
 
 /// A link's state, said when it changed; a failed read keeps the last one.
-fn link_state(name: &str, was_up: bool, on_up: &str, on_down: &str) -> bool {
-    let up = crate::io::ifaddr::link_up(name).unwrap_or(was_up);
+fn link_state(nl: &mut Netlink, name: &str, was_up: bool, on_up: &str, on_down: &str) -> bool {
+    let up = nl.link(name).ok().flatten().map_or(was_up, |l| l.up);
     match (was_up, up) {
         (false, true) => tracing::info!(link = %name, "{on_up}"),
         (true, false) => tracing::warn!(link = %name, "{on_down}"),

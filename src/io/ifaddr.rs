@@ -1,5 +1,6 @@
-//! Which interface holds an address, its MTU (for the default overlay MTU), and its connected
-//! subnets (to tell on-link peers from routed ones).
+//! Which interface holds an address, and its connected subnets (to tell on-link peers from routed
+//! ones). Its MTU and state come from netlink (`control::netlink`), not sysfs, which shows the
+//! namespace it was mounted in.
 use ipnet::Ipv4Net;
 use std::ffi::CStr;
 use std::net::Ipv4Addr;
@@ -78,18 +79,6 @@ pub fn connected_subnets(name: &str) -> Vec<Ipv4Net> {
     nets
 }
 
-/// The MTU of interface `name`, from sysfs.
-pub fn mtu_of(name: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu")).ok()?.trim().parse().ok()
-}
-
-/// Whether interface `name` is operationally up (sysfs `operstate`; "unknown", which devices
-/// without carrier reporting show, counts as up). `None` if the interface is gone.
-pub fn link_up(name: &str) -> Option<bool> {
-    let state = std::fs::read_to_string(format!("/sys/class/net/{name}/operstate")).ok()?;
-    Some(matches!(state.trim(), "up" | "unknown"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,7 +86,6 @@ mod tests {
     #[test]
     fn loopback_is_found() {
         assert_eq!(interface_of(Ipv4Addr::LOCALHOST).as_deref(), Some("lo"));
-        assert!(mtu_of("lo").unwrap() >= 1500);
         assert_eq!(interface_of(Ipv4Addr::new(192, 0, 2, 251)), None);
         assert!(connected_subnets("lo").contains(&"127.0.0.0/8".parse().unwrap()));
         assert!(connected_subnets("no-such-if").is_empty());

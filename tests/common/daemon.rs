@@ -81,15 +81,29 @@ impl Vtepd {
         what: &str,
         ready: impl FnMut() -> bool,
     ) -> Vtepd {
-        let mut args: Vec<String> = vec![
-            "netns".into(),
-            "exec".into(),
-            ns.name().into(),
-            vtepd_bin().into(),
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ];
+        Vtepd::launch("ip", &["netns", "exec", ns.name()], ns, config, extra, what, ready)
+    }
+
+    /// As [`Vtepd::start`], entering the namespace with `nsenter --net` as an operator might:
+    /// unlike `ip netns exec`, that leaves /sys showing the namespace nsenter was called from.
+    pub fn start_nsenter(ns: &Netns, config: &Path, cfg: &NodeCfg) -> Vtepd {
+        let net = format!("--net=/run/netns/{}", ns.name());
+        Vtepd::launch("nsenter", &[&net], ns, config, &[], "device and routes", || {
+            ns.has_link(&cfg.device) && cfg.peers.iter().all(|p| ns.has_route(&p.subnet))
+        })
+    }
+
+    fn launch(
+        launcher: &str,
+        launcher_args: &[&str],
+        ns: &Netns,
+        config: &Path,
+        extra: &[&str],
+        what: &str,
+        ready: impl FnMut() -> bool,
+    ) -> Vtepd {
+        let mut args: Vec<String> = launcher_args.iter().map(|a| a.to_string()).collect();
+        args.extend([vtepd_bin().into(), "run".into(), "--config".into(), config.display().to_string()]);
         if let Ok(level) = std::env::var("VTEPD_TEST_LOG_LEVEL") {
             args.push("--log-level".into());
             args.push(level);
@@ -106,8 +120,8 @@ impl Vtepd {
                 s
             }
         };
-        // `ip netns exec` execs the program after setns, so the child's pid is vtepd's own.
-        let mut child = Command::new("ip")
+        // `ip netns exec` and nsenter exec the program after setns, so the child's pid is vtepd's own.
+        let mut child = Command::new(launcher)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -80,7 +80,7 @@ impl Installer for IpipInstaller {
 
 pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Started, RunError> {
     let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
-    let mtu = underlay.tunnel_mtu("ipip.mtu", cfg.ipip.mtu, IPIP_OVERHEAD)?;
+    let mtu = underlay.tunnel_mtu("ipip.mtu", cfg.ipip.mtu, IPIP_OVERHEAD);
     // Sockets before the device: a missing capability fails before anything is created.
     let rx = rx_sockets(cfg.node.public_ip, opts.workers.max(1))?;
     let tx = (0..opts.workers.max(1)).map(|_| raw::open_tx()).collect::<Result<Vec<_>, _>>()?;

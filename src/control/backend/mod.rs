@@ -158,6 +158,8 @@ pub fn install(mut overlay: Overlay, peers: &[RemoteNode]) -> Result<Overlay, Ru
 pub struct Underlay {
     pub name: String,
     pub ifindex: u32,
+    /// As it was at start: the default tunnel MTU is derived from it once.
+    pub mtu: u32,
     /// Its connected subnets: a peer inside one is on-link.
     pub subnets: Vec<Ipv4Net>,
 }
@@ -165,26 +167,23 @@ pub struct Underlay {
 impl Underlay {
     pub fn find(nl: &mut Netlink, public_ip: Ipv4Addr) -> Result<Underlay, RunError> {
         let name = ifaddr::interface_of(public_ip).ok_or(RunError::AddrNotHere(public_ip))?;
-        let ifindex = nl.link_index(&name)?.ok_or(RunError::AddrNotHere(public_ip))?;
-        Ok(Underlay { subnets: ifaddr::connected_subnets(&name), name, ifindex })
-    }
-
-    pub fn mtu(&self, key: &'static str) -> Result<u32, RunError> {
-        ifaddr::mtu_of(&self.name).ok_or(RunError::NoUnderlayMtu { device: self.name.clone(), key })
+        let link = nl.link(&name)?.ok_or(RunError::AddrNotHere(public_ip))?;
+        Ok(Underlay { subnets: ifaddr::connected_subnets(&name), name, ifindex: link.index, mtu: link.mtu })
     }
 
     /// The tunnel device's MTU: `configured`, or the underlay's less the encapsulation `overhead`.
     /// A configured MTU the underlay cannot carry whole is allowed (the operator may know better,
     /// e.g. a jumbo path beyond the first hop) but warned about: RFC 7348 wants no fragmented
     /// VXLAN, and every large packet would go out as fragments.
-    pub fn tunnel_mtu(&self, key: &'static str, configured: Option<u16>, overhead: u32) -> Result<u32, RunError> {
+    pub fn tunnel_mtu(&self, key: &'static str, configured: Option<u16>, overhead: u32) -> u32 {
         let Some(m) = configured.map(u32::from) else {
-            return Ok(derived_mtu(self.mtu(key)?, overhead));
+            return derived_mtu(self.mtu, overhead);
         };
-        if let Some(fits) = ifaddr::mtu_of(&self.name).map(|u| u.saturating_sub(overhead)).filter(|f| m > *f) {
+        let fits = self.mtu.saturating_sub(overhead);
+        if m > fits {
             tracing::warn!(key, mtu = m, underlay = %self.name, fits, "the underlay cannot carry this MTU unfragmented; large packets will leave as fragments");
         }
-        Ok(m)
+        m
     }
 
     pub fn is_on_link(&self, ip: Ipv4Addr) -> bool {
@@ -312,7 +311,7 @@ mod tests {
     use super::*;
 
     fn underlay() -> Underlay {
-        Underlay { name: "ul0".into(), ifindex: 7, subnets: vec!["192.0.2.0/24".parse().unwrap()] }
+        Underlay { name: "ul0".into(), ifindex: 7, mtu: 1500, subnets: vec!["192.0.2.0/24".parse().unwrap()] }
     }
 
     fn node(ip: &str, subnet: &str) -> RemoteNode {

@@ -67,6 +67,15 @@ const RECV_BUF_LEN: usize = 32 * 1024;
 /// How many times a dump is run again after the kernel reports it as interrupted.
 const DUMP_ATTEMPTS: usize = 3;
 
+/// What vtepd reads of an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub mtu: u32,
+    /// Operationally up; "unknown", which devices without carrier reporting show, counts as up.
+    pub up: bool,
+}
+
 /// An IPv4 unicast route in the main table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Route {
@@ -129,6 +138,13 @@ impl Netlink {
 
     /// The index of the interface called `name`, or `None` if there is none.
     pub fn link_index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        Ok(self.link(name)?.map(|l| l.index))
+    }
+
+    /// The interface called `name` in this socket's network namespace, or `None` if there is
+    /// none. (Not sysfs: /sys shows the namespace it was mounted in, which a process that entered
+    /// another one with `nsenter --net` does not share.)
+    pub fn link(&mut self, name: &str) -> Result<Option<Link>, NetlinkError> {
         let op = Op::LinkIndex {
             name: name.to_owned(),
         };
@@ -138,19 +154,19 @@ impl Netlink {
         }
         let mut req = Request::new(RTM_GETLINK, 0, &ifinfomsg(0, 0, 0));
         req.attr(IFLA_IFNAME, &[name.as_bytes(), &[0]].concat());
-        let mut index = None;
+        let mut link = None;
         let res = self.exchange(&op, &mut req, &mut |ty, payload| {
             if ty == RTM_NEWLINK {
-                index = Some(ne_u32(payload.get(4..)).ok_or("short ifinfomsg")?);
+                link = Some(parse_link(payload)?);
             }
             Ok(())
         });
         match res {
-            Ok(_) if index.is_none() => Err(NetlinkError::Malformed {
+            Ok(_) if link.is_none() => Err(NetlinkError::Malformed {
                 op,
                 what: "no link in reply",
             }),
-            Ok(_) => Ok(index),
+            Ok(_) => Ok(link),
             Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::uapi::*;
-use super::{Route, RTPROT_VTEPD};
+use super::{Link, Route, RTPROT_VTEPD};
 
 pub(super) fn addr_request(ty: u16, flags: u16, ifindex: u32, addr: Ipv4Addr, prefix_len: u8) -> Request {
     let mut req = Request::new(ty, flags, &ifaddrmsg(AF_INET, prefix_len, ifindex));
@@ -182,6 +182,23 @@ pub(super) fn ifinfomsg(ifindex: u32, flags: u32, change: u32) -> Vec<u8> {
         h.extend_from_slice(&field.to_ne_bytes());
     }
     h
+}
+
+pub(super) const IFINFOMSG_LEN: usize = 16;
+
+/// A [`Link`] from an `RTM_NEWLINK`.
+pub(super) fn parse_link(payload: &[u8]) -> Result<Link, &'static str> {
+    let index = ne_u32(payload.get(4..)).ok_or("short ifinfomsg")?;
+    let (mut mtu, mut operstate) = (None, None);
+    for (ty, value) in Attrs(payload.get(IFINFOMSG_LEN..).ok_or("short ifinfomsg")?) {
+        match ty {
+            IFLA_MTU => mtu = Some(ne_u32(Some(value)).ok_or("short IFLA_MTU")?),
+            IFLA_OPERSTATE => operstate = Some(*value.first().ok_or("short IFLA_OPERSTATE")?),
+            _ => {}
+        }
+    }
+    let up = matches!(operstate, Some(IF_OPER_UP | IF_OPER_UNKNOWN) | None);
+    Ok(Link { index, mtu: mtu.ok_or("no IFLA_MTU")?, up })
 }
 
 pub(super) const IFADDRMSG_LEN: usize = 8;

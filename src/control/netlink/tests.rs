@@ -108,6 +108,17 @@ fn link_up_mtu_mac() {
     assert!(link_flags(&show).contains(&"UP"), "{show}");
     assert!(show.contains(" mtu 1400 "), "{show}");
     assert!(show.contains("link/ether 02:42:0a:f4:02:00 "), "{show}");
+    // Read back over netlink, in the namespace the socket lives in (this test's /sys is another's).
+    // Up but without carrier: its veth peer is down.
+    assert_eq!(nl.link("a").unwrap(), Some(Link { index: a, mtu: 1400, up: false }));
+    let b = ns.index(&mut nl, "b");
+    nl.set_link(b, true, None, None).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !nl.link("a").unwrap().is_some_and(|l| l.up) {
+        assert!(std::time::Instant::now() < deadline, "a never came up: {:?}", nl.link("a"));
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(nl.link("nosuchdev").unwrap(), None);
 
     nl.set_link(a, false, None, None).unwrap();
     let show = ns.ip(&["link", "show", "dev", "a"]);

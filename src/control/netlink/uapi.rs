@@ -39,6 +39,11 @@ pub const RTM_DELNEIGH: u16 = 29;
 pub const IFLA_ADDRESS: u16 = 1;
 pub const IFLA_IFNAME: u16 = 3;
 pub const IFLA_MTU: u16 = 4;
+pub const IFLA_OPERSTATE: u16 = 16;
+/// `IF_OPER_UNKNOWN` and `IF_OPER_UP` of `linux/if.h`: devices without carrier reporting (TUN,
+/// dummy, loopback) say unknown.
+pub const IF_OPER_UNKNOWN: u8 = 0;
+pub const IF_OPER_UP: u8 = 6;
 pub const IFA_ADDRESS: u16 = 1;
 pub const IFA_LOCAL: u16 = 2;
 pub const RTA_DST: u16 = 1;
