@@ -106,9 +106,13 @@ pub(super) fn deserialize(text: &str) -> Result<RawConfig, ConfigError> {
     serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
         let at = e.inner().span().map(|s| line_column(text, s.start)).unwrap_or_default();
         let message = e.inner().message().replace('\n', "; ");
+        let assigned = || e.inner().span().and_then(|s| key_assigned_at(text, s.start));
         match key_and_problem(&e.path().to_string(), &message) {
             Some((key, problem)) => invalid(key, format!("{problem}{at}")),
-            None => ConfigError::Syntax { path: PathBuf::new(), message: format!("{message}{at}") },
+            None => match assigned() {
+                Some(key) => invalid(key, format!("{message}{at}")),
+                None => ConfigError::Syntax { path: PathBuf::new(), message: format!("{message}{at}") },
+            },
         }
     })
 }
@@ -160,6 +164,29 @@ pub(super) fn toml_kind(serde: &str) -> &str {
         "map" | "struct" => "a table",
         _ => serde,
     }
+}
+
+/// The key that the line holding byte `offset` assigns, as `vxlan.port` or `peer[1].subnet`, when
+/// it is a plain `key = value` line: a TOML syntax error belongs to no key as serde sees it, but a
+/// number too large for 64 bits, say, is about the key it is assigned to. Table headers are
+/// followed line by line; anything fancier (dotted keys, inline tables) gets `None`.
+pub(super) fn key_assigned_at(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let (name, _) = text[start..].lines().next()?.split_once('=')?;
+    let name = name.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return None;
+    }
+    let (mut table, mut peers) = (String::new(), 0);
+    for line in text[..start].lines().map(str::trim) {
+        if let Some((t, _)) = line.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            table = if t.trim() == "peer" { format!("peer[{peers}]") } else { t.trim().to_string() };
+            peers += usize::from(t.trim() == "peer");
+        } else if let Some((t, _)) = line.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            table = t.trim().to_string();
+        }
+    }
+    Some(if table.is_empty() { name.to_string() } else { format!("{table}.{name}") })
 }
 
 /// ` (line L, column C)` for a byte offset into `text`.

@@ -126,6 +126,10 @@ pub(super) fn parse_etcd(raw: RawEtcd) -> Result<Etcd, ConfigError> {
             return Err(invalid(missing, "is missing: TLS needs all three of etcd.ca, etcd.cert and etcd.key"));
         }
     };
+    // etcd-client refuses TLS options on an http:// endpoint, but only when it connects.
+    if let Some(i) = raw.endpoints.iter().position(|e| tls.is_some() && e.starts_with("http://")) {
+        return Err(invalid(format!("etcd.endpoints[{i}]"), format!("{} is http:// while etcd.ca, etcd.cert and etcd.key are set: TLS needs https://", shown(&raw.endpoints[i]))));
+    }
     let subnet_file = raw.subnet_file.unwrap_or_else(|| DEFAULT_SUBNET_FILE.into());
     file_path("etcd.subnet_file", &subnet_file.to_string_lossy())?;
     Ok(Etcd { endpoints: raw.endpoints, prefix, tls, subnet_file })

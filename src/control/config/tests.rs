@@ -190,6 +190,12 @@ fn toml_errors_name_the_full_key() {
         ("'' = 0".to_string(), "config key \"\": unknown key (known keys here: control_socket, node, vxlan, ipip, peer, etcd) (line 1, column 1)"),
         (GOOD.replace("mtu = 1450", "lan = 1"), "config key vxlan.lan: unknown key (known keys here: device, vni, port, mac, mtu, direct_routing) (line 10, column 1)"),
         (format!("{ETCD}[etcd]\n"), "config : invalid table header; duplicate key `etcd` in document root (line 8, column 1)"),
+        // Too large for TOML's 64-bit integers: a syntax error, but on the line of a key.
+        (GOOD.replace("mtu = 1450", "mtu = 99999999999999999999"), "config key vxlan.mtu: number too large to fit in target type (line 10, column 7)"),
+        (
+            second_peer.replace("subnet = \"10.244.3.0/24\"", "subnet = 10.244.3.0/24"),
+            "config key peer[1].subnet: expected newline, `#` (line 17, column 16)",
+        ),
         // Serde would read a section written as an array of its values in field order, extra
         // values and all: a section is a table or nothing.
         (
@@ -423,4 +429,21 @@ fn shipped_etcd_example_parses() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/etcd.toml");
     let c = Config::load(Path::new(path)).unwrap();
     assert_eq!(c.etcd.unwrap().endpoints, ["http://192.0.2.254:2379"]);
+}
+
+#[test]
+fn tls_files_with_an_http_endpoint_are_refused() {
+    let dir = Scratch::new("tls");
+    let mut files = String::new();
+    for k in ["ca", "cert", "key"] {
+        let p = dir.0.join(format!("{k}.pem"));
+        std::fs::write(&p, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        files.push_str(&format!("{k} = \"{}\"\n", p.display()));
+    }
+    let with_tls = ETCD.replace("[vxlan]", &format!("{files}[vxlan]"));
+    assert_eq!(
+        err_of(&with_tls),
+        "config key etcd.endpoints[0]: 'http://192.0.2.254:2379' is http:// while etcd.ca, etcd.cert and etcd.key are set: TLS needs https://"
+    );
+    assert!(Config::parse(&with_tls.replace("http://", "https://")).is_ok());
 }
