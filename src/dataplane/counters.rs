@@ -54,6 +54,7 @@ drop_reasons! {
     RxInnerMalformed => "rx_inner_malformed", "IPIP: inner IPv4 header with a bad version, IHL or total length.";
     RxInnerBadChecksum => "rx_inner_bad_checksum", "IPIP: inner IPv4 header checksum is wrong.";
     RxInnerNotOurs => "rx_inner_not_ours", "IPIP: inner destination is outside this node's subnet.";
+    RxEcnNotEct => "rx_ecn_not_ect", "Outer header marked congestion experienced over an inner packet that is not ECN-capable (RFC 6040 drops it).";
     TxNotIpv4 => "tx_not_ipv4", "IPIP: packet from the TUN device is not IPv4 (IPv6 is not tunnelled).";
     TxMalformed => "tx_malformed", "IPIP: IPv4 header from the TUN device with a bad IHL or total length.";
     TxNoRoute => "tx_no_route", "IPIP: no route for the inner destination.";

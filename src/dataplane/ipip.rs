@@ -23,7 +23,9 @@
 //! TOS copied, DF copied from the inner header (a clear DF stays clear so the underlay may
 //! fragment), no options. The identification is left 0: the raw socket sends with IP_HDRINCL,
 //! and the kernel then picks an ID itself for packets that may be fragmented (and leaves 0 on DF
-//! packets, which RFC 6864 allows for atomic datagrams).
+//! packets, which RFC 6864 allows for atomic datagrams). TOS copied means ECN copied too, RFC
+//! 6040's normal mode; on the way out a congestion mark on the outer header is carried over to the
+//! inner one ([`super::ecn`]).
 use super::encap::complete_checksum;
 use super::offload::segment::{self, Outer, Segments};
 use super::offload::Framing;
@@ -328,6 +330,12 @@ pub fn process_packet(t: &Tunnel, peers: &crate::table::PeerSet, src: Ipv4Addr, 
         return IpipRxVerdict::Drop(DropReason::RxInnerNotOurs);
     }
     let inner_len = inner.total_len() as usize;
+    let Some(ecn) = super::ecn::decapsulate(outer.tos(), inner.tos()) else {
+        return IpipRxVerdict::Drop(DropReason::RxEcnNotEct);
+    };
+    if ecn != inner.tos() & super::ecn::MASK {
+        super::ecn::set_ipv4(&mut buf[at..], ecn);
+    }
     // `at` >= 20 (the view checked IHL), so the vnet header fits in front of the inner packet.
     let start = at - vnet::HEADER_LEN;
     let hint = super::decap::checksum_hint_ip(&buf[at..at + inner_len]);

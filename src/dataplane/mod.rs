@@ -15,6 +15,7 @@
 pub mod arp;
 pub mod counters;
 pub mod decap;
+pub mod ecn;
 pub mod encap;
 pub mod flow;
 pub mod ipip;

@@ -14,12 +14,14 @@ pub struct Capture {
 
 impl Capture {
     /// Starts capturing on `dev` in `ns` into `dir/name` with the pcap `filter`, and waits until
-    /// tcpdump says it is listening, so nothing sent after this returns is missed.
+    /// tcpdump says it is listening, so nothing sent after this returns is missed. Immediate mode:
+    /// otherwise libpcap hands packets over a ring block at a time, and a capture stopped right
+    /// after the traffic loses the last block.
     pub fn start(ns: &Netns, dev: &str, dir: &TempDir, name: &str, filter: &str) -> Capture {
         let path = dir.path().join(name);
         let path_s = path.display().to_string();
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "tcpdump", "-i", dev, "-n", "-U", "-w", &path_s, filter])
+            .args(["netns", "exec", ns.name(), "tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-w", &path_s, filter])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -135,5 +135,6 @@ pub const IPIP_RX_DROPS: &[&str] = &[
     "drop_rx_inner_malformed",
     "drop_rx_inner_bad_checksum",
     "drop_rx_inner_not_ours",
+    "drop_rx_ecn_not_ect",
     "drop_rx_tap_write",
 ];

@@ -339,6 +339,33 @@ fn a_partial_inner_checksum_is_flagged_for_the_kernel() {
 }
 
 #[test]
+fn a_congestion_mark_on_the_outer_header_reaches_the_inner_one() {
+    use crate::dataplane::ecn::{CE, ECT0, NOT_ECT};
+    for (inner_ecn, want) in [(ECT0, Some(CE)), (CE, Some(CE)), (NOT_ECT, None)] {
+        let mut inner = echo([10, 244, 2, 2], [10, 244, 1, 2], 56);
+        inner[1] = 0x28 | inner_ecn;
+        inner[10..12].copy_from_slice(&[0, 0]);
+        let c = Ipv4Header::from_slice(&inner).unwrap().0.calc_header_checksum();
+        inner[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut pkt = ipip(PEER.octets(), &inner);
+        pkt[1] = CE;
+        pkt[10..12].copy_from_slice(&[0, 0]);
+        let c = Ipv4Header::from_slice(&pkt).unwrap().0.calc_header_checksum();
+        pkt[10..12].copy_from_slice(&c.to_be_bytes());
+        let (v, buf) = process(&pkt, PEER);
+        match want {
+            None => assert_eq!(v, IpipRxVerdict::Drop(DropReason::RxEcnNotEct)),
+            Some(ecn) => {
+                assert_eq!(v, IpipRxVerdict::Deliver { start: 8, len: 12 + inner.len() });
+                let out = Ipv4Header::from_slice(&buf[20..20 + inner.len()]).unwrap().0;
+                assert_eq!(out.dscp.value() << 2 | out.ecn.value(), 0x28 | ecn);
+                assert_eq!(out.header_checksum, out.calc_header_checksum());
+            }
+        }
+    }
+}
+
+#[test]
 fn outer_options_move_the_inner_start() {
     let inner = echo([10, 244, 2, 2], [10, 244, 1, 2], 8);
     let mut h = Ipv4Header::new(inner.len() as u16, 64, IpNumber::IPV4, PEER.octets(), LOCAL.octets()).unwrap();
