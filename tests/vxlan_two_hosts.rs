@@ -273,3 +273,99 @@ fn a_flow_keeps_its_outer_source_port_whichever_worker_sends_it() {
     let moved: Vec<_> = ports.iter().filter(|(_, p)| p.len() != 1).collect();
     assert!(moved.is_empty(), "flows sent from more than one outer source port: {moved:?}");
 }
+
+/// RFC 6040 at the tunnel's egress, as the kernel's VXLAN device does it: a congestion mark a
+/// router put on the outer header reaches the inner packet (seen on A's TAP), ECT(1) outside turns
+/// an inner ECT(0) into ECT(1), an unmarked outer header changes nothing, and a mark over a packet
+/// that is not ECN-capable is dropped and counted. B sends VXLAN by hand, the outer ECN bits set
+/// with IP_TOS as a marking router would leave them.
+#[test]
+fn congestion_marks_on_the_outer_header_reach_the_inner_packet() {
+    const N: u64 = 25;
+    let (not_ect, ect1, ect0, ce) = (0u8, 1u8, 2u8, 3u8);
+    let hosts = TwoHosts::new("vecn");
+    let dir = TempDir::new("vecn");
+    let (cfg_a, _) = pair_cfgs();
+    let vtepd = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
+    let cap = Capture::start(&hosts.a, "vtep0", &dir, "ecn.pcap", "udp dst port 7777");
+    // (inner ECN, outer ECN, inner ECN delivered; None: dropped), each from its own source port.
+    let cases = [(ect0, ce, Some(ce)), (ect0, ect1, Some(ect1)), (ect1, ect0, Some(ect1)), (not_ect, ect0, Some(not_ect)), (not_ect, ce, None)];
+    let vni = cfg_a.vni;
+    let datagrams: Vec<(u8, Vec<u8>)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (inner_ecn, outer_ecn, _))| {
+            let b = etherparse::PacketBuilder::ethernet2(parse_mac(&host_mac(2)), parse_mac(&host_mac(1)))
+                .ipv4([10, 244, 2, 0], [10, 244, 1, 0], 64)
+                .udp(6000 + i as u16, 7777);
+            let mut f = Vec::new();
+            b.write(&mut f, b"ecn").unwrap();
+            f[15] = 0x28 | inner_ecn;
+            let mut ip = etherparse::Ipv4Header::from_slice(&f[14..]).unwrap().0;
+            ip.header_checksum = ip.calc_header_checksum();
+            f[24..26].copy_from_slice(&ip.header_checksum.to_be_bytes());
+            (*outer_ecn, [&vxlan_header(0x08, [0; 3], vni, 0)[..], &f].concat())
+        })
+        .collect();
+    in_netns(hosts.b.name(), move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.bind(&"192.0.2.2:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        let to = "192.0.2.1:8472".parse::<std::net::SocketAddr>().unwrap().into();
+        for _ in 0..N {
+            for (outer_ecn, d) in &datagrams {
+                s.set_tos(u32::from(*outer_ecn)).unwrap();
+                s.send_to(d, &to).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+    });
+    let delivered = || ctl_json(&vtepd, "stats")["workers"].as_array().map_or(0, |w| w.iter().map(|w| w["rx_packets"].as_u64().unwrap_or(0)).sum::<u64>());
+    wait_until("the ECN-capable packets delivered", || delivered() >= 4 * N);
+    let lines = tshark_fields(&cap.finish(), &["udp.srcport", "ip.dsfield.ecn"]);
+    let counters = vtepd.stop();
+    for (i, (_, _, want)) in cases.iter().enumerate() {
+        let port = 6000 + i;
+        let seen: Vec<&String> = lines.iter().filter(|l| l.starts_with(&format!("{port}\t"))).collect();
+        match want {
+            Some(ecn) => {
+                assert_eq!(seen.len() as u64, N, "case {i}: {} of {N} delivered", seen.len());
+                assert!(seen.iter().all(|l| **l == format!("{port}\t{ecn}")), "case {i}: inner ECN not {ecn}: {seen:?}");
+            }
+            None => assert!(seen.is_empty(), "case {i}: a mark over a not-ECT packet was delivered: {seen:?}"),
+        }
+    }
+    assert_eq!(counters["drop_rx_ecn_not_ect"], N, "{}", show_counters(&counters));
+}
+
+/// At ingress the outer header carries the inner packet's ECN bits (RFC 6040's normal mode, as the
+/// kernel's VXLAN device does), so a router on the underlay can mark congestion instead of
+/// dropping: on the plain send path (UDP with ECT(1) here) and on the segmented one (an
+/// ECN-negotiated TCP transfer, whose data segments carry ECT(0)).
+#[test]
+fn the_outer_header_carries_the_inner_ecn_bits() {
+    let _heavy = heavy_lock();
+    let hosts = TwoHosts::new("vecni");
+    let dir = TempDir::new("vecni");
+    for ns in [&hosts.a, &hosts.b] {
+        ns.sysctl("net.ipv4.tcp_ecn=1");
+    }
+    let (a, b) = start_pair(&hosts, &dir, &[]);
+    let cap = Capture::start(&hosts.a, UNDERLAY_DEV, &dir, "ul.pcap", "src host 192.0.2.1 and udp dst port 8472");
+    in_netns(hosts.a.name(), || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.bind(&std::net::SocketAddr::from((IP_A, 0)).into()).unwrap();
+        s.set_tos(1).unwrap();
+        for _ in 0..10 {
+            s.send_to(b"ecn", &std::net::SocketAddr::from((IP_B, 7777)).into()).unwrap();
+        }
+    });
+    tcp_transfer(&hosts.a, Some(IP_A), &hosts.b, IP_B, 5003, 4 << 20);
+    let lines = tshark_fields_as(&cap.finish(), &["udp.port==8472,vxlan"], &["ip.dsfield.ecn", "ip.proto"]);
+    stop_pair(a, b);
+    // Outer and inner header, joined: "1,1\t17,17" is an ECT(1) UDP datagram in a VXLAN one.
+    let count = |want: &str| lines.iter().filter(|l| l.as_str() == want).count();
+    let differing: Vec<&String> = lines.iter().filter(|l| l.split('\t').next().and_then(|e| e.split_once(',')).is_none_or(|(o, i)| o != i)).collect();
+    assert!(differing.is_empty(), "outer ECN differs from the inner one: {differing:?}");
+    assert_eq!(count("1,1\t17,17"), 10, "the ECT(1) datagrams: {lines:?}");
+    assert!(count("2,2\t17,6") > 100, "too few ECT(0) TCP segments: {} of {}", count("2,2\t17,6"), lines.len());
+}

@@ -57,6 +57,24 @@ pub fn validate(vtep: &Vtep, peers: &PeerSet, src: Ipv4Addr, dgram: &[u8], now: 
     Ok(())
 }
 
+/// RFC 6040 at egress for the inner Ethernet frame of a datagram whose outer header carried TOS
+/// `outer_tos` ([`super::ecn`]): a congestion mark is copied into an inner IPv4 or IPv6 header,
+/// and a frame it cannot be copied into (the sender did not ask for ECN) is dropped. Other frames
+/// (ARP) have no ECN field and pass. An unmarked outer header, the usual case, costs one test.
+pub fn apply_ecn(frame: &mut [u8], outer_tos: u8) -> Result<(), DropReason> {
+    use super::ecn;
+    if outer_tos & ecn::MASK == ecn::NOT_ECT || frame.len() < ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN {
+        return Ok(());
+    }
+    let (ethertype, ip) = (be16(frame, 12), &mut frame[ethernet::HEADER_LEN..]);
+    let kept = match (ethertype, ip[0] >> 4) {
+        (ETHERTYPE_IPV4, 4) => ecn::egress_ipv4(ip, outer_tos),
+        (ETHERTYPE_IPV6, 6) => ecn::egress_ipv6(ip, outer_tos),
+        _ => true,
+    };
+    if kept { Ok(()) } else { Err(DropReason::RxEcnNotEct) }
+}
+
 /// Whether a UDP_GRO receive buffer `buf` (reported as datagrams of some smaller size) is really
 /// one VXLAN datagram: a kernel peer on a veth underlay sends an inner UDP_SEGMENT super-packet
 /// whole, and the socket then reports the inner segment size. Told apart by the inner IP length:
@@ -213,6 +231,28 @@ mod tests {
         let good = testvec::tcp_frame(testvec::OUR_MAC, testvec::PEER_MAC, &[7u8; 100]);
         assert_eq!(checksum_hint_ip(&good[ethernet::HEADER_LEN..]), VnetHdr::default());
         assert_eq!(checksum_hint_ip(&frame), VnetHdr::default());
+    }
+
+    #[test]
+    fn congestion_marks_reach_the_inner_frame() {
+        use crate::dataplane::ecn::{CE, ECT0};
+        let plain = testvec::tcp_frame(testvec::OUR_MAC, testvec::PEER_MAC, &[7u8; 100]);
+        // Unmarked outer header, or no ECN in the inner one and none asked for: untouched.
+        let mut f = plain.clone();
+        assert_eq!(apply_ecn(&mut f, 0xb8), Ok(()));
+        assert_eq!(f, plain);
+        assert_eq!(apply_ecn(&mut f, CE), Err(DropReason::RxEcnNotEct));
+        // ECT(0) inside, CE outside: CE inside, header checksum still right.
+        f[15] |= ECT0;
+        let mut ip = ipv4::Packet::new_checked(&mut f[14..]).unwrap();
+        ip.fill_checksum();
+        assert_eq!(apply_ecn(&mut f, CE), Ok(()));
+        let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!((ip.tos() & 3, ip.header_checksum_ok()), (CE, true));
+        // ARP has no ECN field; a runt is left to the checks that drop runts.
+        let mut arp = testvec::arp_request(Ipv4Addr::new(10, 244, 1, 0));
+        assert_eq!(apply_ecn(&mut arp, CE), Ok(()));
+        assert_eq!(apply_ecn(&mut [0u8; 20], CE), Ok(()));
     }
 
     #[test]

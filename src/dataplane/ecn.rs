@@ -10,6 +10,17 @@ pub const ECT1: u8 = 0b01;
 pub const ECT0: u8 = 0b10;
 pub const CE: u8 = 0b11;
 
+/// The ECN field of the IP packet in an Ethernet frame (0 for anything else): what the outer
+/// header carries at ingress, RFC 6040's normal mode, as the kernel's VXLAN device does it, so
+/// that a router on the underlay marks congestion instead of dropping.
+pub fn of_ethernet(frame: &[u8]) -> u8 {
+    match (frame.get(12..14), frame.get(14..16)) {
+        (Some([0x08, 0x00]), Some(&[v, tos])) if v >> 4 == 4 => tos & MASK,
+        (Some([0x86, 0xdd]), Some(&[v, tc])) if v >> 4 == 6 => (tc >> 4) & MASK,
+        _ => NOT_ECT,
+    }
+}
+
 /// The inner packet's ECN field after decapsulation, from the outer and inner fields; `None`: drop
 /// it, as a congestion mark on a packet whose sender did not ask for ECN cannot be passed on (a
 /// router would have dropped it instead of marking).
@@ -21,6 +32,32 @@ pub fn decapsulate(outer: u8, inner: u8) -> Option<u8> {
         (_, CE) => Some(CE),
         (ECT0, ECT1) => Some(ECT1),
         _ => Some(inner),
+    }
+}
+
+/// Applies [`decapsulate`] to the inner IPv4 header `h` (version and length already checked, at
+/// least 20 bytes); `false`: drop the packet.
+pub fn egress_ipv4(h: &mut [u8], outer: u8) -> bool {
+    match decapsulate(outer, h[1]) {
+        None => false,
+        Some(ecn) => {
+            if ecn != h[1] & MASK {
+                set_ipv4(h, ecn);
+            }
+            true
+        }
+    }
+}
+
+/// [`egress_ipv4`] for an IPv6 header (at least 2 bytes): the ECN bits are the low two of the
+/// traffic class, which straddles the first two bytes; there is no header checksum.
+pub fn egress_ipv6(h: &mut [u8], outer: u8) -> bool {
+    match decapsulate(outer, h[1] >> 4) {
+        None => false,
+        Some(ecn) => {
+            h[1] = (h[1] & !(MASK << 4)) | (ecn << 4);
+            true
+        }
     }
 }
 
@@ -61,6 +98,31 @@ mod tests {
                 assert_eq!(decapsulate(0xb8 | outer, 0x28 | inner), want, "inner {inner:02b} outer {outer:02b}");
             }
         }
+    }
+
+    #[test]
+    fn ingress_copies_the_inner_ecn_field() {
+        let mut f = [0u8; 16];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14..16].copy_from_slice(&[0x45, 0x2a]);
+        assert_eq!(of_ethernet(&f), ECT0);
+        f[12..16].copy_from_slice(&[0x86, 0xdd, 0x62, 0xb1]);
+        assert_eq!(of_ethernet(&f), CE);
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(of_ethernet(&f), NOT_ECT);
+        assert_eq!(of_ethernet(&f[..15]), NOT_ECT);
+    }
+
+    #[test]
+    fn ipv6_traffic_class_is_marked_in_place() {
+        // Version 6, traffic class 0x2a (DSCP 10, ECT(0)), flow label 0x12345.
+        let mut h = [0x62, 0xa1, 0x23, 0x45];
+        assert!(egress_ipv6(&mut h, CE));
+        assert_eq!(h, [0x62, 0xb1, 0x23, 0x45]);
+        let mut not_ect = [0x60, 0x01, 0x23, 0x45];
+        assert!(!egress_ipv6(&mut not_ect, CE));
+        assert!(egress_ipv6(&mut not_ect, ECT0));
+        assert_eq!(not_ect, [0x60, 0x01, 0x23, 0x45]);
     }
 
     #[test]

@@ -330,11 +330,9 @@ pub fn process_packet(t: &Tunnel, peers: &crate::table::PeerSet, src: Ipv4Addr, 
         return IpipRxVerdict::Drop(DropReason::RxInnerNotOurs);
     }
     let inner_len = inner.total_len() as usize;
-    let Some(ecn) = super::ecn::decapsulate(outer.tos(), inner.tos()) else {
+    let outer_tos = outer.tos();
+    if !super::ecn::egress_ipv4(&mut buf[at..], outer_tos) {
         return IpipRxVerdict::Drop(DropReason::RxEcnNotEct);
-    };
-    if ecn != inner.tos() & super::ecn::MASK {
-        super::ecn::set_ipv4(&mut buf[at..], ecn);
     }
     // `at` >= 20 (the view checked IHL), so the vnet header fits in front of the inner packet.
     let start = at - vnet::HEADER_LEN;

@@ -161,7 +161,8 @@ impl IpipWorker {
             return;
         }
         let slots = &self.tx_slots;
-        let items = self.pending.iter().map(|p| (&slots.get(p.slot as usize)[..p.len as usize], p.dst));
+        // The outer header, TOS and all, is in the packet (IP_HDRINCL): no TOS cmsg.
+        let items = self.pending.iter().map(|p| (&slots.get(p.slot as usize)[..p.len as usize], p.dst, 0));
         let sent = self.scratch.send(&self.tx, items, 0);
         self.local.sent(sent, self.pending[..sent].iter().map(|t| t.len as usize - OUTER_LEN).sum());
         self.local.drop_n(DropReason::TxSendError, self.pending.len() - sent);
@@ -171,7 +172,7 @@ impl IpipWorker {
     /// Sends the packets laid out in `out_buf` (fragments or segments), as many per sendmmsg as
     /// the scratch arrays hold.
     fn send_back_to_back(&mut self, frags: Segments, dst: Ipv4Addr) {
-        let (sent, bytes) = self.scratch.send_laid_out(&self.tx, &self.out_buf, &frags, dst, 0);
+        let (sent, bytes) = self.scratch.send_laid_out(&self.tx, &self.out_buf, &frags, dst, 0, 0);
         // Counted as the inner packets' bytes, like every other send of this worker.
         self.local.sent(sent, bytes - sent * OUTER_LEN);
         self.local.drop_n(DropReason::TxSendError, frags.count - sent);

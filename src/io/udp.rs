@@ -78,8 +78,14 @@ pub fn send_pool(ip: Ipv4Addr, count: usize) -> Result<Arc<[Socket]>, UdpError> 
 }
 
 impl Underlay {
+    /// The receive socket reports each datagram's TOS byte: its ECN bits are the underlay's
+    /// congestion marks (a kernel too old for IP_RECVTOS just reports none).
     pub fn bind(ip: Ipv4Addr, port: u16, tx: Arc<[Socket]>) -> Result<Underlay, UdpError> {
-        Ok(Underlay { rx: socket(ip, port, true)?, tx })
+        let rx = socket(ip, port, true)?;
+        if let Err(e) = rx.set_recv_tos(true) {
+            tracing::warn!(error = %e, "IP_RECVTOS refused: congestion marks (ECN) on the underlay will not reach the inner packets");
+        }
+        Ok(Underlay { rx, tx })
     }
 
     /// Which send socket (index into `tx`) a flow uses: a function of the flow alone, so its
@@ -92,8 +98,9 @@ impl Underlay {
 
 const UDP_SEGMENT: libc::c_int = 103;
 const UDP_GRO: libc::c_int = 104;
-/// Room for one cmsg carrying an int, 8-byte aligned.
-type CmsgBuf = [u64; 4];
+/// Room for the cmsgs of one received message (UDP_GRO's int and IP_TOS's byte, 24 bytes each)
+/// or one sent, 8-byte aligned.
+type CmsgBuf = [u64; 8];
 /// Pieces one gathered UDP_SEGMENT send takes: a header and a payload for each of 64 segments.
 pub const GATHER_MAX: usize = 128;
 
@@ -121,11 +128,14 @@ pub struct Received {
     pub len: usize,
     pub src: Ipv4Addr,
     pub seg_size: usize,
+    /// The outer header's TOS byte, for ECN at egress (RFC 6040); 0 unless the socket has
+    /// IP_RECVTOS. GRO merges only datagrams with the same TOS, so one byte covers the buffer.
+    pub tos: u8,
 }
 
 impl Default for Received {
     fn default() -> Self {
-        Received { len: 0, src: Ipv4Addr::UNSPECIFIED, seg_size: 0 }
+        Received { len: 0, src: Ipv4Addr::UNSPECIFIED, seg_size: 0, tos: 0 }
     }
 }
 
@@ -151,7 +161,7 @@ impl MmsgScratch {
             iovs: (0..n).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
             gather: Vec::with_capacity(GATHER_MAX),
             addrs: (0..n).map(|_| sockaddr(Ipv4Addr::UNSPECIFIED, 0)).collect(),
-            ctrl: vec![[0; 4]; n],
+            ctrl: vec![[0; 8]; n],
         }
     }
 
@@ -180,40 +190,52 @@ impl MmsgScratch {
         };
         for (i, o) in out.iter_mut().enumerate().take(got) {
             let len = self.hdrs[i].msg_len as usize;
-            let seg = self.gro_size(i).filter(|g| *g > 0).unwrap_or(len);
-            *o = Received { len, src: Ipv4Addr::from(u32::from_be(self.addrs[i].sin_addr.s_addr)), seg_size: seg };
+            let (gro, tos) = self.cmsgs(i);
+            let seg = gro.filter(|g| *g > 0).unwrap_or(len);
+            *o = Received { len, src: Ipv4Addr::from(u32::from_be(self.addrs[i].sin_addr.s_addr)), seg_size: seg, tos };
         }
         Ok(got)
     }
 
-    /// The UDP_GRO segment size the kernel reported for message `i`, an int (OFFLOAD.md).
-    fn gro_size(&self, i: usize) -> Option<usize> {
+    /// What the kernel reported with message `i`: the UDP_GRO segment size, an int (OFFLOAD.md),
+    /// and the TOS byte (IP_TOS, with IP_RECVTOS on).
+    fn cmsgs(&self, i: usize) -> (Option<usize>, u8) {
         let h = &self.hdrs[i].msg_hdr;
+        let (mut gro, mut tos) = (None, 0);
         // SAFETY: msg_control/msg_controllen describe this message's cmsg buffer as the kernel left
-        // it; the CMSG_* walkers stay within msg_controllen.
+        // it; the CMSG_* walkers stay within msg_controllen, and each payload read is the size the
+        // kernel writes for that type.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(h);
             while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
-                    return usize::try_from(v).ok();
+                match ((*c).cmsg_level, (*c).cmsg_type) {
+                    (libc::SOL_UDP, UDP_GRO) => {
+                        gro = usize::try_from(std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int)).ok();
+                    }
+                    (libc::IPPROTO_IP, libc::IP_TOS) => tos = *libc::CMSG_DATA(c),
+                    _ => {}
                 }
                 c = libc::CMSG_NXTHDR(h, c);
             }
         }
-        None
+        (gro, tos)
     }
 
-    /// Sends each `(datagram, destination)` to `port` in as few sendmmsg calls as the kernel
+    /// Sends each `(datagram, destination, TOS)` to `port` in as few sendmmsg calls as the kernel
     /// allows. Returns how many were accepted; the caller counts the rest as send errors. A
     /// datagram the kernel refuses outright (EMSGSIZE, EHOSTUNREACH...) is skipped so one bad
-    /// destination cannot stall the batch.
-    pub fn send<'a>(&mut self, s: &Socket, items: impl IntoIterator<Item = (&'a [u8], Ipv4Addr)>, port: u16) -> usize {
+    /// destination cannot stall the batch. A TOS other than 0 (the inner packet's ECN bits) goes
+    /// with the datagram as an IP_TOS cmsg; 0 costs nothing.
+    pub fn send<'a>(&mut self, s: &Socket, items: impl IntoIterator<Item = (&'a [u8], Ipv4Addr, u8)>, port: u16) -> usize {
         let mut n = 0;
-        for (buf, dst) in items.into_iter().take(self.hdrs.len()) {
+        for (buf, dst, tos) in items.into_iter().take(self.hdrs.len()) {
             self.addrs[n] = sockaddr(dst, port);
             self.iovs[n] = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
-            self.point_header(n, false);
+            self.point_header(n, tos != 0);
+            if tos != 0 {
+                self.hdrs[n].msg_hdr.msg_controllen = 0;
+                self.push_tos(n, tos);
+            }
             n += 1;
         }
         let mut sent = 0;
@@ -240,12 +262,12 @@ impl MmsgScratch {
     /// Sends the packets `segs` describes, laid back to back in `data`, to `dst:port`: as many per
     /// sendmmsg as the scratch holds. Returns how many packets went out and their bytes; the rest
     /// were refused (see [`MmsgScratch::send`]).
-    pub fn send_laid_out(&mut self, s: &Socket, data: &[u8], segs: &Segments, dst: Ipv4Addr, port: u16) -> (usize, usize) {
+    pub fn send_laid_out(&mut self, s: &Socket, data: &[u8], segs: &Segments, dst: Ipv4Addr, tos: u8, port: u16) -> (usize, usize) {
         let (mut packets, mut bytes) = (0, 0);
         let step = self.capacity().max(1);
         for first in (0..segs.count).step_by(step) {
             let end = (first + step).min(segs.count);
-            let sent = self.send(s, (first..end).map(|i| (&data[segs.range(i)], dst)), port);
+            let sent = self.send(s, (first..end).map(|i| (&data[segs.range(i)], dst, tos)), port);
             packets += sent;
             bytes += (first..first + sent).map(|i| segs.range(i).len()).sum::<usize>();
         }
@@ -256,8 +278,8 @@ impl MmsgScratch {
     /// possibly shorter — to `dst:port` in one sendmsg with UDP_SEGMENT. The parts are gathered by
     /// the kernel, so a datagram's headers and payload may come from different buffers (at most
     /// [`GATHER_MAX`] parts). The caller keeps the total within the kernel's limits (64 segments,
-    /// 65507 bytes). EIO/EINVAL mean the egress device cannot do it.
-    pub fn send_gso<'a>(&mut self, s: &Socket, parts: impl IntoIterator<Item = &'a [u8]>, seg_len: u16, dst: Ipv4Addr, port: u16) -> io::Result<()> {
+    /// 65507 bytes). EIO/EINVAL mean the egress device cannot do it. `tos` as for [`Self::send`].
+    pub fn send_gso<'a>(&mut self, s: &Socket, parts: impl IntoIterator<Item = &'a [u8]>, seg_len: u16, dst: Ipv4Addr, tos: u8, port: u16) -> io::Result<()> {
         self.addrs[0] = sockaddr(dst, port);
         self.gather.clear();
         let iov = parts.into_iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() });
@@ -267,7 +289,7 @@ impl MmsgScratch {
         self.hdrs[0].msg_hdr.msg_iovlen = self.gather.len();
         let h = &mut self.hdrs[0].msg_hdr;
         // SAFETY: CMSG_SPACE/LEN are pure size computations; the cmsg is written inside ctrl[0]
-        // (32 bytes), which CMSG_SPACE(2) (24 bytes) fits.
+        // (64 bytes), which CMSG_SPACE(2) (24 bytes) fits.
         unsafe {
             h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
             let c = libc::CMSG_FIRSTHDR(h);
@@ -276,6 +298,10 @@ impl MmsgScratch {
             (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
             std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg_len);
         }
+        if tos != 0 {
+            self.push_tos(0, tos);
+        }
+        let h = &mut self.hdrs[0].msg_hdr;
         loop {
             // SAFETY: header 0 points at live iovecs (into buffers borrowed for this call), an
             // address and a cmsg buffer.
@@ -289,6 +315,25 @@ impl MmsgScratch {
                 io::ErrorKind::WouldBlock => wait_writable(s),
                 _ => return Err(e),
             }
+        }
+    }
+
+    /// Appends an IP_TOS cmsg to message `i`'s control data (`msg_controllen` so far), which
+    /// `point_header` pointed at `ctrl[i]`.
+    fn push_tos(&mut self, i: usize, tos: u8) {
+        let h = &mut self.hdrs[i].msg_hdr;
+        let used = h.msg_controllen;
+        // SAFETY: CMSG_SPACE/LEN are pure size computations; the new cmsg starts at `used` (a
+        // multiple of the cmsg alignment, as CMSG_SPACE returns) inside ctrl[i] (64 bytes), and
+        // `used` (at most one UDP_SEGMENT cmsg, 24 bytes) plus CMSG_SPACE(4) (24 bytes) fits.
+        unsafe {
+            let space = libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as usize;
+            let c = (h.msg_control as *mut u8).add(used) as *mut libc::cmsghdr;
+            (*c).cmsg_level = libc::IPPROTO_IP;
+            (*c).cmsg_type = libc::IP_TOS;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut libc::c_int, libc::c_int::from(tos));
+            h.msg_controllen = used + space;
         }
     }
 
@@ -354,7 +399,7 @@ mod tests {
         let (rx, tx, port) = pair();
         let mut scratch = MmsgScratch::new(8);
         let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + i as usize]).collect();
-        assert_eq!(scratch.send(&tx, payloads.iter().map(|p| (&p[..], Ipv4Addr::LOCALHOST)), port), 5);
+        assert_eq!(scratch.send(&tx, payloads.iter().map(|p| (&p[..], Ipv4Addr::LOCALHOST, 0)), port), 5);
         let mut slots = Slots::new(8, 256);
         let got = recv_all(&rx, &mut scratch, &mut slots, 5);
         assert_eq!(got.len(), 5);
@@ -377,7 +422,7 @@ mod tests {
         // Gathered from pieces that do not line up with the datagrams.
         let (a, b) = buf.split_at(1500);
         let (b, c) = b.split_at(7);
-        scratch.send_gso(&tx, [a, b, c], 1000, Ipv4Addr::LOCALHOST, port).unwrap();
+        scratch.send_gso(&tx, [a, b, c], 1000, Ipv4Addr::LOCALHOST, 0, port).unwrap();
         let mut slots = Slots::new(8, 70_000);
         let got = recv_all(&rx, &mut scratch, &mut slots, if gro { 1 } else { 4 });
         let total: usize = got.iter().map(|r| r.len).sum();

@@ -10,7 +10,8 @@ use super::poll::{self, ControlLine, Forwarder, Poller};
 use super::tap::TapQueue;
 use super::udp::{MmsgScratch, Received, Underlay};
 use super::Slots;
-use crate::dataplane::decap::{checksum_hint, is_one_datagram, validate};
+use crate::dataplane::decap::{apply_ecn, checksum_hint, is_one_datagram, validate};
+use crate::dataplane::ecn;
 use crate::dataplane::encap::{dispatch_frame, TxTables};
 use crate::dataplane::offload::segment::{cut, segment};
 use crate::dataplane::offload::Framing;
@@ -67,6 +68,8 @@ struct Pending {
     len: u32,
     dst: Ipv4Addr,
     sock: u32,
+    /// The outer header's TOS: the inner packet's ECN bits.
+    tos: u8,
 }
 
 pub struct Worker {
@@ -133,11 +136,12 @@ impl Worker {
                     break;
                 }
             };
+            let tos = ecn::of_ethernet(&buf[FRAME_OFFSET..FRAME_OFFSET + len]);
             match dispatch_frame(&self.cfg.vtep, &tables, buf, len) {
                 TxVerdict::Forward { dst, flow_hash } => {
                     let sock = self.udp.tx_index(flow_hash) as u32;
                     let len = (len + FRAME_OFFSET - VXLAN_OFFSET) as u32;
-                    self.pending.push(Pending { slot: slot as u32, len, dst, sock });
+                    self.pending.push(Pending { slot: slot as u32, len, dst, sock, tos });
                 }
                 TxVerdict::Segment { dst, flow_hash } => {
                     // Keep the flow's order: everything read before this frame leaves first.
@@ -162,7 +166,7 @@ impl Worker {
             let end = i + self.pending[i..].iter().take_while(|p| p.sock == sock).count();
             let group = &self.pending[i..end];
             let slots = &self.tx_slots;
-            let items = group.iter().map(|p| (&slots.get(p.slot as usize)[VXLAN_OFFSET..VXLAN_OFFSET + p.len as usize], p.dst));
+            let items = group.iter().map(|p| (&slots.get(p.slot as usize)[VXLAN_OFFSET..VXLAN_OFFSET + p.len as usize], p.dst, p.tos));
             let sent = self.scratch.send(&self.udp.tx[sock as usize], items, self.cfg.port);
             self.local.sent(sent, group[..sent].iter().map(|p| p.len as usize).sum());
             self.local.drop_n(DropReason::TxSendError, group.len() - sent);
@@ -186,6 +190,7 @@ impl Worker {
         let buf = self.tx_slots.get(slot);
         let Ok(vnet) = VnetHdr::parse(&buf[..FRAME_OFFSET]) else { return };
         let frame = &buf[FRAME_OFFSET..FRAME_OFFSET + len];
+        let tos = ecn::of_ethernet(frame);
         let segs = match segment(&vnet, frame, Framing::Ethernet, &self.cfg.vtep.vni, &mut self.segments) {
             Ok(s) => s,
             Err(e) => {
@@ -194,7 +199,7 @@ impl Worker {
             }
         };
         // A small MSS makes more segments than one sendmmsg takes: send_laid_out chunks them.
-        let (sent, bytes) = self.scratch.send_laid_out(&self.udp.tx[sock], &self.segments, &segs, dst, self.cfg.port);
+        let (sent, bytes) = self.scratch.send_laid_out(&self.udp.tx[sock], &self.segments, &segs, dst, tos, self.cfg.port);
         self.local.sent(sent, bytes);
         self.local.drop_n(DropReason::TxSendError, segs.count - sent);
     }
@@ -208,6 +213,7 @@ impl Worker {
             tracing::trace!(error = %e, "super-frame not segmented");
             SendError::Malformed
         })?;
+        let tos = ecn::of_ethernet(&buf[FRAME_OFFSET..FRAME_OFFSET + len]);
         let h = c.header_len;
         if c.segs.count * h > segments.len() {
             // Only a hostile segment size (a few bytes) gets here; the sendmmsg path refuses it too.
@@ -222,7 +228,7 @@ impl Worker {
             let n = per_send.min(c.segs.count - first);
             // One sendmsg; for a single segment the kernel sends a plain datagram.
             let parts = (first..first + n).flat_map(|i| [&segments[i * h..(i + 1) * h], c.payload(i)]);
-            match scratch.send_gso(&udp.tx[sock], parts, c.segs.seg_len as u16, dst, cfg.port) {
+            match scratch.send_gso(&udp.tx[sock], parts, c.segs.seg_len as u16, dst, tos, cfg.port) {
                 Ok(()) => local.sent(n, (first..first + n).map(|i| c.segs.range(i).len()).sum()),
                 Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) && first == 0 => {
                     // A segment is larger than the path MTU (an underlay narrower than the tunnel
@@ -278,7 +284,10 @@ impl Worker {
                 let dlen = seg.min(r.len - off);
                 let start = VXLAN_OFFSET + off;
                 let dgram = &self.rx_slots.get(i)[start..start + dlen];
-                match validate(&self.cfg.vtep, &peers, r.src, dgram, now) {
+                let frame = start + vxlan::HEADER_LEN..start + dlen;
+                let checked = validate(&self.cfg.vtep, &peers, r.src, dgram, now)
+                    .and_then(|()| apply_ecn(&mut self.rx_slots.get_mut(i)[frame], r.tos));
+                match checked {
                     Ok(()) => {
                         let f = FrameRef { slot: i as u32, start: (start + vxlan::HEADER_LEN) as u32, len: (dlen - vxlan::HEADER_LEN) as u32, udp_gso_size };
                         self.gro.deliver(&mut self.rx_slots, f, &self.tap, &mut self.local, checksum_hint);
