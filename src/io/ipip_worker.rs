@@ -163,8 +163,8 @@ impl IpipWorker {
         let slots = &self.tx_slots;
         // The outer header, TOS and all, is in the packet (IP_HDRINCL): no TOS cmsg.
         let items = self.pending.iter().map(|p| (&slots.get(p.slot as usize)[..p.len as usize], p.dst, 0));
-        let sent = self.scratch.send(&self.tx, items, 0);
-        self.local.sent(sent, self.pending[..sent].iter().map(|t| t.len as usize - OUTER_LEN).sum());
+        let (sent, bytes) = self.scratch.send(&self.tx, items, 0);
+        self.local.sent(sent, bytes - sent * OUTER_LEN);
         self.local.drop_n(DropReason::TxSendError, self.pending.len() - sent);
         self.pending.clear();
     }

@@ -74,7 +74,7 @@ mod tests {
         let tx = open_tx().unwrap();
         let mut scratch = MmsgScratch::new(8);
         let packets: Vec<Vec<u8>> = (0..4u8).map(|i| ipip_packet(lo, 40 + i as usize, i)).collect();
-        assert_eq!(scratch.send(&tx, packets.iter().map(|p| (&p[..], lo, 0)), 0), 4);
+        assert_eq!(scratch.send(&tx, packets.iter().map(|p| (&p[..], lo, 0)), 0).0, 4);
         // Other tests may send IPIP to 127.0.0.1 too; ours carry a marker byte after the headers.
         let (mut mine, mut others) = (Vec::new(), 0);
         let mut slots = Slots::new(8, 256);

@@ -192,7 +192,7 @@ mod tests {
         sent.push(short);
 
         let mut scratch = MmsgScratch::new(sent.len());
-        assert_eq!(scratch.send(&tx, sent.iter().map(|p| (&p[..], DST, 0)), 0), sent.len());
+        assert_eq!(scratch.send(&tx, sent.iter().map(|p| (&p[..], DST, 0)), 0).0, sent.len());
         let mut got = vec![Vec::new(); COUNT];
         let mut slots = Slots::new(sent.len(), 256);
         let mut out = vec![Received::default(); sent.len()];

@@ -222,11 +222,11 @@ impl MmsgScratch {
     }
 
     /// Sends each `(datagram, destination, TOS)` to `port` in as few sendmmsg calls as the kernel
-    /// allows. Returns how many were accepted; the caller counts the rest as send errors. A
-    /// datagram the kernel refuses outright (EMSGSIZE, EHOSTUNREACH...) is skipped so one bad
-    /// destination cannot stall the batch. A TOS other than 0 (the inner packet's ECN bits) goes
+    /// allows. Returns how many were accepted and their bytes; the caller counts the rest as send
+    /// errors. A datagram the kernel refuses outright (EMSGSIZE, EHOSTUNREACH...) is skipped so one
+    /// bad destination cannot stall the batch (so the accepted ones need not be the first ones). A TOS other than 0 (the inner packet's ECN bits) goes
     /// with the datagram as an IP_TOS cmsg; 0 costs nothing.
-    pub fn send<'a>(&mut self, s: &Socket, items: impl IntoIterator<Item = (&'a [u8], Ipv4Addr, u8)>, port: u16) -> usize {
+    pub fn send<'a>(&mut self, s: &Socket, items: impl IntoIterator<Item = (&'a [u8], Ipv4Addr, u8)>, port: u16) -> (usize, usize) {
         let mut n = 0;
         for (buf, dst, tos) in items.into_iter().take(self.hdrs.len()) {
             self.addrs[n] = sockaddr(dst, port);
@@ -238,14 +238,16 @@ impl MmsgScratch {
             }
             n += 1;
         }
-        let mut sent = 0;
+        let (mut sent, mut bytes) = (0, 0);
         let mut next = 0;
         while next < n {
             // SAFETY: headers next..n point at live iovecs, addresses and buffers borrowed for this call.
             let rc = unsafe { libc::sendmmsg(s.as_raw_fd(), self.hdrs.as_mut_ptr().add(next), (n - next) as u32, 0) };
             if rc > 0 {
+                let done = next + rc as usize;
+                bytes += self.iovs[next..done].iter().map(|v| v.iov_len).sum::<usize>();
                 sent += rc as usize;
-                next += rc as usize;
+                next = done;
                 continue;
             }
             let e = io::Error::last_os_error();
@@ -256,7 +258,7 @@ impl MmsgScratch {
                 _ => next += 1,
             }
         }
-        sent
+        (sent, bytes)
     }
 
     /// Sends the packets `segs` describes, laid back to back in `data`, to `dst:port`: as many per
@@ -267,9 +269,9 @@ impl MmsgScratch {
         let step = self.capacity().max(1);
         for first in (0..segs.count).step_by(step) {
             let end = (first + step).min(segs.count);
-            let sent = self.send(s, (first..end).map(|i| (&data[segs.range(i)], dst, tos)), port);
+            let (sent, sent_bytes) = self.send(s, (first..end).map(|i| (&data[segs.range(i)], dst, tos)), port);
             packets += sent;
-            bytes += (first..first + sent).map(|i| segs.range(i).len()).sum::<usize>();
+            bytes += sent_bytes;
         }
         (packets, bytes)
     }
@@ -399,7 +401,7 @@ mod tests {
         let (rx, tx, port) = pair();
         let mut scratch = MmsgScratch::new(8);
         let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + i as usize]).collect();
-        assert_eq!(scratch.send(&tx, payloads.iter().map(|p| (&p[..], Ipv4Addr::LOCALHOST, 0)), port), 5);
+        assert_eq!(scratch.send(&tx, payloads.iter().map(|p| (&p[..], Ipv4Addr::LOCALHOST, 0)), port).0, 5);
         let mut slots = Slots::new(8, 256);
         let got = recv_all(&rx, &mut scratch, &mut slots, 5);
         assert_eq!(got.len(), 5);
@@ -407,6 +409,31 @@ mod tests {
             assert_eq!((r.len, r.src, r.seg_size), (100 + i, Ipv4Addr::LOCALHOST, 100 + i));
             assert!(slots.get(i)[4..4 + r.len].iter().all(|b| *b == i as u8));
         }
+    }
+
+    #[test]
+    fn a_refused_datagram_is_skipped_and_not_counted() {
+        let (_rx, tx, port) = pair();
+        let mut scratch = MmsgScratch::new(8);
+        // Over 65,507 bytes: EMSGSIZE for the middle one only.
+        let (small, huge) = (vec![1u8; 100], vec![2u8; 70_000]);
+        let items = [&small[..], &huge[..], &small[..50]];
+        assert_eq!(scratch.send(&tx, items.iter().map(|p| (*p, Ipv4Addr::LOCALHOST, 0)), port), (2, 150));
+    }
+
+    #[test]
+    fn the_tos_byte_goes_out_with_the_datagram_and_is_read_back() {
+        let (rx, tx, port) = pair();
+        rx.set_recv_tos(true).unwrap();
+        let mut scratch = MmsgScratch::new(8);
+        let d = [7u8; 300];
+        let sent = scratch.send(&tx, [0u8, 2, 3].map(|tos| (&d[..], Ipv4Addr::LOCALHOST, tos)), port);
+        assert_eq!(sent, (3, 900));
+        // A GSO send with the TOS after the UDP_SEGMENT cmsg; two segments.
+        scratch.send_gso(&tx, [&d[..], &d[..]], 300, Ipv4Addr::LOCALHOST, 1, port).unwrap();
+        let mut slots = Slots::new(8, 1024);
+        let got = recv_all(&rx, &mut scratch, &mut slots, 5);
+        assert_eq!(got.iter().map(|r| r.tos).collect::<Vec<_>>(), [0, 2, 3, 1, 1]);
     }
 
     #[test]

@@ -167,8 +167,8 @@ impl Worker {
             let group = &self.pending[i..end];
             let slots = &self.tx_slots;
             let items = group.iter().map(|p| (&slots.get(p.slot as usize)[VXLAN_OFFSET..VXLAN_OFFSET + p.len as usize], p.dst, p.tos));
-            let sent = self.scratch.send(&self.udp.tx[sock as usize], items, self.cfg.port);
-            self.local.sent(sent, group[..sent].iter().map(|p| p.len as usize).sum());
+            let (sent, bytes) = self.scratch.send(&self.udp.tx[sock as usize], items, self.cfg.port);
+            self.local.sent(sent, bytes);
             self.local.drop_n(DropReason::TxSendError, group.len() - sent);
             i = end;
         }
