@@ -598,12 +598,18 @@ fn a_peer_left_out_goes_in_once_the_route_in_its_way_is_gone() {
     let kept = hosts.a.ip(&["route", "show", "10.244.3.0/24"]);
     assert!(kept.starts_with("blackhole 10.244.3.0/24"), "the blackhole was replaced: {kept}");
     assert_eq!(a.log_count("peer not installed"), 1, "the refusal was repeated:\n{}", a.stderr());
+    let peers = ctl_json(&a, "peers");
+    let row = |p: &serde_json::Value| p["peers"].as_array().and_then(|r| r.iter().find(|r| r["public_ip"] == "192.0.2.3").cloned());
+    let why = row(&peers).map(|r| r["not_installed"].to_string()).unwrap_or_default();
+    assert!(why.contains("blackhole 10.244.3.0/24"), "`vtepd peers` does not say why peer 3 is out: {peers}");
 
     hosts.a.ip(&["route", "del", "blackhole", "10.244.3.0/24"]);
     wait_until_for("peer 3's route once the blackhole is gone", RECOVERY_TIMEOUT, || {
         hosts.a.has_route("10.244.3.0/24") && has_permanent_neigh(&hosts.a, DEV, "10.244.3.0", &host_mac(3))
     });
     assert!(routes_via(&hosts.a, DEV).iter().any(|r| r.starts_with("10.244.3.0/24 via 10.244.3.0")), "{:?}", routes_via(&hosts.a, DEV));
+    let peers = ctl_json(&a, "peers");
+    assert!(row(&peers).is_some_and(|r| r.get("not_installed").is_none()), "peer 3 still listed as not installed: {peers}");
     ping(&hosts.a, "10.244.1.0", "10.244.2.0");
     a.stop();
     b.stop();

@@ -123,6 +123,12 @@ impl Overlay {
         self.installed.values()
     }
 
+    /// The wanted peers that are not installed (as wanted), with why the last attempt failed.
+    pub fn not_installed(&self) -> impl Iterator<Item = (&RemoteNode, &str)> {
+        let pending = self.wanted.values().filter(|w| self.installed.get(&w.public_ip) != Some(*w));
+        pending.map(|w| (w, self.failing.get(&w.public_ip).map_or("not tried yet", String::as_str)))
+    }
+
     /// Makes the installed peers `want`, as far as the kernel lets it: every peer is tried, and
     /// one that fails is retried by [`Self::repair`]. Returns the first failure, other than a
     /// peer whose subnet someone else's route already covers (that one is only logged).

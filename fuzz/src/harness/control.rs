@@ -39,7 +39,7 @@ pub fn run(data: &[u8]) {
     let p = cfg.peers[0];
     let peer = Peer { underlay_ip: p.public_ip, vtep_mac: p.vtep_mac, vtep_ip: p.vtep_ip() };
     tables.add_peer(&peer);
-    let view = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![("rx_packets", 1)], workers: vec![], datastore: None, lost_routes: None };
+    let view = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), not_installed: vec![], counters: vec![("rx_packets", 1)], workers: vec![], datastore: None, lost_routes: None };
     let resp = answer(req, &view);
     let out = resp.to_line();
     assert!(!out.contains('\n'), "a response is one line: {out}");

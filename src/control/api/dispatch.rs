@@ -26,6 +26,8 @@ pub struct View<'a> {
     pub cfg: &'a Config,
     pub tables: &'a Tables,
     pub peers: Vec<RemoteNode>,
+    /// Wanted peers that are not installed, and why.
+    pub not_installed: Vec<(RemoteNode, String)>,
     pub counters: Vec<(&'static str, u64)>,
     /// Per worker, in order.
     pub workers: Vec<WorkerLoad>,
@@ -41,6 +43,7 @@ pub fn dispatch(req: Request, live: &mut Live<'_>) -> Response {
         cfg: live.cfg,
         tables: live.overlay.tables(),
         peers: live.overlay.peers().copied().collect(),
+        not_installed: live.overlay.not_installed().map(|(n, why)| (*n, why.to_string())).collect(),
         counters: counters::total(live.counters),
         workers: live.counters.iter().map(|c| c.packets()).map(|(rx_packets, tx_packets)| WorkerLoad { rx_packets, tx_packets }).collect(),
         datastore: live.datastore,
@@ -179,9 +182,19 @@ fn peers(v: &View<'_>) -> PeersReply {
                 vtep_mac: timed.filter(|_| vxlan).map(|_| p.vtep_mac.to_string()),
                 reachable: timed.map(|_| ago.is_some_and(|a| a <= REACHABLE_WITHIN)),
                 last_heard_secs: ago,
+                not_installed: None,
             }
         })
         .collect();
+    peers.extend(v.not_installed.iter().map(|(n, why)| PeerRow {
+        public_ip: n.public_ip,
+        subnet: n.subnet,
+        mode: v.cfg.node.backend.name().into(),
+        vtep_mac: None,
+        reachable: None,
+        last_heard_secs: None,
+        not_installed: Some(why.clone()),
+    }));
     peers.sort_by_key(|p| p.public_ip);
     PeersReply { backend: v.cfg.node.backend.name().into(), peers, datastore: v.datastore.map(|d| d.state()) }
 }
@@ -311,7 +324,7 @@ mod tests {
         let tables = Tables::default();
         let p = cfg.peers[0];
         tables.add_peer(&Peer { underlay_ip: p.public_ip, vtep_mac: p.vtep_mac, vtep_ip: p.vtep_ip() });
-        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![("rx_packets", 3)], workers: vec![], datastore: None, lost_routes: None };
+        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), not_installed: vec![], counters: vec![("rx_packets", 3)], workers: vec![], datastore: None, lost_routes: None };
         f(&v)
     }
 
@@ -370,7 +383,7 @@ mod tests {
         let tables = Tables::default();
         // The IPIP installer allow-lists a tunnelled peer; a directly routed one is not in the tables.
         tables.peers.insert(cfg.peers[0].public_ip, Default::default());
-        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), counters: vec![], workers: vec![], datastore: None, lost_routes: None };
+        let v = View { cfg: &cfg, tables: &tables, peers: cfg.peers.clone(), not_installed: vec![], counters: vec![], workers: vec![], datastore: None, lost_routes: None };
         let Reply::Peers(p) = ok(answer(Request::Peers, &v)) else { panic!() };
         let rows: Vec<(&str, Option<bool>)> = p.peers.iter().map(|r| (r.mode.as_str(), r.reachable)).collect();
         assert_eq!(rows, [("ipip", Some(false)), ("direct", None)], "the IPIP peer not heard yet: silent");

@@ -211,6 +211,10 @@ pub struct PeerRow {
     pub reachable: Option<bool>,
     /// Seconds since the last valid packet; `None`: nothing yet, or not observable.
     pub last_heard_secs: Option<u64>,
+    /// Why a wanted peer is not installed (its last attempt's error; retried every 5 s); absent
+    /// for an installed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_installed: Option<String>,
 }
 
 /// A peer heard from within this many seconds counts as reachable; flannel and Calico peers that

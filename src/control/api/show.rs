@@ -97,10 +97,11 @@ fn peers(p: &PeersReply) -> String {
         .peers
         .iter()
         .map(|r| {
-            let state = match r.reachable {
-                Some(true) => "up",
-                Some(false) => "silent",
-                None => "not observed",
+            let state = match (r.reachable, &r.not_installed) {
+                (_, Some(_)) => "NOT INSTALLED",
+                (Some(true), _) => "up",
+                (Some(false), _) => "silent",
+                (None, _) => "not observed",
             };
             vec![
                 r.public_ip.to_string(),
@@ -112,7 +113,14 @@ fn peers(p: &PeersReply) -> String {
             ]
         })
         .collect();
-    out + "\n" + &table(&["PEER ADDRESS", "SUBNET", "MODE", "VTEP MAC", "STATE", "LAST HEARD"], &rows)
+    out += "\n";
+    out += &table(&["PEER ADDRESS", "SUBNET", "MODE", "VTEP MAC", "STATE", "LAST HEARD"], &rows);
+    for r in &p.peers {
+        if let Some(why) = &r.not_installed {
+            let _ = writeln!(out, "{} not installed (retried every 5 s): {why}", r.public_ip);
+        }
+    }
+    out
 }
 
 fn stats(s: &StatsReply) -> String {
@@ -175,9 +183,9 @@ mod tests {
             datastore: None,
             peers: vec![
                 PeerRow { public_ip: Ipv4Addr::new(192, 0, 2, 2), subnet: "10.244.2.0/24".parse().unwrap(), mode: "vxlan".into(),
-                    vtep_mac: Some("02:00:00:00:00:02".into()), reachable: Some(true), last_heard_secs: Some(3) },
+                    vtep_mac: Some("02:00:00:00:00:02".into()), reachable: Some(true), last_heard_secs: Some(3), not_installed: None },
                 PeerRow { public_ip: Ipv4Addr::new(192, 0, 2, 30), subnet: "10.244.30.0/24".parse().unwrap(), mode: "direct".into(),
-                    vtep_mac: None, reachable: None, last_heard_secs: None },
+                    vtep_mac: None, reachable: None, last_heard_secs: None, not_installed: None },
             ],
         };
         let want = "vtepd is running (vxlan backend, 2 peers)\n\n\
@@ -188,6 +196,19 @@ mod tests {
             | 192.0.2.30   | 10.244.30.0/24 | direct | -                 | not observed | -          |\n\
             +--------------+----------------+--------+-------------------+--------------+------------+\n";
         assert_eq!(human(&Reply::Peers(p)), want);
+    }
+
+    #[test]
+    fn a_peer_not_installed_says_why_under_the_table() {
+        let p = PeersReply {
+            backend: "vxlan".into(),
+            datastore: None,
+            peers: vec![PeerRow { public_ip: Ipv4Addr::new(192, 0, 2, 3), subnet: "10.244.3.0/24".parse().unwrap(), mode: "vxlan".into(),
+                vtep_mac: None, reachable: None, last_heard_secs: None, not_installed: Some("the kernel already has blackhole 10.244.3.0/24".into()) }],
+        };
+        let text = human(&Reply::Peers(p));
+        assert!(text.contains("| NOT INSTALLED |"), "{text}");
+        assert!(text.ends_with("+\n192.0.2.3 not installed (retried every 5 s): the kernel already has blackhole 10.244.3.0/24\n"), "{text}");
     }
 
     #[test]
