@@ -14,6 +14,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::*;
+use common::ecn;
 
 /// How many packets of each kind.
 const N: u64 = 25;
@@ -294,22 +295,17 @@ fn ipip_hostile_input_is_dropped_and_counted() {
 /// ECN-capable is dropped and counted.
 #[test]
 fn ipip_congestion_marks_reach_the_inner_packet() {
-    const NOT_ECT: u8 = 0;
-    const ECT1: u8 = 1;
-    const ECT0: u8 = 2;
-    const CE: u8 = 3;
     let hosts = TwoHosts::new("ipecn");
     let dir = TempDir::new("ipecn");
     let path = dir.write("1.toml", &config(1, 2));
     let route = host_subnet(2);
     let vtepd = Vtepd::start_until(&hosts.a, &path, "ipip0 and peer route", || hosts.a.has_link("ipip0") && hosts.a.has_route(&route));
     let cap = Capture::start(&hosts.a, "ipip0", &dir, "ecn.pcap", &format!("udp dst port {UDP_PORT}"));
-    // (inner ECN, outer ECN, inner ECN delivered; None: dropped), each from its own source port.
-    let cases = [(ECT0, CE, Some(CE)), (ECT0, ECT1, Some(ECT1)), (ECT1, ECT0, Some(ECT1)), (NOT_ECT, ECT0, Some(NOT_ECT)), (NOT_ECT, CE, None)];
     let mut packets = Vec::new();
-    for (i, (inner_ecn, outer_ecn, _)) in cases.iter().enumerate() {
+    for (i, (inner_ecn, outer_ecn, _)) in ecn::EGRESS_CASES.iter().enumerate() {
         let mut inner = Vec::new();
-        etherparse::PacketBuilder::ipv4([10, 244, 2, 0], [10, 244, 1, 0], 64).udp(6000 + i as u16, UDP_PORT).write(&mut inner, b"ecn").unwrap();
+        let sport = ecn::FIRST_PORT + i as u16;
+        etherparse::PacketBuilder::ipv4([10, 244, 2, 0], [10, 244, 1, 0], 64).udp(sport, UDP_PORT).write(&mut inner, b"ecn").unwrap();
         inner[1] = 0x28 | inner_ecn;
         refill_inner_checksum(&mut inner);
         let mut p = outer(Ipv4Addr::new(192, 0, 2, 2), 5, 0x100 + i as u16, 0, &inner);
@@ -327,20 +323,9 @@ fn ipip_congestion_marks_reach_the_inner_packet() {
             std::thread::sleep(Duration::from_micros(500));
         }
     });
-    let delivered = || ctl_json(&vtepd, "stats")["workers"].as_array().map_or(0, |w| w.iter().map(|w| w["rx_packets"].as_u64().unwrap_or(0)).sum::<u64>());
-    wait_until("the ECN-capable packets delivered", || delivered() >= 4 * N);
+    wait_until("the ECN-capable packets delivered", || ecn::delivered(&vtepd) >= 4 * N);
     let lines = tshark_fields(&cap.finish(), &["udp.srcport", "ip.dsfield.ecn"]);
     let counters = vtepd.stop();
-    for (i, (_, _, want)) in cases.iter().enumerate() {
-        let port = 6000 + i;
-        let seen: Vec<&String> = lines.iter().filter(|l| l.starts_with(&format!("{port}\t"))).collect();
-        match want {
-            Some(ecn) => {
-                assert_eq!(seen.len() as u64, N, "case {i}: {} of {N} delivered", seen.len());
-                assert!(seen.iter().all(|l| **l == format!("{port}\t{ecn}")), "case {i}: inner ECN not {ecn}: {seen:?}");
-            }
-            None => assert!(seen.is_empty(), "case {i}: a mark over a not-ECT packet was delivered: {seen:?}"),
-        }
-    }
+    ecn::assert_egress(&lines, N);
     assert_eq!(counters["drop_rx_ecn_not_ect"], N, "{}", show_counters(&counters));
 }

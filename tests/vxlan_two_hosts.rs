@@ -7,6 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
+use common::ecn;
 
 #[test]
 fn vxlan_two_hosts_ping_and_tcp() {
@@ -282,22 +283,19 @@ fn a_flow_keeps_its_outer_source_port_whichever_worker_sends_it() {
 #[test]
 fn congestion_marks_on_the_outer_header_reach_the_inner_packet() {
     const N: u64 = 25;
-    let (not_ect, ect1, ect0, ce) = (0u8, 1u8, 2u8, 3u8);
     let hosts = TwoHosts::new("vecn");
     let dir = TempDir::new("vecn");
     let (cfg_a, _) = pair_cfgs();
     let vtepd = Vtepd::start(&hosts.a, &dir.write("a.toml", &cfg_a.to_toml()), &cfg_a);
     let cap = Capture::start(&hosts.a, "vtep0", &dir, "ecn.pcap", "udp dst port 7777");
-    // (inner ECN, outer ECN, inner ECN delivered; None: dropped), each from its own source port.
-    let cases = [(ect0, ce, Some(ce)), (ect0, ect1, Some(ect1)), (ect1, ect0, Some(ect1)), (not_ect, ect0, Some(not_ect)), (not_ect, ce, None)];
     let vni = cfg_a.vni;
-    let datagrams: Vec<(u8, Vec<u8>)> = cases
+    let datagrams: Vec<(u8, Vec<u8>)> = ecn::EGRESS_CASES
         .iter()
         .enumerate()
         .map(|(i, (inner_ecn, outer_ecn, _))| {
             let b = etherparse::PacketBuilder::ethernet2(parse_mac(&host_mac(2)), parse_mac(&host_mac(1)))
                 .ipv4([10, 244, 2, 0], [10, 244, 1, 0], 64)
-                .udp(6000 + i as u16, 7777);
+                .udp(ecn::FIRST_PORT + i as u16, 7777);
             let mut f = Vec::new();
             b.write(&mut f, b"ecn").unwrap();
             f[15] = 0x28 | inner_ecn;
@@ -319,21 +317,10 @@ fn congestion_marks_on_the_outer_header_reach_the_inner_packet() {
             std::thread::sleep(std::time::Duration::from_micros(500));
         }
     });
-    let delivered = || ctl_json(&vtepd, "stats")["workers"].as_array().map_or(0, |w| w.iter().map(|w| w["rx_packets"].as_u64().unwrap_or(0)).sum::<u64>());
-    wait_until("the ECN-capable packets delivered", || delivered() >= 4 * N);
+    wait_until("the ECN-capable packets delivered", || ecn::delivered(&vtepd) >= 4 * N);
     let lines = tshark_fields(&cap.finish(), &["udp.srcport", "ip.dsfield.ecn"]);
     let counters = vtepd.stop();
-    for (i, (_, _, want)) in cases.iter().enumerate() {
-        let port = 6000 + i;
-        let seen: Vec<&String> = lines.iter().filter(|l| l.starts_with(&format!("{port}\t"))).collect();
-        match want {
-            Some(ecn) => {
-                assert_eq!(seen.len() as u64, N, "case {i}: {} of {N} delivered", seen.len());
-                assert!(seen.iter().all(|l| **l == format!("{port}\t{ecn}")), "case {i}: inner ECN not {ecn}: {seen:?}");
-            }
-            None => assert!(seen.is_empty(), "case {i}: a mark over a not-ECT packet was delivered: {seen:?}"),
-        }
-    }
+    ecn::assert_egress(&lines, N);
     assert_eq!(counters["drop_rx_ecn_not_ect"], N, "{}", show_counters(&counters));
 }
 

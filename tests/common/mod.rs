@@ -10,11 +10,12 @@
 //! Here: commands, waits, the heavy-test lock. `netns` (namespaces, veths, ping, pods), `node` (temp
 //! dir, per-host addresses and configs), `daemon` (the vtepd process), `transfer` (checksummed TCP,
 //! background ping), `capture` (tcpdump/tshark), `packet` (AF_PACKET, ARP), `kernel` (the kernel's
-//! tables and counters, a flannel.1 peer), `offload` and `etcd` (those tests' shared checks).
+//! tables and counters, a flannel.1 peer), `offload`, `etcd` and `ecn` (those tests' shared checks).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod capture;
 pub mod daemon;
+pub mod ecn;
 pub mod etcd;
 pub mod kernel;
 pub mod netns;

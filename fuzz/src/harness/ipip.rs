@@ -11,9 +11,11 @@
 //!   `ctrl & 32`: TCP checksum made right; `ctrl & 64`: TCP flags := ACK, plus PSH if `ctrl & 128`.
 //!
 //! Checked: every verdict equals a reference of the receive rules (RFC 2003 outer, a peer's source,
-//! a sound inner IPv4 header for our subnet), each fault its own drop reason; a drop writes nothing;
-//! a delivery points at the unchanged inner packet (trimmed to its total length) behind an all-zero
-//! vnet header and writes nothing else. The delivered packets are then coalesced twice: as bare IP
+//! a sound inner IPv4 header for our subnet, RFC 6040's ECN rules), each fault its own drop reason;
+//! a drop writes nothing; a delivery points at the inner packet (trimmed to its total length),
+//! changed at most in its ECN bits (with a header checksum still right), behind a vnet header that
+//! is all zero but for a still-partial TCP/UDP checksum (NEEDS_CSUM at its place), and writes
+//! nothing else. The delivered packets are then coalesced twice: as bare IP
 //! packets (the TUN) and as the same packets behind an Ethernet header (the TAP path, whose runs
 //! `gro::check_run` verifies against independent rules); runs, merged bytes and virtio-net headers
 //! must agree, offsets shifted by the Ethernet header, and so must a lone oversized packet's header.
@@ -51,11 +53,16 @@ pub fn run(data: &[u8]) {
                 assert!(buf == before, "a dropped packet's buffer was written");
             }
             IpipRxVerdict::Deliver { start, len } => {
-                let (ihl, inner_len) = expected.unwrap_or_else(|r| panic!("delivered, but the reference drops it as {r:?}"));
+                let (ihl, inner_len, ecn) = expected.unwrap_or_else(|r| panic!("delivered, but the reference drops it as {r:?}"));
                 assert_eq!((start, len), (ihl - 12, 12 + inner_len), "delivered range");
-                assert_eq!(buf[start..ihl], [0; 12], "vnet header");
-                assert!(buf[..start] == before[..start] && buf[ihl..] == before[ihl..], "bytes beyond the vnet header written");
-                delivered.push(pkt[ihl..ihl + inner_len].to_vec());
+                let end = ihl + inner_len;
+                assert!(buf[..start] == before[..start] && buf[end..] == before[end..], "bytes beyond the packet written");
+                let (got, mut want) = (&buf[ihl..end], pkt[ihl..end].to_vec());
+                want[1] = (want[1] & !3) | ecn;
+                assert!(got[..10] == want[..10] && got[12..] == want[12..], "inner packet changed beyond its ECN bits");
+                assert_eq!(ref_sum(&got[..(got[0] & 15) as usize * 4], 0), 0xffff, "inner header checksum after marking");
+                assert_eq!(VnetHdr::parse(&buf[start..ihl]).ok(), Some(ref_hint(got)), "vnet header");
+                delivered.push(got.to_vec());
             }
         }
     }
@@ -129,8 +136,8 @@ pub fn wrap(src: Ipv4Addr, inner: &[u8]) -> Vec<u8> {
 }
 
 /// The receive rules, written independently of `ipip::process_packet`: `Ok((outer IHL, inner total
-/// length))` for a packet to deliver.
-fn reference(src: Ipv4Addr, p: &[u8]) -> Result<(usize, usize), DropReason> {
+/// length, the inner ECN field delivered))` for a packet to deliver.
+fn reference(src: Ipv4Addr, p: &[u8]) -> Result<(usize, usize, u8), DropReason> {
     if !PEER_IPS.contains(&src) {
         return Err(DropReason::RxUnknownSource);
     }
@@ -157,7 +164,39 @@ fn reference(src: Ipv4Addr, p: &[u8]) -> Result<(usize, usize), DropReason> {
     if inner[16..19] != [10, 244, 1] {
         return Err(DropReason::RxInnerNotOurs);
     }
-    Ok((ihl, inner_len))
+    // RFC 6040 §4.2, Figure 4 (Not-ECT 0, ECT(1) 1, ECT(0) 2, CE 3).
+    let ecn = match (inner[1] & 3, p[1] & 3) {
+        (0, 3) => return Err(DropReason::RxEcnNotEct),
+        (0, _) => 0,
+        (_, 3) => 3,
+        (2, 1) => 1,
+        (e, _) => e,
+    };
+    Ok((ihl, inner_len, ecn))
+}
+
+/// The vnet header a delivered inner packet `p` (trimmed) gets: NEEDS_CSUM when its TCP or UDP
+/// checksum field holds exactly the pseudo-header sum (a kernel sender's partial checksum), else
+/// none.
+fn ref_hint(p: &[u8]) -> VnetHdr {
+    let none = VnetHdr::default();
+    let ihl = (p[0] & 15) as usize * 4;
+    let off = match p[9] {
+        6 => 16,
+        17 => 6,
+        _ => return none,
+    };
+    let l4 = &p[ihl..];
+    if be16(p, 6) & 0x3fff != 0 || l4.len() < off + 2 {
+        return none;
+    }
+    let ip = |at: usize| [p[at], p[at + 1], p[at + 2], p[at + 3]];
+    let pseudo = ref_sum(&[], ref_pseudo_v4(ip(12), ip(16), p[9], l4.len()));
+    let field = be16(l4, off);
+    if field != pseudo || (p[9] == 17 && field == 0) {
+        return none;
+    }
+    VnetHdr { flags: 1, csum_start: ihl as u16, csum_offset: off as u16, ..none }
 }
 
 /// The TUN coalescer must do exactly what the (independently checked) TAP coalescer does with the
