@@ -324,6 +324,7 @@ fn ipip_congestion_marks_reach_the_inner_packet() {
         }
     });
     wait_until("the ECN-capable packets delivered", || ecn::delivered(&vtepd) >= 4 * N);
+    cap.wait_for_packets(4 * N as usize);
     let lines = tshark_fields(&cap.finish(), &["udp.srcport", "ip.dsfield.ecn"]);
     let counters = vtepd.stop();
     ecn::assert_egress(&lines, N);

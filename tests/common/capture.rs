@@ -35,8 +35,31 @@ impl Capture {
         cap
     }
 
-    /// Stops tcpdump (SIGINT, so it flushes) and returns the pcap file's path.
+    /// Packets written to the pcap file so far (`-U` flushes each one as it is captured).
+    pub fn packets(&self) -> usize {
+        std::fs::read(&self.path).map_or(0, |b| count_pcap_records(&b))
+    }
+
+    /// Waits until the capture holds at least `n` packets. A counter in vtepd moves when its
+    /// write to the device returns, but the packet reaches tcpdump's socket later, from the
+    /// receive softirq: stopping tcpdump at once can lose the last few.
+    pub fn wait_for_packets(&self, n: usize) {
+        wait_until(&format!("{n} packets captured in {}", self.path.display()), || self.packets() >= n);
+    }
+
+    /// Stops tcpdump (SIGINT, so it flushes) and returns the pcap file's path. It waits first
+    /// until the file has stopped growing for a moment (see [`Capture::wait_for_packets`]).
     pub fn finish(mut self) -> PathBuf {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut last = self.packets();
+        while Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(150));
+            let now = self.packets();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill(2) on our own child, which has not been reaped yet.
             unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -47,6 +70,22 @@ impl Capture {
         }
         self.path.clone()
     }
+}
+
+/// Records in a little-endian libpcap file (24-byte file header, then a 16-byte header holding
+/// the captured length at bytes 8..12 before each packet); a record cut short is not counted.
+fn count_pcap_records(file: &[u8]) -> usize {
+    let mut at = 24;
+    let mut n = 0;
+    while let Some(h) = file.get(at..at + 16) {
+        let caplen = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        at += 16 + caplen;
+        if at > file.len() {
+            break;
+        }
+        n += 1;
+    }
+    n
 }
 
 impl Drop for Capture {
