@@ -1,6 +1,7 @@
 //! etcd mode: three vtepd nodes join an empty Flannel network, each leases a distinct subnet, all
 //! pairs reach each other, and each writes Flannel's subnet.env exactly. A restarted node gets its
-//! subnet and its VTEP MAC back.
+//! subnet and its VTEP MAC back; a host-gw node killed and restarted never takes down a route a
+//! lease still wants.
 
 mod common;
 
@@ -84,5 +85,42 @@ fn a_restarted_node_gets_its_subnet_and_mac_back() {
     wait_until("node 1 routes to node 2's subnet again", || a.has_route(&subnet_b));
     ping(&a, key_a.split('-').next().unwrap(), key_b.split('-').next().unwrap());
     db.stop();
+    da.stop();
+}
+
+/// host-gw's routes are on the underlay and outlive a SIGKILL. At the restart vtepd removes the
+/// routes no lease wants any more — and not the others: it reads the leases before sweeping, so a
+/// route to a node that is still there is never deleted (its pods would be cut off until the etcd
+/// thread put it back), only replaced in place.
+#[test]
+fn a_killed_host_gw_node_keeps_the_routes_the_leases_still_want() {
+    let ul = Underlay::new("ek");
+    let etcd = Etcd::in_netns(&ul.hub, HUB_IP, "ek");
+    etcd.put(&format!("{PREFIX}/config"), r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#);
+    let dir = TempDir::new("ek");
+    let a = ul.host("ek", 1);
+    let env = dir.path().join("subnet-1.env");
+    let cfg = dir.write("node1.toml", &etcd_toml(1, &etcd.endpoint(), &env));
+    let lease = |ip: &str| format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#);
+    let kept = etcd.free_lease_key();
+    etcd.put(&format!("{PREFIX}/subnets/{kept}"), &lease("192.0.2.6"));
+    let gone = etcd.free_lease_key();
+    etcd.put(&format!("{PREFIX}/subnets/{gone}"), &lease("192.0.2.7"));
+    let (kept_net, gone_net) = (subnet_of_key(&kept).0, subnet_of_key(&gone).0);
+    let da = Vtepd::start_until(&a, &cfg, "routes to both leases", || a.has_route(&kept_net) && a.has_route(&gone_net));
+    da.kill_hard();
+    etcd.ctl(&["del", &format!("{PREFIX}/subnets/{gone}")]);
+
+    let monitor = RouteMonitor::start(&a);
+    let da = Vtepd::start_until(&a, &cfg, "started", || true);
+    // The etcd thread's first resync installs (replaces) the kept route: the restart is complete.
+    let log = da.wait_for_log("peer added", 0);
+    assert!(log.contains("192.0.2.6"), "the kept lease was not installed:\n{log}");
+    wait_until("the route of the deleted lease removed", || !a.has_route(&gone_net));
+    let changes = monitor.lines();
+    assert!(changes.iter().any(|l| l.starts_with("Deleted") && l.contains(&gone_net)), "no deletion of {gone_net} seen: {changes:#?}");
+    let cut = changes.iter().find(|l| l.starts_with("Deleted") && l.contains(&kept_net));
+    assert!(cut.is_none(), "the route a lease still wants was deleted at the restart: {cut:?}\n{changes:#?}");
+    assert!(a.ip(&["route", "show", &kept_net]).contains("via 192.0.2.6 "), "{}", a.ip(&["route", "show"]));
     da.stop();
 }

@@ -8,6 +8,7 @@
 use super::backend::{self, Started};
 use super::config::{Backend, Config, ConfigError};
 use super::netlink::{Netlink, NetlinkError};
+use super::overlay::RemoteNode;
 use super::api::metrics::Metrics;
 use super::api::server::ControlSocket;
 use super::supervise::Supervisor;
@@ -115,7 +116,10 @@ pub fn run(
     // Senders go to the event sources (signals, etcd, the control socket). This one is held until
     // the supervisor returns: with every sender gone its wait would return at once.
     let (events_tx, events) = super::event::channel();
-    let mut started = start(&cfg, opts, &stop)?;
+    // In etcd mode the peers come later, from the etcd thread; the leases read at joining say
+    // which of a killed run's routes are still wanted.
+    let keep = joined.as_ref().map_or(&cfg.peers, |j| &j.peers);
+    let mut started = start(&cfg, keep, opts, &stop)?;
     let session = match joined.map(|j| j.serve(pod_mtu(&cfg, &mut started), events_tx.clone())).transpose() {
         Ok(s) => s,
         Err(e) => {
@@ -239,14 +243,15 @@ fn pod_mtu(cfg: &Config, started: &mut Started) -> u32 {
     underlay.and_then(|n| started.overlay.netlink().link(&n).ok().flatten()).map_or(1500, |l| l.mtu)
 }
 
-/// Starts the configured backend; nothing is left installed if it fails.
-pub fn start(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Started, RunError> {
+/// Starts the configured backend; nothing is left installed if it fails. Of the routes an earlier
+/// run left through the underlay, those to `keep` stay.
+pub fn start(cfg: &Config, keep: &[RemoteNode], opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Started, RunError> {
     let mut nl = Netlink::open()?;
     if !nl.host_has_addr(cfg.node.public_ip)? {
         return Err(RunError::AddrNotHere(cfg.node.public_ip));
     }
     let underlay = backend::Underlay::find(&mut nl, cfg.node.public_ip)?;
-    backend::sweep_stale_routes(&mut nl, &underlay, if cfg.direct_routing() { &cfg.peers } else { &[] })?;
+    backend::sweep_stale_routes(&mut nl, &underlay, if cfg.direct_routing() { keep } else { &[] })?;
     match cfg.node.backend {
         Backend::Vxlan => backend::vxlan::start(nl, cfg, opts, stop),
         Backend::Ipip => backend::ipip::start(nl, cfg, opts, stop),

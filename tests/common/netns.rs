@@ -73,6 +73,48 @@ impl Netns {
     }
 }
 
+/// `ip -o monitor route` running in a namespace: every route added, replaced or deleted there
+/// while it runs, one line each. Killed on drop.
+pub struct RouteMonitor {
+    child: std::process::Child,
+    out: Captured,
+}
+
+impl RouteMonitor {
+    /// Starts the monitor and returns once it reports a change made after it started (a blackhole
+    /// route to a documentation address, added and removed): nothing later is missed.
+    pub fn start(ns: &Netns) -> RouteMonitor {
+        let mut child = Command::new("ip")
+            .args(["-n", ns.name(), "-o", "monitor", "route"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ip monitor");
+        let (out, _reader) = collect_output(child.stdout.take().expect("ip monitor stdout"));
+        let m = RouteMonitor { child, out };
+        let marker = "198.51.100.254";
+        // A replace that changes nothing is not reported: add and delete each time.
+        wait_until("ip monitor reporting", || {
+            ns.ip(&["route", "add", "blackhole", marker]);
+            ns.ip(&["route", "del", "blackhole", marker]);
+            m.lines().iter().any(|l| l.contains(marker))
+        });
+        m
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.out.lock().unwrap().lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for RouteMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Processes still inside would keep nothing alive (the name goes away with `del`), but a stray

@@ -21,6 +21,7 @@ use ipnet::Ipv4Net;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use watch::{LeaseMap, Local};
 
 pub use session::{Joined, Session};
 
@@ -138,10 +139,14 @@ pub fn join(cfg: &Config, stop: &AtomicBool) -> Result<Option<Joined>, EtcdError
         }
         Ok(None)
     })?;
-    let Some((client, (net, got))) = joined else { return Ok(None) };
+    let Some((client, (net, got, read))) = joined else { return Ok(None) };
     let joined_cfg = joined_config(cfg, &net, got.subnet);
     tracing::info!(subnet = %got.subnet, backend = net.backend.kind.name(), reservation = got.lease_id.is_none(), "joined the network {}", net.network);
-    Ok(Some(Joined { rt, client, etcd: etcd.clone(), cfg: joined_cfg, net, own: got }))
+    let local = Local { public_ip: cfg.node.public_ip, subnet: got.subnet, network: net.network, backend: joined_cfg.node.backend };
+    let mut leases = LeaseMap::default();
+    session::load(&mut leases, &read, &lease::subnets_prefix(&etcd.prefix));
+    let peers = leases.peers(&local);
+    Ok(Some(Joined { rt, client, etcd: etcd.clone(), cfg: joined_cfg, net, own: got, local, leases, peers }))
 }
 
 async fn try_join(
@@ -149,11 +154,13 @@ async fn try_join(
     cfg: &Config,
     etcd: &Etcd,
     hint: Option<Ipv4Net>,
-) -> Result<Option<(Network, lease::Acquired)>, EtcdError> {
+) -> Result<Option<(Network, lease::Acquired, etcd_client::GetResponse)>, EtcdError> {
     let Some(net) = with_timeout(read_network(client, &etcd.prefix)).await? else { return Ok(None) };
     let attrs = own_attrs(cfg, &net);
     let got = with_timeout(lease::acquire(client, &etcd.prefix, &net, &attrs, hint)).await?;
-    Ok(Some((net, got)))
+    // The other nodes' leases as of now: what the start-up sweep must keep (see `Joined::peers`).
+    let leases = with_timeout(get_prefix(client, &lease::subnets_prefix(&etcd.prefix))).await?;
+    Ok(Some((net, got, leases)))
 }
 
 fn say_once(said: &mut String, msg: String) {

@@ -37,6 +37,13 @@ pub struct Joined {
     pub cfg: Config,
     pub net: Network,
     pub own: Acquired,
+    pub(super) local: Local,
+    /// The leases read right after joining; the etcd thread starts from them.
+    pub(super) leases: LeaseMap,
+    /// The peers those leases name. The start-up sweep keeps their routes: what a killed run left
+    /// on the underlay for them is still right, and deleting it would cut their pods off until
+    /// the etcd thread's first resync put it back.
+    pub peers: Vec<RemoteNode>,
 }
 
 /// The running etcd thread. Dropping it stops the thread and with it the renewals; the lease is
@@ -69,10 +76,10 @@ const REPAIR_RETRY: Duration = Duration::from_secs(5);
 impl Joined {
     /// Writes the subnet file (`mtu`: the MTU pods should use) and starts watching.
     pub fn serve(self, mtu: u32, events: EventTx) -> Result<Session, EtcdError> {
-        let Joined { rt, client, etcd, cfg, net, own } = self;
+        let Joined { rt, client, etcd, cfg, net, own, local, leases, peers: _ } = self;
         SubnetEnv { network: net.network, subnet: own.subnet, mtu, ipmasq: false }.write(&etcd.subnet_file)?;
         let view = View::new(Shared {
-            map: LeaseMap::default(),
+            map: leases,
             unreachable_since: None,
             endpoints: etcd.endpoints.join(","),
             own_ip: cfg.node.public_ip,
@@ -84,7 +91,6 @@ impl Joined {
         if let Some(id) = own.lease_id {
             view.lock().expiry.insert(id, Instant::now() + Duration::from_secs(LEASE_TTL_SECS as u64));
         }
-        let local = Local { public_ip: cfg.node.public_ip, subnet: own.subnet, network: net.network, backend: cfg.node.backend };
         let ctx = Ctx { client, etcd, cfg, own, local, value, view: view.clone(), events, sent: None, renew_at, repair_at: None };
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -170,12 +176,7 @@ impl Ctx {
         let rev = resp.header().map_or(0, |h| h.revision());
         {
             let mut v = self.view.lock();
-            v.map.entries.clear();
-            for kv in resp.kvs() {
-                if let Some(name) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(&base)) {
-                    v.map.put(name, kv.value(), kv.lease(), kv.create_revision(), kv.mod_revision());
-                }
-            }
+            load(&mut v.map, &resp, &base);
             let Shared { map, expiry, .. } = &mut *v;
             expiry.retain(|id, _| map.entries.values().any(|e| e.lease == *id));
         }
@@ -328,6 +329,16 @@ impl Ctx {
 }
 
 /// One keep-alive round trip; the TTL etcd gives back (0 or less: the lease is gone).
+/// Replaces the map's leases with those of a full read of `base` (`<prefix>/subnets/`).
+pub(super) fn load(map: &mut LeaseMap, resp: &etcd_client::GetResponse, base: &str) {
+    map.entries.clear();
+    for kv in resp.kvs() {
+        if let Some(name) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(base)) {
+            map.put(name, kv.value(), kv.lease(), kv.create_revision(), kv.mod_revision());
+        }
+    }
+}
+
 async fn keep_alive(client: &mut Client, id: i64) -> Result<i64, EtcdError> {
     let (mut keeper, mut stream) = match client.lease_keep_alive(id).await {
         Ok(k) => k,
