@@ -4,6 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
+/// tcpdump's ring, in KiB. On a device with offloads libpcap sizes each ring slot for a 256 KiB
+/// super-frame, so its default 2 MiB holds eight packets: a tcpdump descheduled for a millisecond
+/// on a loaded machine loses packets, and a test counting them fails.
+const RING_KIB: &str = "65536";
+
 /// A `tcpdump -w` running in a namespace until [`Capture::finish`] (or drop, which kills it).
 pub struct Capture {
     child: Option<Child>,
@@ -21,7 +26,7 @@ impl Capture {
         let path = dir.path().join(name);
         let path_s = path.display().to_string();
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-w", &path_s, filter])
+            .args(["netns", "exec", ns.name(), "tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-B", RING_KIB, "-w", &path_s, filter])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -68,6 +73,9 @@ impl Capture {
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
+        let stderr = self.stderr.lock().unwrap().clone();
+        let lost = stderr.lines().find(|l| l.contains("dropped by kernel") && !l.starts_with("0 "));
+        assert!(lost.is_none(), "the capture {} is incomplete: {lost:?}", self.path.display());
         self.path.clone()
     }
 }
