@@ -94,18 +94,13 @@ fn a_restarted_node_gets_its_subnet_and_mac_back() {
 /// thread put it back), only replaced in place.
 #[test]
 fn a_killed_host_gw_node_keeps_the_routes_the_leases_still_want() {
-    let ul = Underlay::new("ek");
-    let etcd = Etcd::in_netns(&ul.hub, HUB_IP, "ek");
-    etcd.put(&format!("{PREFIX}/config"), r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#);
-    let dir = TempDir::new("ek");
+    let (ul, etcd, dir) = network("ek", HOST_GW_NETWORK);
     let a = ul.host("ek", 1);
-    let env = dir.path().join("subnet-1.env");
-    let cfg = dir.write("node1.toml", &etcd_toml(1, &etcd.endpoint(), &env));
-    let lease = |ip: &str| format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#);
+    let (cfg, _) = member_config(1, &etcd, &dir);
     let kept = etcd.free_lease_key();
-    etcd.put(&format!("{PREFIX}/subnets/{kept}"), &lease("192.0.2.6"));
+    etcd.put(&format!("{PREFIX}/subnets/{kept}"), &host_gw_lease("192.0.2.6"));
     let gone = etcd.free_lease_key();
-    etcd.put(&format!("{PREFIX}/subnets/{gone}"), &lease("192.0.2.7"));
+    etcd.put(&format!("{PREFIX}/subnets/{gone}"), &host_gw_lease("192.0.2.7"));
     let (kept_net, gone_net) = (subnet_of_key(&kept).0, subnet_of_key(&gone).0);
     let da = Vtepd::start_until(&a, &cfg, "routes to both leases", || a.has_route(&kept_net) && a.has_route(&gone_net));
     da.kill_hard();

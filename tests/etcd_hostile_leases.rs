@@ -90,25 +90,20 @@ fn a_subnets_prefix_larger_than_4_mib_is_read_whole() {
 /// retried, and the others go in.
 #[test]
 fn a_host_gw_lease_behind_a_router_does_not_keep_the_others_out() {
-    let ul = Underlay::new("hr");
-    let etcd = Etcd::in_netns(&ul.hub, HUB_IP, "hr");
-    etcd.put(&format!("{PREFIX}/config"), r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#);
-    let dir = TempDir::new("hr");
+    let (ul, etcd, dir) = network("hr", HOST_GW_NETWORK);
     let a = ul.host("hr", 1);
-    let env = dir.path().join("subnet-1.env");
-    let cfg = dir.write("node1.toml", &etcd_toml(1, &etcd.endpoint(), &env));
+    let (cfg, env) = member_config(1, &etcd, &dir);
     let da = Vtepd::start_until(&a, &cfg, "node 1 joined", || env.exists());
-    let lease = |ip: &str| format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#);
     // Peers are installed in subnet order: the far one's subnet comes first.
     let near = etcd.free_lease_key();
-    etcd.put(&format!("{PREFIX}/subnets/{near}"), &lease("192.0.2.6"));
+    etcd.put(&format!("{PREFIX}/subnets/{near}"), &host_gw_lease("192.0.2.6"));
     let far = etcd.free_lease_key();
     assert!(far < near, "{far} sorts before {near}");
-    etcd.put(&format!("{PREFIX}/subnets/{far}"), &lease("198.51.100.7"));
+    etcd.put(&format!("{PREFIX}/subnets/{far}"), &host_gw_lease("198.51.100.7"));
     let log = da.wait_for_log("peer not installed", 0);
     assert!(log.contains("198.51.100.7") && log.contains("on no subnet of the underlay"), "the failure does not say why:\n{log}");
     // A change after the failure: the good lease must be (or stay) installed all the same.
-    etcd.put(&format!("{PREFIX}/subnets/{near}"), &lease("192.0.2.5"));
+    etcd.put(&format!("{PREFIX}/subnets/{near}"), &host_gw_lease("192.0.2.5"));
     let (near_net, _) = subnet_of_key(&near);
     wait_until("node 1 routes the on-link lease via 192.0.2.5", || a.ip(&["route", "show", &near_net]).contains("via 192.0.2.5"));
     assert!(!a.has_route(&subnet_of_key(&far).0), "the far lease was routed");

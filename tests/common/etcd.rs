@@ -235,15 +235,32 @@ pub fn etcd_toml(n: u8, endpoint: &str, subnet_file: &Path) -> String {
 /// How most etcd tests begin: an underlay, etcd in its hub holding a VXLAN network config (one
 /// whose nodes are all vtepd), and a scratch directory, all named after `tag`.
 pub fn vxlan_network(tag: &str) -> (Underlay, Etcd, TempDir) {
+    network(tag, VXLAN_NETWORK)
+}
+
+/// [`vxlan_network`] with another network config.
+pub fn network(tag: &str, config: &str) -> (Underlay, Etcd, TempDir) {
     let ul = Underlay::new(tag);
     let etcd = Etcd::in_netns(&ul.hub, HUB_IP, tag);
-    etcd.put(&format!("{PREFIX}/config"), VXLAN_NETWORK);
+    etcd.put(&format!("{PREFIX}/config"), config);
     (ul, etcd, TempDir::new(tag))
 }
 
-pub fn start_member(ns: &Netns, n: u8, etcd: &Etcd, dir: &TempDir) -> (Vtepd, PathBuf) {
+pub const HOST_GW_NETWORK: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
+
+/// What flanneld writes as a host-gw node's lease.
+pub fn host_gw_lease(public_ip: &str) -> String {
+    format!(r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#)
+}
+
+/// Host n's etcd-mode config file in `dir`, and the subnet file it names.
+pub fn member_config(n: u8, etcd: &Etcd, dir: &TempDir) -> (PathBuf, PathBuf) {
     let env = dir.path().join(format!("subnet-{n}.env"));
-    let cfg = dir.write(&format!("node{n}.toml"), &etcd_toml(n, &etcd.endpoint(), &env));
+    (dir.write(&format!("node{n}.toml"), &etcd_toml(n, &etcd.endpoint(), &env)), env)
+}
+
+pub fn start_member(ns: &Netns, n: u8, etcd: &Etcd, dir: &TempDir) -> (Vtepd, PathBuf) {
+    let (cfg, env) = member_config(n, etcd, dir);
     let d = Vtepd::start_until(ns, &cfg, &format!("node {n} joined"), || env.exists() && ns.has_link("vtep0"));
     (d, env)
 }
