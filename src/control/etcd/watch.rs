@@ -76,7 +76,8 @@ impl LeaseMap {
 
     /// The nodes this backend can reach: leases of the same backend type (as flanneld's backends
     /// skip the others), minus this node's own address. Two leases naming one address (a node that
-    /// moved subnets, its old key not yet expired) are one node: the newest write wins. A lease the
+    /// moved subnets, its old key not yet expired) are one node: the newest write wins; so are two
+    /// naming one VTEP MAC (a node that changed address): the newest lease wins. A lease the
     /// config file would refuse as a `[[peer]]` is skipped, with a warning when it starts to be:
     /// flanneld installs whatever it reads, but a lease on our own subnet (a hand edit, a twin)
     /// would take our pods' traffic away, and of two overlapping ones only the older is trusted.
@@ -95,7 +96,8 @@ impl LeaseMap {
         }
         let mut by_age: Vec<(&Entry, RemoteNode)> = by_ip.into_values().collect();
         by_age.sort_by_key(|(e, n)| (e.create_revision, n.subnet));
-        let mut peers = disjoint_oldest_first(by_age.into_iter().map(|(_, n)| n), &mut skipped);
+        let by_age = newest_per_mac(by_age.into_iter().map(|(_, n)| n).collect(), &mut skipped);
+        let mut peers = disjoint_oldest_first(by_age.into_iter(), &mut skipped);
         let index = SubnetIndex::new(peers.iter().map(|n| (n.subnet, n.public_ip)));
         for ip in std::iter::once(me.public_ip).chain(peers.iter().map(|n| n.public_ip)) {
             // All of them: with the inner one left out, the outer one would route the address.
@@ -144,6 +146,27 @@ fn refusal(me: &Local, n: &RemoteNode) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Of nodes (oldest lease first) sharing a VTEP MAC, keeps the newest lease: the FDB maps a MAC to
+/// one address, so two such leases cannot both be served, and they are one VXLAN device whose node
+/// changed address (its old lease not yet expired) or a cloned one. Serving both let the older win
+/// the FDB entry after a restart, and its expiry then removed the entry the newer one needed.
+fn newest_per_mac(
+    oldest_first: Vec<RemoteNode>,
+    skipped: &mut BTreeMap<Ipv4Net, (Ipv4Addr, &'static str)>,
+) -> Vec<RemoteNode> {
+    let mut macs = std::collections::HashSet::with_capacity(oldest_first.len());
+    let mut kept = Vec::with_capacity(oldest_first.len());
+    for n in oldest_first.into_iter().rev() {
+        if macs.insert(n.vtep_mac) {
+            kept.push(n);
+        } else {
+            skipped.insert(n.subnet, (n.public_ip, "its VtepMAC is also a newer lease's"));
+        }
+    }
+    kept.reverse();
+    kept
 }
 
 /// Keeps each node whose subnet overlaps none kept before it; the others go to `skipped`. CIDR
@@ -271,6 +294,27 @@ mod tests {
         let p: Vec<String> = m.peers(&everywhere).iter().map(|n| n.subnet.to_string()).collect();
         assert_eq!(p, ["10.244.2.0/24", "10.245.0.0/24"]);
         assert_eq!(m.skipped[&"0.0.0.0/1".parse().unwrap()].1, "its subnet overlaps a reserved range (this network, loopback, multicast)");
+    }
+
+    #[test]
+    fn of_leases_sharing_a_vtep_mac_the_newest_stands() {
+        let mut m = LeaseMap::default();
+        // Node 2 moved from 192.0.2.2 to 192.0.2.9: a new lease with the same flannel.1 MAC; the
+        // old one is rewritten later (a renewal) but was created first.
+        m.put("10.244.2.0-24", &vxlan("192.0.2.2", "02:00:00:00:00:02"), 7, 2, 20);
+        m.put("10.244.9.0-24", &vxlan("192.0.2.9", "02:00:00:00:00:02"), 7, 9, 9);
+        m.put("10.244.3.0-24", &vxlan("192.0.2.3", "02:00:00:00:00:03"), 7, 3, 3);
+        let p: Vec<String> = m.peers(&me(Backend::Vxlan)).iter().map(|n| n.public_ip.to_string()).collect();
+        assert_eq!(p, ["192.0.2.3", "192.0.2.9"]);
+        assert_eq!(m.skipped[&"10.244.2.0/24".parse().unwrap()].1, "its VtepMAC is also a newer lease's");
+        // The newer one gone, the older is served again.
+        m.delete("10.244.9.0-24");
+        let p: Vec<String> = m.peers(&me(Backend::Vxlan)).iter().map(|n| n.public_ip.to_string()).collect();
+        assert_eq!(p, ["192.0.2.2", "192.0.2.3"]);
+        // Other backends have no VTEP MAC: one is made up from the address, so none collide.
+        m.put("10.244.4.0-24", br#"{"PublicIP":"192.0.2.4","PublicIPv6":null,"BackendType":"host-gw"}"#, 0, 4, 4);
+        m.put("10.244.5.0-24", br#"{"PublicIP":"192.0.2.5","PublicIPv6":null,"BackendType":"host-gw"}"#, 0, 5, 5);
+        assert_eq!(m.peers(&me(Backend::HostGw)).len(), 2);
     }
 
     #[test]
