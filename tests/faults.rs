@@ -495,6 +495,43 @@ fn sigterm_cleans_up_and_sigkill_restart_comes_back() {
     assert_cleaned_up(&hosts.b, &cfg_b);
 }
 
+/// An underlay that stops taking packets must not hold up SIGTERM. Here a shaper at 8 kbit/s with
+/// a 100 MB queue keeps the send sockets' buffers full under a UDP flood; a worker waits a bounded
+/// time for room, counts the rest of its batch as send errors and goes back to its loop. (It used
+/// to wait as long as the buffer stayed full, and vtepd ignored SIGTERM for minutes.)
+#[test]
+fn a_stalled_underlay_does_not_hold_up_sigterm() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let p = Pair::start("fstall");
+    let shaper = ["qdisc", "add", "dev", UNDERLAY_DEV, "root", "tbf", "rate", "8kbit", "burst", "1600", "limit", "100000000"];
+    p.hosts.a.exec_ok("tc", &shaper);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = stop.clone();
+    let flood = spawn_in_netns(p.hosts.a.name(), move || {
+        let s = std::net::UdpSocket::bind("10.244.1.0:0").expect("bind flood socket");
+        s.set_nonblocking(true).expect("nonblocking");
+        while !flooding.load(Ordering::Relaxed) {
+            // A full TAP queue drops; that is fine, the point is to keep vtepd sending.
+            let _ = s.send_to(&[0x5a; 1000], "10.244.2.0:9");
+        }
+    });
+    let given_up = || counter(&p.a, "drop_tx_send_error") > 0;
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until_for("A gives up sends to the stalled underlay", RECOVERY_TIMEOUT, given_up)
+    }));
+    let Pair { a, b, cfg_a, hosts, dir: _dir, .. } = p;
+    // SIGTERM with the flood still running: `stop` fails unless A exits within 10 s.
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.stop()));
+    stop.store(true, Ordering::Relaxed);
+    flood.join().expect("flood thread");
+    let counters = stopped.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    waited.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    eprintln!("A after the stall: {}", show_counters(&counters));
+    assert_nothing_left(&hosts.a, &cfg_a, "SIGTERM during the stall");
+    b.stop();
+}
+
 /// No device, no route vtepd installs (protocol 118), no neighbour for a peer's VTEP IP.
 fn assert_nothing_left(ns: &Netns, cfg: &NodeCfg, after: &str) {
     assert_cleaned_up(ns, cfg);

@@ -16,6 +16,7 @@ use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UdpError {
@@ -224,8 +225,10 @@ impl MmsgScratch {
     /// Sends each `(datagram, destination, TOS)` to `port` in as few sendmmsg calls as the kernel
     /// allows. Returns how many were accepted and their bytes; the caller counts the rest as send
     /// errors. A datagram the kernel refuses outright (EMSGSIZE, EHOSTUNREACH...) is skipped so one
-    /// bad destination cannot stall the batch (so the accepted ones need not be the first ones). A TOS other than 0 (the inner packet's ECN bits) goes
-    /// with the datagram as an IP_TOS cmsg; 0 costs nothing.
+    /// bad destination cannot stall the batch (so the accepted ones need not be the first ones); a
+    /// full socket buffer is waited for, up to [`SEND_PATIENCE`], then the rest is given up. A TOS
+    /// other than 0 (the inner packet's ECN bits) goes with the datagram as an IP_TOS cmsg; 0 costs
+    /// nothing.
     pub fn send<'a>(&mut self, s: &Socket, items: impl IntoIterator<Item = (&'a [u8], Ipv4Addr, u8)>, port: u16) -> (usize, usize) {
         let mut n = 0;
         for (buf, dst, tos) in items.into_iter().take(self.hdrs.len()) {
@@ -239,7 +242,7 @@ impl MmsgScratch {
             n += 1;
         }
         let (mut sent, mut bytes) = (0, 0);
-        let mut next = 0;
+        let (mut next, mut waiting) = (0, None);
         while next < n {
             // SAFETY: headers next..n point at live iovecs, addresses and buffers borrowed for this call.
             let rc = unsafe { libc::sendmmsg(s.as_raw_fd(), self.hdrs.as_mut_ptr().add(next), (n - next) as u32, 0) };
@@ -254,7 +257,8 @@ impl MmsgScratch {
             match e.kind() {
                 io::ErrorKind::Interrupted => continue,
                 // The socket buffer is full: wait briefly for room rather than drop the burst.
-                io::ErrorKind::WouldBlock => wait_writable(s),
+                io::ErrorKind::WouldBlock if wait_writable(s, &mut waiting) => {}
+                io::ErrorKind::WouldBlock => break,
                 _ => next += 1,
             }
         }
@@ -304,6 +308,7 @@ impl MmsgScratch {
             self.push_tos(0, tos);
         }
         let h = &mut self.hdrs[0].msg_hdr;
+        let mut waiting = None;
         loop {
             // SAFETY: header 0 points at live iovecs (into buffers borrowed for this call), an
             // address and a cmsg buffer.
@@ -314,7 +319,7 @@ impl MmsgScratch {
             let e = io::Error::last_os_error();
             match e.kind() {
                 io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => wait_writable(s),
+                io::ErrorKind::WouldBlock if wait_writable(s, &mut waiting) => {}
                 _ => return Err(e),
             }
         }
@@ -356,10 +361,22 @@ impl MmsgScratch {
     }
 }
 
-fn wait_writable(s: &Socket) {
+/// How long one send waits in all for room in a full socket buffer before it gives up the rest of
+/// its datagrams (counted as refused). Waiting is the backpressure that keeps a burst whole; an
+/// underlay that stays full this long has stalled (a shaper, a hung queue), and a worker stuck
+/// here would neither drain its receive socket nor see a stop — SIGTERM hung behind it.
+const SEND_PATIENCE: Duration = Duration::from_millis(100);
+
+/// Waits up to 10 ms for `s` to have room; `false` once this send (which started waiting at
+/// `since`) has waited [`SEND_PATIENCE`].
+fn wait_writable(s: &Socket, since: &mut Option<Instant>) -> bool {
+    if since.get_or_insert_with(Instant::now).elapsed() >= SEND_PATIENCE {
+        return false;
+    }
     let mut p = libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
     // SAFETY: one valid pollfd for the duration of the call.
     unsafe { libc::poll(&mut p, 1, 10) };
+    true
 }
 
 pub(crate) fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {

@@ -263,6 +263,13 @@ pub fn ctl_json(v: &Vtepd, cmd: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("vtepd {cmd} printed no JSON ({e})"))
 }
 
+/// One counter of a running vtepd, from `vtepd stats --json`.
+pub fn counter(v: &Vtepd, name: &str) -> u64 {
+    let stats = ctl_json(v, "stats");
+    let row = stats["counters"].as_array().and_then(|rows| rows.iter().find(|c| c[0] == name));
+    row.and_then(|c| c[1].as_u64()).unwrap_or_else(|| panic!("no counter {name}: {stats}"))
+}
+
 /// Parses `name value` lines; other lines (if any) are ignored.
 pub fn parse_counters(stdout: &str) -> HashMap<String, u64> {
     stdout
