@@ -36,6 +36,7 @@ drop_reasons! {
     RxUnknownSource => "rx_unknown_source", "Sender is not a configured peer.";
     RxInnerRunt => "rx_inner_runt", "Inner frame too short to be Ethernet.";
     RxNotForUs => "rx_not_for_us", "Inner destination MAC is neither ours nor broadcast/multicast.";
+    RxOwnSourceMac => "rx_own_source_mac", "Inner source MAC is this VTEP's own: a looped frame (the kernel's VXLAN drops these too).";
     RxTapWrite => "rx_tap_write", "The TAP (or, for IPIP, TUN) device refused the frame.";
     TxRunt => "tx_runt", "Frame from the TAP shorter than an Ethernet header.";
     TxUnknownDstMac => "tx_unknown_dst_mac", "No FDB entry for the destination MAC (flooding is not implemented).";

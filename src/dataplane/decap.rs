@@ -53,6 +53,11 @@ pub fn validate(vtep: &Vtep, peers: &PeerSet, src: Ipv4Addr, dgram: &[u8], now: 
     if dst != vtep.mac && !dst.is_multicast() {
         return Err(DropReason::RxNotForUs);
     }
+    if eth.src() == vtep.mac {
+        // Our own frame come back (a peer reflecting it, or a forged one): delivering it would
+        // show the TAP's stack a second host with its own MAC.
+        return Err(DropReason::RxOwnSourceMac);
+    }
     heard.note(now);
     Ok(())
 }
@@ -170,7 +175,7 @@ mod tests {
     #[test]
     fn every_fault_has_its_reason() {
         let frame = testvec::icmp_frame(testvec::OUR_MAC, testvec::PEER_MAC);
-        let cases: [([u8; 8], &[u8], Ipv4Addr, DropReason); 7] = [
+        let cases: [([u8; 8], &[u8], Ipv4Addr, DropReason); 8] = [
             (GOOD, &frame, Ipv4Addr::new(192, 0, 2, 99), DropReason::RxUnknownSource),
             ([0x00, 0, 0, 0, 0, 0, 1, 0], &frame, testvec::PEER_IP, DropReason::RxNoIFlag),
             ([0x0c, 0, 0, 0, 0, 0, 1, 0], &frame, testvec::PEER_IP, DropReason::RxReservedBits),
@@ -178,6 +183,7 @@ mod tests {
             ([0x08, 0, 0, 0, 0, 0, 2, 0], &frame, testvec::PEER_IP, DropReason::RxWrongVni),
             (GOOD, &frame[..13], testvec::PEER_IP, DropReason::RxInnerRunt),
             (GOOD, &testvec::icmp_frame(testvec::PEER_MAC, testvec::PEER_MAC), testvec::PEER_IP, DropReason::RxNotForUs),
+            (GOOD, &testvec::icmp_frame(testvec::OUR_MAC, testvec::OUR_MAC), testvec::PEER_IP, DropReason::RxOwnSourceMac),
         ];
         for (hdr, f, src, want) in cases {
             assert_eq!(run(hdr, f, src).0, RxVerdict::Drop(want), "{want:?}");

@@ -11,8 +11,9 @@ pub const ECT0: u8 = 0b10;
 pub const CE: u8 = 0b11;
 
 /// The ECN field of the IP packet in an Ethernet frame (0 for anything else): what the outer
-/// header carries at ingress, RFC 6040's normal mode, as the kernel's VXLAN device does it, so
-/// that a router on the underlay marks congestion instead of dropping.
+/// header carries at ingress, RFC 6040's normal mode (a CE mark is copied too; the kernel's
+/// `INET_ECN_encapsulate` sends ECT(0) for it, which a decapsulator treats alike), so that a router
+/// on the underlay marks congestion instead of dropping.
 pub fn of_ethernet(frame: &[u8]) -> u8 {
     match (frame.get(12..14), frame.get(14..16)) {
         (Some([0x08, 0x00]), Some(&[v, tos])) if v >> 4 == 4 => tos & MASK,

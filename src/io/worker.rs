@@ -136,9 +136,10 @@ impl Worker {
                     break;
                 }
             };
-            let tos = ecn::of_ethernet(&buf[FRAME_OFFSET..FRAME_OFFSET + len]);
             match dispatch_frame(&self.cfg.vtep, &tables, buf, len) {
                 TxVerdict::Forward { dst, flow_hash } => {
+                    // After the verdict: only then is the frame known to fit the slot.
+                    let tos = ecn::of_ethernet(&buf[FRAME_OFFSET..FRAME_OFFSET + len]);
                     let sock = self.udp.tx_index(flow_hash) as u32;
                     let len = (len + FRAME_OFFSET - VXLAN_OFFSET) as u32;
                     self.pending.push(Pending { slot: slot as u32, len, dst, sock, tos });

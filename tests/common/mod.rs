@@ -59,6 +59,7 @@ pub const ALL_COUNTERS: &[&str] = &[
     "drop_rx_unknown_source",
     "drop_rx_inner_runt",
     "drop_rx_not_for_us",
+    "drop_rx_own_source_mac",
     "drop_rx_tap_write",
     "drop_rx_bad_gso",
     "drop_tx_runt",

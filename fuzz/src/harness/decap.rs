@@ -76,6 +76,9 @@ fn reference(src: Ipv4Addr, buf: &[u8], len: usize) -> Result<(), DropReason> {
     if d[8..14] != OUR_MAC.0 && d[8] & 1 == 0 {
         return Err(DropReason::RxNotForUs);
     }
+    if d[14..20] == OUR_MAC.0 {
+        return Err(DropReason::RxOwnSourceMac);
+    }
     Ok(())
 }
 

@@ -249,10 +249,14 @@ fn gso_header(frame: &mut [u8], l: &L4Layout, l4_bytes: usize, gso_size: usize) 
     }
 }
 
-/// The TCP payload one `mtu`-sized IP packet of this flow carries.
+/// The TCP payload one `mtu`-sized IP packet of this flow carries, but never less than Linux's own
+/// floor (`tcp_min_snd_mss`, 48): with headers full of options over a tiny MTU the kernel would
+/// otherwise be told to cut a 64 KB frame into tens of thousands of one-byte segments.
 fn mss_for(l: &L4Layout, mtu: usize) -> usize {
-    mtu.saturating_sub(l.ip_len + l.l4_len).max(1)
+    mtu.saturating_sub(l.ip_len + l.l4_len).max(MIN_MSS)
 }
+
+const MIN_MSS: usize = 48;
 
 /// For a TCP frame that is not a coalescing candidate (FIN, SYN, URG...) but carries more than one
 /// MTU of payload: the GSO header that lets the kernel forward it, if its checksum is correct or
@@ -287,7 +291,9 @@ pub fn oversized_udp(frame: &mut [u8], framing: Framing, gso_size: usize) -> Opt
     Some(gso_header(frame, &l, udp_bytes, gso_size))
 }
 
-/// A lone verified segment: the kernel need not check its checksum again.
+/// A lone verified segment, marked so (a TAP/TUN write ignores `DATA_VALID` today — only
+/// virtio_net's receive path reads it — so the kernel checks it again; the flag costs nothing and
+/// says what vtepd knows).
 fn single(s: &Segment) -> VnetHdr {
     if s.partial {
         let l = &s.layout;

@@ -302,6 +302,9 @@ fn oversized_fin_segment_is_marked_but_a_corrupt_one_is_not() {
     let mut bad = fin(seg(1, &data, false, false));
     bad[100] ^= 0xff;
     assert_eq!(oversized_eth(&mut bad, 1450), None, "a wrong checksum is never laundered");
+    // An MTU smaller than the headers: cut at Linux's minimum MSS, not into one-byte segments.
+    let mut f = fin(seg(1, &data, false, false));
+    assert_eq!(oversized_eth(&mut f, 50).map(|v| v.gso_size), Some(48));
 }
 
 #[test]
