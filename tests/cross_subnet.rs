@@ -149,3 +149,38 @@ fn cross_subnet(m: &Mode) {
     assert!(counters[2]["rx_packets"] >= 8, "C received no tunnelled traffic:\n{}", show_counters(&counters[2]));
     assert!(!t.a.has_route("10.244.2.0/24"), "A's direct route left behind after exit");
 }
+
+/// The device deleted while the underlay link is down: the recreated device must stay although
+/// the near peer's direct route cannot go in until the link is back. (A failure of that one peer
+/// used to fail the whole recreation, which dropped the new device again, once a second.)
+#[test]
+fn a_recreated_device_stays_while_a_direct_peer_cannot_go_in() {
+    let t = build();
+    let dir = TempDir::new("xsre");
+    let vtepd = [start(&VXLAN, &t.a, &dir, 0), start(&VXLAN, &t.b, &dir, 1), start(&VXLAN, &t.c, &dir, 2)];
+    let index = |ns: &Netns| {
+        let out = ns.exec("ip", &["-o", "link", "show", "vtep0"]);
+        String::from_utf8_lossy(&out.stdout).split(':').next().unwrap_or_default().to_string()
+    };
+    t.a.ip(&["link", "set", UNDERLAY_DEV, "down"]);
+    t.a.ip(&["link", "del", "vtep0"]);
+    wait_until_for("vtep0 recreated on A", RECOVERY_TIMEOUT, || t.a.has_link("vtep0"));
+    let first = index(&t.a);
+    // Several of the supervisor's one-second device checks.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(t.a.has_link("vtep0") && index(&t.a) == first, "vtep0 went or was made again (index {first} before, now {:?})", index(&t.a));
+    assert!(t.a.has_route("10.244.3.0/24"), "the tunnelled peer's route is not back on the new device");
+
+    t.a.ip(&["link", "set", UNDERLAY_DEV, "up"]);
+    // The link going down took the static route to C's side with it.
+    t.a.ip(&["route", "replace", "198.51.100.0/24", "via", "192.0.2.254"]);
+    wait_until_for("A's direct route to B back", RECOVERY_TIMEOUT, || t.a.has_route("10.244.2.0/24"));
+    wait_until_for("underlay ping A -> C", RECOVERY_TIMEOUT, || {
+        t.a.exec("ping", &["-c", "1", "-W", "1", "198.51.100.3"]).status.success()
+    });
+    ping(&t.a, "10.244.1.0", "10.244.2.0");
+    ping(&t.a, "10.244.1.0", "10.244.3.0");
+    for v in vtepd {
+        v.stop();
+    }
+}

@@ -108,11 +108,19 @@ impl Overlay {
     }
 
     /// Puts every wanted peer's kernel entries back on a recreated device (the old device took
-    /// them with it).
-    pub fn reinstall(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
+    /// them with it). A peer that fails is logged and left to [`Self::repair`], as at any change:
+    /// one peer's error must not cost the others their device.
+    pub fn reinstall(&mut self, ifindex: u32) {
         self.installer.set_device(ifindex);
-        self.installed.clear();
-        self.reconcile().1
+        // Peers still installed but no longer wanted (their removal failed): the old device took
+        // their neighbour and route, not their table entries or a direct route on the underlay.
+        let unwanted: Vec<RemoteNode> =
+            self.installed.values().filter(|old| self.wanted.get(&old.public_ip) != Some(*old)).copied().collect();
+        let _ = self.remove_all(&unwanted);
+        // What is left of those is retried by `reconcile`; the wanted ones go in again.
+        let wanted = &self.wanted;
+        self.installed.retain(|ip, n| wanted.get(ip) != Some(n));
+        let _ = self.reconcile();
     }
 
     pub fn tables(&self) -> &Arc<Tables> {

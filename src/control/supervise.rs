@@ -197,7 +197,7 @@ impl Supervisor<'_> {
         let Some(spec) = self.device.as_ref() else { return Ok(()) };
         let queues = spec.open().map_err(|e| crate::error_chain(&e))?;
         let ifindex = spec.configure(self.overlay.netlink()).map_err(|e| crate::error_chain(&e))?;
-        self.overlay.reinstall(ifindex).map_err(|e| crate::error_chain(&e))?;
+        self.overlay.reinstall(ifindex);
         for (p, q) in self.postboxes.iter().zip(queues) {
             p.post(q);
         }
