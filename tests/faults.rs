@@ -216,6 +216,38 @@ fn device_deleted_is_recreated_without_restart() {
     note_gso_fallback(&log, "the device deletions");
 }
 
+/// The device deleted and another made under its name between two of vtepd's checks: vtepd must
+/// see that the device by that name is not its own (it used to compare names only, and went on
+/// repairing routes on the deleted device's index) and, once the name is free, make its own again.
+#[test]
+fn a_device_replaced_under_the_same_name_is_noticed() {
+    let p = Pair::start("fswap");
+    let (deleted, failed) = (p.a.log_count("device deleted under vtepd"), p.a.log_count("cannot recreate device"));
+    // One `ip` process, so vtepd's once-a-second check almost never falls between the two; if it
+    // does, vtepd has made vtep0 again first and the bridge cannot be added: try once more.
+    let swapped = (0..3).any(|_| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", p.hosts.a.name(), "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(format!("link del {DEV}\nlink add {DEV} type bridge\n").as_bytes())?;
+                c.wait()
+            });
+        out.is_ok_and(|st| st.success())
+    });
+    assert!(swapped, "could not replace {DEV} with a bridge");
+    p.a.wait_for_log("device deleted under vtepd", deleted);
+    // The name is taken by a device that is not a TAP: said, and retried.
+    p.a.wait_for_log("cannot recreate device", failed);
+    let recreated = p.a.log_count("device recreated");
+    p.hosts.a.ip(&["link", "del", DEV]);
+    p.a.wait_for_log("device recreated", recreated);
+    ping(&p.hosts.a, "10.244.1.0", "10.244.2.0");
+    p.stop();
+}
+
 /// What a link flap left: A's whole log, where the fault begins in it, A's final counters.
 struct Flap {
     log: String,

@@ -73,6 +73,10 @@ pub trait Installer: Send {
     fn kernel_route(&self, n: &RemoteNode) -> Route;
     /// The backend's device was recreated with a new index (backends without a device ignore it).
     fn set_device(&mut self, _ifindex: u32) {}
+    /// The index of the device the entries are on (`None`: the backend has none).
+    fn device(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// The peers of one backend: those the source of truth wants, and those installed in the tables
@@ -121,6 +125,11 @@ impl Overlay {
         let wanted = &self.wanted;
         self.installed.retain(|ip, n| wanted.get(ip) != Some(n));
         let _ = self.reconcile();
+    }
+
+    /// The index of the backend's device as last set up, if it has one.
+    pub fn device_index(&self) -> Option<u32> {
+        self.installer.device()
     }
 
     pub fn tables(&self) -> &Arc<Tables> {

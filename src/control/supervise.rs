@@ -147,7 +147,11 @@ impl Supervisor<'_> {
         let Some(dev) = self.device.as_ref().map(|d| d.name.clone()) else { return true };
         // A failed query says nothing about the device: recreating it then would tear down a
         // working one.
-        let Ok(present) = self.overlay.netlink().link_index(&dev).map(|i| i.is_some()) else { return was_ok };
+        let Ok(index) = self.overlay.netlink().link_index(&dev) else { return was_ok };
+        // By index, not name: a device deleted and made again under the same name between two
+        // checks (by hand, or by a network manager) is not the one our queues and routes are on.
+        let ours = self.overlay.device_index();
+        let present = index.is_some() && (ours.is_none() || index == ours);
         if present && was_ok {
             return true;
         }

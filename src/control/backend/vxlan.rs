@@ -85,6 +85,10 @@ impl Installer for VxlanInstaller {
     fn set_device(&mut self, ifindex: u32) {
         self.ifindex = ifindex;
     }
+
+    fn device(&self) -> Option<u32> {
+        Some(self.ifindex)
+    }
 }
 
 pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Started, RunError> {
