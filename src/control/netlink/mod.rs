@@ -116,9 +116,12 @@ impl Netlink {
     pub fn open() -> Result<Self, NetlinkError> {
         let fd = sys::socket().map_err(NetlinkError::Open)?;
         // Extended acks turn a bare EINVAL into the kernel's reason, and capped acks keep the echo
-        // of a failed request to its header. Kernels before 4.12 refuse both options; they work
-        // without them, only with terser errors, so a refusal is logged and otherwise ignored.
-        for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
+        // of a failed request to its header. Strict checking makes the kernel apply a dump
+        // request's filters (table, protocol) instead of sending every route of every table, which
+        // on a host with a full BGP table is a million messages per route check. Kernels before
+        // 4.12 (4.20 for strict checking) refuse these; they work without them, only with terser
+        // errors and unfiltered dumps (filtered here as well), so a refusal is logged and ignored.
+        for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK, NETLINK_GET_STRICT_CHK] {
             if let Err(e) = sys::set_opt(&fd, libc::SOL_NETLINK, opt, &1_i32) {
                 debug!(opt, error = %e, "netlink socket option not supported");
             }
@@ -289,7 +292,7 @@ impl Netlink {
 
     /// The main table's route to exactly `dst/prefix_len`, of any protocol and type.
     fn main_route(&mut self, dst: Ipv4Addr, prefix_len: u8) -> Result<Option<MainRoute>, NetlinkError> {
-        let rtm = RtMsg { family: AF_INET, ..RtMsg::default() };
+        let rtm = RtMsg { family: AF_INET, table: RT_TABLE_MAIN, ..RtMsg::default() };
         let mut req = Request::new(RTM_GETROUTE, NLM_F_DUMP, &rtm.encode());
         let all = self.dump(&Op::DumpRoutes { proto: 0 }, &mut req, parse_main_route)?;
         Ok(all.into_iter().find(|m| m.dst == dst && m.prefix_len == prefix_len))
@@ -307,12 +310,9 @@ impl Netlink {
     /// The IPv4 unicast routes in the main table that carry protocol `proto`. Multipath routes are
     /// left out: a [`Route`] cannot describe them, and vtepd never installs them.
     pub fn routes_by_protocol(&mut self, proto: u8) -> Result<Vec<Route>, NetlinkError> {
-        // Without NETLINK_GET_STRICT_CHK the kernel ignores filters in the request and dumps every
-        // table, so the filtering happens here.
-        let rtm = RtMsg {
-            family: AF_INET,
-            ..RtMsg::default()
-        };
+        // The kernel applies the table and protocol filters under NETLINK_GET_STRICT_CHK only, so
+        // `parse_route` filters as well.
+        let rtm = RtMsg { family: AF_INET, table: RT_TABLE_MAIN, protocol: proto, ..RtMsg::default() };
         let mut req = Request::new(RTM_GETROUTE, NLM_F_DUMP, &rtm.encode());
         self.dump(&Op::DumpRoutes { proto }, &mut req, |ty, p| {
             parse_route(ty, p, proto)

@@ -6,6 +6,9 @@ pub const NLA_HDRLEN: usize = 4;
 /// `nla_type` carries two flag bits above the type itself.
 pub const NLA_TYPE_MASK: u16 = !(1 << 15 | 1 << 14);
 
+/// Socket option (`SOL_NETLINK`): check dump requests strictly and apply their filters (Linux 4.20).
+pub const NETLINK_GET_STRICT_CHK: i32 = 12;
+
 pub const NLMSG_NOOP: u16 = 1;
 pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
