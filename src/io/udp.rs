@@ -75,7 +75,16 @@ pub struct Underlay {
 
 /// The shared send pool: `count` sockets on ephemeral ports of `ip`, i.e. that many source ports.
 pub fn send_pool(ip: Ipv4Addr, count: usize) -> Result<Arc<[Socket]>, UdpError> {
-    (0..count.max(1)).map(|_| socket(ip, 0, false)).collect()
+    (0..count.max(1)).map(|_| send_socket(ip)).collect()
+}
+
+/// A socket only ever sent from: nothing reads it, so whatever arrives at its port would sit in
+/// the receive buffer for good — 8 MB of kernel memory per socket for anyone who sprays the
+/// ephemeral ports. The smallest buffer the kernel allows takes a few datagrams and drops the rest.
+fn send_socket(ip: Ipv4Addr) -> Result<Socket, UdpError> {
+    let s = socket(ip, 0, false)?;
+    let _ = s.set_recv_buffer_size(0);
+    Ok(s)
 }
 
 impl Underlay {
@@ -397,6 +406,16 @@ mod tests {
         let rx = socket(lo, 0, true).unwrap();
         let port = rx.local_addr().unwrap().as_socket_ipv4().unwrap().port();
         (rx, socket(lo, 0, false).unwrap(), port)
+    }
+
+    #[test]
+    fn send_sockets_keep_a_big_send_buffer_and_no_receive_buffer_to_speak_of() {
+        let pool = send_pool(Ipv4Addr::LOCALHOST, 2).unwrap();
+        for s in pool.iter() {
+            let (rcv, snd) = (s.recv_buffer_size().unwrap(), s.send_buffer_size().unwrap());
+            // The send side as big as we may make it (8 MB as root, the sysctl cap otherwise).
+            assert!(rcv <= 8 << 10 && snd >= 200 << 10, "receive buffer {rcv}, send buffer {snd}");
+        }
     }
 
     fn recv_all(rx: &Socket, scratch: &mut MmsgScratch, slots: &mut Slots, want: usize) -> Vec<Received> {
