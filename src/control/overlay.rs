@@ -10,7 +10,7 @@
 use super::netlink::{Netlink, NetlinkError, Route, RTPROT_VTEPD};
 use crate::table::Tables;
 use ipnet::Ipv4Net;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -198,8 +198,21 @@ impl Overlay {
     fn remove_all(&mut self, gone: &[RemoteNode]) -> Result<(), NetlinkError> {
         let mut result = Ok(());
         let mut removed = Vec::with_capacity(gone.len());
+        // How many installed peers want each kernel route: a subnet whose lease moved to another
+        // address has one route (and, for VXLAN, one neighbour entry) for both peers, and once
+        // the new peer is in they are its own. Counted once, not scanned per peer (etcd leases).
+        let mut holders: HashMap<Route, usize> = HashMap::new();
+        if !gone.is_empty() {
+            for o in self.installed.values() {
+                *holders.entry(self.installer.kernel_route(o)).or_default() += 1;
+            }
+        }
         for n in gone {
-            if let Err(e) = self.installer.remove(&mut self.nl, n) {
+            let route = self.installer.kernel_route(n);
+            let taken_over = holders.get(&route).is_some_and(|&c| c > 1);
+            if taken_over {
+                tracing::debug!(peer = %n.public_ip, subnet = %n.subnet, "kernel entries now another peer's; left in place");
+            } else if let Err(e) = self.installer.remove(&mut self.nl, n) {
                 self.note_failure(n, "peer not removed; retrying every few seconds", &e);
                 if result.is_ok() {
                     result = Err(e);
@@ -208,6 +221,7 @@ impl Overlay {
             }
             self.failing.remove(&n.public_ip);
             self.installed.remove(&n.public_ip);
+            holders.entry(route).and_modify(|c| *c -= 1);
             removed.push(*n);
             tracing::info!(peer = %n.public_ip, subnet = %n.subnet, "peer removed");
         }
@@ -276,7 +290,58 @@ impl Drop for Overlay {
 
 #[cfg(test)]
 mod tests {
-    use super::SubnetIndex;
+    use super::*;
+    use crate::control::netlink::Op;
+    use std::sync::Mutex;
+
+    /// Kernel routes kept in a map; removing the peers named in `refuse` fails.
+    struct FakeKernel {
+        routes: Arc<Mutex<BTreeMap<Ipv4Net, Ipv4Addr>>>,
+        refuse: Arc<Mutex<Vec<Ipv4Addr>>>,
+    }
+
+    fn route(n: &RemoteNode) -> Route {
+        Route { dst: n.subnet.network(), prefix_len: n.subnet.prefix_len(), gateway: None, ifindex: 9, onlink: false }
+    }
+
+    impl Installer for FakeKernel {
+        fn update_tables(&mut self, _: &[RemoteNode], _: &[RemoteNode]) {}
+        fn add(&mut self, _: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+            self.routes.lock().unwrap().insert(n.subnet, n.public_ip);
+            Ok(())
+        }
+        fn remove(&mut self, _: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+            if self.refuse.lock().unwrap().contains(&n.public_ip) {
+                return Err(NetlinkError::Invalid { op: Op::DelRoute(route(n)), reason: "refused by the test" });
+            }
+            self.routes.lock().unwrap().remove(&n.subnet);
+            Ok(())
+        }
+        fn kernel_route(&self, n: &RemoteNode) -> Route {
+            route(n)
+        }
+    }
+
+    #[test]
+    fn a_late_removal_leaves_the_route_a_moved_subnet_now_has() {
+        let (routes, refuse) = (Arc::default(), Arc::default());
+        let fake = FakeKernel { routes: Arc::clone(&routes), refuse: Arc::clone(&refuse) };
+        let Ok(nl) = Netlink::open() else { return eprintln!("no netlink socket here; skipped") };
+        let mut o = Overlay::with_installer(nl, Tables::new(), Box::new(fake));
+        let node = |ip: [u8; 4]| RemoteNode { public_ip: ip.into(), subnet: "10.244.2.0/24".parse().unwrap(), vtep_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, ip[3]]) };
+        let (old, new) = (node([192, 0, 2, 2]), node([192, 0, 2, 9]));
+        assert!(o.set_peers(&[old]).is_ok());
+        // The lease moves to another address while the old peer's removal fails: the new one goes
+        // in regardless, replacing the route.
+        refuse.lock().unwrap().push(old.public_ip);
+        assert!(o.set_peers(&[new]).is_err());
+        assert_eq!(routes.lock().unwrap()[&new.subnet], new.public_ip);
+        // The retried removal must not take the route with it.
+        refuse.lock().unwrap().clear();
+        assert!(o.set_peers(&[new]).is_ok());
+        assert_eq!(routes.lock().unwrap().get(&new.subnet), Some(&new.public_ip));
+        assert_eq!(o.peers().copied().collect::<Vec<_>>(), [new]);
+    }
 
     #[test]
     fn subnet_index_finds_every_subnet_holding_an_address_most_specific_first() {

@@ -84,6 +84,21 @@ impl<V: Copy> Lpm<V> {
         old
     }
 
+    /// Removes the route for exactly `net` if it still leads to `v`: a route another peer has since
+    /// taken over (a subnet whose lease moved to a new address) is that peer's to remove.
+    pub fn remove_if(&mut self, net: Ipv4Net, v: &V) -> bool
+    where
+        V: PartialEq,
+    {
+        let len = net.prefix_len();
+        let Ok(at) = self.levels.binary_search_by(|l| len.cmp(&l.len)) else { return false };
+        let key = u32::from(net.network()) & self.levels[at].mask;
+        if self.levels[at].entries.get(&key) != Some(v) {
+            return false;
+        }
+        self.remove(net).is_some()
+    }
+
     pub fn len(&self) -> usize {
         self.levels.iter().map(|l| l.entries.len()).sum()
     }
@@ -147,6 +162,18 @@ impl<V: Copy> RouteTable<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remove_if_leaves_a_route_that_leads_elsewhere_now() {
+        let mut t = Lpm::default();
+        let net: Ipv4Net = "10.244.2.0/24".parse().unwrap();
+        t.insert(net, 9u8);
+        assert!(!t.remove_if(net, &2));
+        assert!(!t.remove_if("10.244.2.0/25".parse().unwrap(), &9));
+        assert_eq!(t.lookup("10.244.2.1".parse().unwrap()), Some(9));
+        assert!(t.remove_if(net, &9));
+        assert!(t.is_empty());
+    }
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()

@@ -46,7 +46,7 @@ impl Installer for IpipInstaller {
         let (adding, removing) = (tunnelled(adding), tunnelled(removing));
         // Routes before the allow-list on the way out, after it on the way in, as VXLAN does.
         if !removing.is_empty() {
-            self.tables.routes.update(|r| removing.iter().for_each(|n| _ = r.remove(n.subnet)));
+            self.tables.routes.update(|r| removing.iter().for_each(|n| _ = r.remove_if(n.subnet, &n.public_ip)));
             self.tables.peers.update(|m| removing.iter().for_each(|n| _ = m.remove(&n.public_ip)));
         }
         if !adding.is_empty() {
