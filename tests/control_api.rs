@@ -36,11 +36,6 @@ fn cli_err(socket: &Path, args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-fn stat(socket: &Path, name: &str) -> u64 {
-    let v = cli_json(socket, &["stats"]);
-    v["counters"].as_array().unwrap().iter().find(|c| c[0] == name).and_then(|c| c[1].as_u64()).unwrap_or_else(|| panic!("no counter {name}: {v}"))
-}
-
 /// Sends raw bytes on the socket and returns the first response line.
 fn raw(socket: &Path, bytes: &[u8]) -> String {
     let mut s = UnixStream::connect(socket).expect("connect control socket");
@@ -122,13 +117,13 @@ fn every_subcommand_against_a_running_vtepd() {
     assert_eq!(cli_json(sa, &["route", "show"])[0]["dst"], "10.244.2.0/24");
     let stats = cli_ok(sa, &["stats"]);
     assert!(stats.contains("table_fdb_entries "), "{stats}");
-    assert!(stat(sa, "rx_packets") >= 3 && stat(sa, "tx_packets") >= 3, "{stats}");
+    assert!(counter(sa, "rx_packets") >= 3 && counter(sa, "tx_packets") >= 3, "{stats}");
     assert!(stats.contains("\nworker0_rx_packets "), "{stats}");
     // Per worker, in order, adding up to the totals (nothing crosses the tunnel meanwhile).
     let v = cli_json(sa, &["stats"]);
     for dir in ["rx_packets", "tx_packets"] {
         let sum: u64 = v["workers"].as_array().unwrap().iter().map(|w| w[dir].as_u64().unwrap()).sum();
-        assert_eq!(sum, stat(sa, dir), "per-worker {dir} do not add up: {v}");
+        assert_eq!(sum, counter(sa, dir), "per-worker {dir} do not add up: {v}");
     }
     let (code, err) = cli_err(sa, &["leases"]);
     assert_eq!(code, Some(1), "{err}");
@@ -158,26 +153,26 @@ fn every_subcommand_against_a_running_vtepd() {
 /// to B (whose vtepd drops it as not for its MAC — proof it crossed the tunnel).
 fn manual_entries_steer_the_data_path(hosts: &TwoHosts, sa: &Path, sb: &Path) {
     hosts.a.ip(&["route", "add", "10.244.9.0/24", "via", "10.244.9.0", "dev", "vtep0", "onlink"]);
-    let arp_unknown = stat(sa, "drop_tx_arp_unknown");
+    let arp_unknown = counter(sa, "drop_tx_arp_unknown");
     poke(&hosts.a, "10.244.9.1");
-    wait_until("A's vtepd counts the unanswerable ARP", || stat(sa, "drop_tx_arp_unknown") > arp_unknown);
+    wait_until("A's vtepd counts the unanswerable ARP", || counter(sa, "drop_tx_arp_unknown") > arp_unknown);
 
     assert_eq!(cli_ok(sa, &["neigh", "add", "10.244.9.0", "lladdr", "02:00:00:00:00:99"]), "neigh 10.244.9.0 lladdr 02:00:00:00:00:99 added\n");
     assert!(cli_ok(sa, &["neigh", "show"]).contains("10.244.9.0 dev vtep0 lladdr 02:00:00:00:00:99 PERMANENT manual\n"));
     hosts.a.ip(&["neigh", "flush", "dev", "vtep0", "nud", "failed"]);
-    let unknown_mac = stat(sa, "drop_tx_unknown_dst_mac");
+    let unknown_mac = counter(sa, "drop_tx_unknown_dst_mac");
     wait_until("vtepd answers ARP for 10.244.9.0 from the manual entry", || {
         poke(&hosts.a, "10.244.9.1");
         hosts.a.ip(&["neigh", "show", "10.244.9.0"]).contains("lladdr 02:00:00:00:00:99")
     });
-    wait_until("A drops frames to ..:99 for want of an FDB entry", || stat(sa, "drop_tx_unknown_dst_mac") > unknown_mac);
+    wait_until("A drops frames to ..:99 for want of an FDB entry", || counter(sa, "drop_tx_unknown_dst_mac") > unknown_mac);
 
     cli_ok(sa, &["fdb", "add", "02:00:00:00:00:99", "dst", "192.0.2.2"]);
     assert!(cli_ok(sa, &["fdb", "show"]).contains("02:00:00:00:00:99 dev vtep0 dst 192.0.2.2 self permanent manual\n"));
-    let not_for_b = stat(sb, "drop_rx_not_for_us");
+    let not_for_b = counter(sb, "drop_rx_not_for_us");
     wait_until("frames to ..:99 reach B through the tunnel", || {
         poke(&hosts.a, "10.244.9.1");
-        stat(sb, "drop_rx_not_for_us") > not_for_b
+        counter(sb, "drop_rx_not_for_us") > not_for_b
     });
 
     // The peer's own entries belong to the config: refused, and unchanged.
@@ -188,10 +183,10 @@ fn manual_entries_steer_the_data_path(hosts: &TwoHosts, sa: &Path, sb: &Path) {
     assert!(code == Some(1) && err.contains("peer 192.0.2.2"), "{err}");
 
     cli_ok(sa, &["fdb", "del", "02:00:00:00:00:99"]);
-    let unknown_mac = stat(sa, "drop_tx_unknown_dst_mac");
+    let unknown_mac = counter(sa, "drop_tx_unknown_dst_mac");
     wait_until("without the FDB entry, frames to ..:99 are dropped again", || {
         poke(&hosts.a, "10.244.9.1");
-        stat(sa, "drop_tx_unknown_dst_mac") > unknown_mac
+        counter(sa, "drop_tx_unknown_dst_mac") > unknown_mac
     });
     cli_ok(sa, &["neigh", "del", "10.244.9.0"]);
     assert_eq!(cli_ok(sa, &["fdb", "show"]), "02:00:00:00:00:02 dev vtep0 dst 192.0.2.2 self permanent\n");

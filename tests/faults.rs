@@ -535,11 +535,18 @@ fn sigterm_cleans_up_and_sigkill_restart_comes_back() {
 fn a_stalled_underlay_does_not_hold_up_sigterm() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    /// Ends the flood however the test ends, a failed assertion included.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     let p = Pair::start("fstall");
     let shaper = ["qdisc", "add", "dev", UNDERLAY_DEV, "root", "tbf", "rate", "8kbit", "burst", "1600", "limit", "100000000"];
     p.hosts.a.exec_ok("tc", &shaper);
-    let stop = Arc::new(AtomicBool::new(false));
-    let flooding = stop.clone();
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let flooding = stop.0.clone();
     let flood = spawn_in_netns(p.hosts.a.name(), move || {
         let s = std::net::UdpSocket::bind("10.244.1.0:0").expect("bind flood socket");
         s.set_nonblocking(true).expect("nonblocking");
@@ -548,17 +555,14 @@ fn a_stalled_underlay_does_not_hold_up_sigterm() {
             let _ = s.send_to(&[0x5a; 1000], "10.244.2.0:9");
         }
     });
-    let given_up = || counter(&p.a, "drop_tx_send_error") > 0;
-    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until_for("A gives up sends to the stalled underlay", RECOVERY_TIMEOUT, given_up)
-    }));
+    wait_until_for("A gives up sends to the stalled underlay", RECOVERY_TIMEOUT, || {
+        counter(&p.a.socket, "drop_tx_send_error") > 0
+    });
     let Pair { a, b, cfg_a, hosts, dir: _dir, .. } = p;
     // SIGTERM with the flood still running: `stop` fails unless A exits within 10 s.
-    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.stop()));
-    stop.store(true, Ordering::Relaxed);
+    let counters = a.stop();
+    drop(stop);
     flood.join().expect("flood thread");
-    let counters = stopped.unwrap_or_else(|e| std::panic::resume_unwind(e));
-    waited.unwrap_or_else(|e| std::panic::resume_unwind(e));
     eprintln!("A after the stall: {}", show_counters(&counters));
     assert_nothing_left(&hosts.a, &cfg_a, "SIGTERM during the stall");
     b.stop();

@@ -116,12 +116,9 @@ impl Overlay {
     /// one peer's error must not cost the others their device.
     pub fn reinstall(&mut self, ifindex: u32) {
         self.installer.set_device(ifindex);
-        // Peers still installed but no longer wanted (their removal failed): the old device took
-        // their neighbour and route, not their table entries or a direct route on the underlay.
-        let unwanted: Vec<RemoteNode> =
-            self.installed.values().filter(|old| self.wanted.get(&old.public_ip) != Some(*old)).copied().collect();
-        let _ = self.remove_all(&unwanted);
-        // What is left of those is retried by `reconcile`; the wanted ones go in again.
+        // The wanted peers all go in again. Those still installed but no longer wanted (their
+        // removal failed) stay for `reconcile` to remove: the old device took their neighbour and
+        // route, not their table entries or a direct route on the underlay.
         let wanted = &self.wanted;
         self.installed.retain(|ip, n| wanted.get(ip) != Some(n));
         let _ = self.reconcile();

@@ -80,7 +80,8 @@ pub fn send_pool(ip: Ipv4Addr, count: usize) -> Result<Arc<[Socket]>, UdpError> 
 
 /// A socket only ever sent from: nothing reads it, so whatever arrives at its port would sit in
 /// the receive buffer for good — 16 MB of kernel memory per socket (8 MB forced, which the kernel
-/// doubles) for anyone who sprays the ephemeral ports. The smallest buffer the kernel allows takes a few datagrams and drops the rest.
+/// doubles) for anyone who sprays the ephemeral ports. The smallest buffer the kernel allows takes
+/// a few datagrams and drops the rest.
 fn send_socket(ip: Ipv4Addr) -> Result<Socket, UdpError> {
     let s = socket(ip, 0, false)?;
     let _ = s.set_recv_buffer_size(0);

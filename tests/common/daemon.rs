@@ -258,14 +258,19 @@ pub fn force_rcvbuf(sock: &std::net::UdpSocket, bytes: libc::c_int) {
 
 /// `vtepd <cmd> --json` (e.g. `stats`, `peers`) against a running daemon.
 pub fn ctl_json(v: &Vtepd, cmd: &str) -> serde_json::Value {
-    let out = Command::new(vtepd_bin()).args([cmd, "--json", "--socket"]).arg(&v.socket).output().expect("run vtepd");
+    ctl_json_at(&v.socket, cmd)
+}
+
+/// [`ctl_json`] against the daemon serving control socket `socket`.
+pub fn ctl_json_at(socket: &Path, cmd: &str) -> serde_json::Value {
+    let out = Command::new(vtepd_bin()).args([cmd, "--json", "--socket"]).arg(socket).output().expect("run vtepd");
     assert!(out.status.success(), "vtepd {cmd} failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("vtepd {cmd} printed no JSON ({e})"))
 }
 
-/// One counter of a running vtepd, from `vtepd stats --json`.
-pub fn counter(v: &Vtepd, name: &str) -> u64 {
-    let stats = ctl_json(v, "stats");
+/// One counter of the daemon serving control socket `socket`, from `vtepd stats --json`.
+pub fn counter(socket: &Path, name: &str) -> u64 {
+    let stats = ctl_json_at(socket, "stats");
     let row = stats["counters"].as_array().and_then(|rows| rows.iter().find(|c| c[0] == name));
     row.and_then(|c| c[1].as_u64()).unwrap_or_else(|| panic!("no counter {name}: {stats}"))
 }
