@@ -294,7 +294,8 @@ impl MmsgScratch {
     /// possibly shorter — to `dst:port` in one sendmsg with UDP_SEGMENT. The parts are gathered by
     /// the kernel, so a datagram's headers and payload may come from different buffers (at most
     /// [`GATHER_MAX`] parts). The caller keeps the total within the kernel's limits (64 segments,
-    /// 65507 bytes). EIO/EINVAL mean the egress device cannot do it. `tos` as for [`Self::send`].
+    /// 65507 bytes). EIO means the egress device cannot do it; EMSGSIZE (EINVAL before Linux 6.x)
+    /// that a segment exceeds the path MTU. `tos` as for [`Self::send`].
     pub fn send_gso<'a>(&mut self, s: &Socket, parts: impl IntoIterator<Item = &'a [u8]>, seg_len: u16, dst: Ipv4Addr, tos: u8, port: u16) -> io::Result<()> {
         self.addrs[0] = sockaddr(dst, port);
         self.gather.clear();

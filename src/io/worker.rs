@@ -61,6 +61,31 @@ enum SendError {
     Malformed,
 }
 
+/// What a failed UDP GSO send means. Only a refusal of the first send of a frame can fall back:
+/// after it, part of the frame has left and resending all of it would duplicate segments.
+#[derive(Debug, PartialEq, Eq)]
+enum GsoRefusal {
+    /// A segment is larger than the path MTU (an underlay narrower than the tunnel MTU, or a
+    /// learned PMTU): GSO will not fragment, plain datagrams will. Only this frame: another
+    /// peer's path may be wide enough. Linux says EMSGSIZE; kernels before the fix that made it
+    /// so (6.x) said EINVAL, which our sends cannot otherwise provoke (we keep under the segment
+    /// limit and never turn off UDP checksums).
+    ThisFrame,
+    /// The egress device cannot checksum-offload (EIO; OFFLOAD.md pitfall 1): stop trying for
+    /// this worker's life.
+    Device,
+    /// Anything else, or too late to fall back: the datagrams are counted as lost.
+    Lost,
+}
+
+fn gso_refusal(errno: Option<i32>, first_send: bool) -> GsoRefusal {
+    match errno {
+        Some(libc::EMSGSIZE | libc::EINVAL) if first_send => GsoRefusal::ThisFrame,
+        Some(libc::EIO) if first_send => GsoRefusal::Device,
+        _ => GsoRefusal::Lost,
+    }
+}
+
 /// A datagram waiting for sendmmsg: where it is, where it goes, which send socket.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -235,27 +260,23 @@ impl Worker {
             let parts = (first..first + n).flat_map(|i| [&segments[i * h..(i + 1) * h], c.payload(i)]);
             match scratch.send_gso(&udp.tx[sock], parts, c.segs.seg_len as u16, dst, tos, cfg.port) {
                 Ok(()) => local.sent(n, (first..first + n).map(|i| c.segs.range(i).len()).sum()),
-                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) && first == 0 => {
-                    // A segment is larger than the path MTU (an underlay narrower than the tunnel
-                    // MTU, or a learned PMTU): GSO will not fragment, plain datagrams will. Only
-                    // this frame: another peer's path may be wide enough.
-                    if !std::mem::replace(warned_gso_mtu, true) {
-                        tracing::warn!(error = %e, "UDP GSO segments exceed the underlay's path MTU; such frames leave as plain, fragmented datagrams");
+                Err(e) => match gso_refusal(e.raw_os_error(), first == 0) {
+                    GsoRefusal::ThisFrame => {
+                        if !std::mem::replace(warned_gso_mtu, true) {
+                            tracing::warn!(error = %e, "UDP GSO segments exceed the underlay's path MTU; such frames leave as plain, fragmented datagrams");
+                        }
+                        return Err(SendError::Refused);
                     }
-                    return Err(SendError::Refused);
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) && first == 0 => {
-                    // The egress device cannot checksum-offload (OFFLOAD.md pitfall 1): stop
-                    // trying for this worker's life; nothing of this frame has left yet, so the
-                    // caller sends it again as plain datagrams.
-                    tracing::warn!(error = %e, "UDP GSO refused by the underlay device; falling back to sendmmsg");
-                    cfg.offloads.udp_gso = false;
-                    return Err(SendError::Refused);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "UDP GSO send failed");
-                    local.drop_n(DropReason::TxSendError, n);
-                }
+                    GsoRefusal::Device => {
+                        tracing::warn!(error = %e, "UDP GSO refused by the underlay device; falling back to sendmmsg");
+                        cfg.offloads.udp_gso = false;
+                        return Err(SendError::Refused);
+                    }
+                    GsoRefusal::Lost => {
+                        tracing::debug!(error = %e, "UDP GSO send failed");
+                        local.drop_n(DropReason::TxSendError, n);
+                    }
+                },
             }
             first += n;
         }
@@ -337,5 +358,26 @@ impl Forwarder for Worker {
 
     fn flush_counters(&mut self) {
         self.cfg.line.counters.flush(&mut self.local);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gso_send_over_the_path_mtu_falls_back_for_its_frame_on_old_and_new_kernels() {
+        // EINVAL is what kernels before 6.x said for a segment over the MTU: one frame's problem,
+        // not the device's — GSO must stay on for the next frame.
+        for errno in [libc::EMSGSIZE, libc::EINVAL] {
+            assert_eq!(gso_refusal(Some(errno), true), GsoRefusal::ThisFrame);
+        }
+        assert_eq!(gso_refusal(Some(libc::EIO), true), GsoRefusal::Device);
+        // Part of the frame has left: resending the rest whole would duplicate segments.
+        for errno in [libc::EMSGSIZE, libc::EINVAL, libc::EIO, libc::ENOBUFS] {
+            assert_eq!(gso_refusal(Some(errno), false), GsoRefusal::Lost);
+        }
+        assert_eq!(gso_refusal(Some(libc::EHOSTUNREACH), true), GsoRefusal::Lost);
+        assert_eq!(gso_refusal(None, true), GsoRefusal::Lost);
     }
 }
