@@ -141,6 +141,39 @@ fn host_gw_restart_after_sigkill_sweeps_stale_routes() {
     assert_eq!(hosts.a.ip(&["route", "show", "proto", "118"]).trim(), "", "routes left after SIGTERM");
 }
 
+/// One instance per VNI is how several VNIs share a host, so one instance's start must not sweep
+/// another's routes off the underlay while it runs — only once it is dead. Here a VXLAN instance
+/// starts beside a running host-gw one on the same underlay: it leaves the host-gw route (and says
+/// why); after the host-gw instance is SIGKILLed, its next start removes it as stale.
+#[test]
+fn a_start_leaves_a_running_instances_routes_and_sweeps_a_dead_ones() {
+    let hosts = TwoHosts::new("hgco");
+    let dir = TempDir::new("hgco");
+    let route = host_subnet(2);
+    let hostgw = Vtepd::start_until(&hosts.a, &dir.write("hg.toml", &config(1, &host_underlay_ip(2), &route)), "host-gw route", || hosts.a.has_route(&route));
+    let claims_dir = format!("/run/vtepd/netns-{}", run_ok("stat", &["-L", "-c", "%i", &format!("/run/netns/{}", hosts.a.name())]).trim());
+    let claimed = std::fs::read_to_string(format!("{claims_dir}/host-gw.routes")).unwrap_or_default();
+    assert!(claimed.contains(&format!("{route} via {}", host_underlay_ip(2))), "the host-gw instance claims no route:\n{claimed}");
+
+    let vxlan_cfg = dir.write("vx.toml", &routed_toml("vxlan", &host_underlay_ip(1), "10.244.101.0/24", "", &[]));
+    let vxlan = Vtepd::start_until(&hosts.a, &vxlan_cfg, "vtep0", || hosts.a.has_link("vtep0"));
+    let log = vxlan.wait_for_log("left a route another running vtepd instance holds", 0);
+    assert!(log.contains(&route) && log.contains("host-gw"), "the kept route is not named with its holder:\n{log}");
+    assert_eq!(vxlan.log_count("removed a stale route"), 0, "a running instance's route was swept:\n{}", vxlan.stderr());
+    assert!(hosts.a.has_route(&route));
+    vxlan.stop();
+    assert!(!std::path::Path::new(&format!("{claims_dir}/vtep0.routes")).exists(), "a clean stop leaves its claim file");
+
+    // Dead: its route stays behind (and its claim file, whose lock died with it), claiming nothing.
+    hostgw.kill_hard();
+    assert!(hosts.a.has_route(&route), "SIGKILL took the route with it?");
+    let vxlan = Vtepd::start_until(&hosts.a, &vxlan_cfg, "vtep0", || hosts.a.has_link("vtep0"));
+    wait_until("the dead instance's route swept", || !hosts.a.has_route(&route));
+    let log = vxlan.wait_for_log("removed a stale route", 0);
+    assert!(log.contains(&route), "the sweep does not name the dead instance's route:\n{log}");
+    vxlan.stop();
+}
+
 /// A start that fails after the peers' routes went in takes them out again: host-gw's routes sit
 /// on the underlay and would outlive the process. The failure here is a thread vtepd cannot spawn
 /// (a cgroup's pids.max lets it have its main thread and one more; the control socket's thread

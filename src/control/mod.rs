@@ -1,5 +1,6 @@
 pub mod api;
 pub mod backend;
+pub mod claims;
 pub mod config;
 pub mod etcd;
 pub mod event;

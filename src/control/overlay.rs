@@ -7,6 +7,7 @@
 //! What adding a peer means depends on the backend (FDB and neighbour entries for VXLAN, a route
 //! table entry for IPIP, a kernel route only for host-gw); that part is an [`Installer`], kept in
 //! `control::backend`. The diff, the bookkeeping and the teardown are shared here.
+use super::claims::Claims;
 use super::netlink::{Netlink, NetlinkError, Route, RTPROT_VTEPD};
 use crate::table::Tables;
 use ipnet::Ipv4Net;
@@ -94,6 +95,9 @@ pub struct Overlay {
     /// Why each peer that could not be installed or removed failed last: said once, not at every
     /// retry.
     failing: BTreeMap<Ipv4Addr, String>,
+    /// Where the underlay routes of `wanted` and `installed` are recorded for other instances'
+    /// sweeps (`None`: nowhere, as where /run is not writable).
+    claims: Option<Claims>,
 }
 
 impl Overlay {
@@ -104,7 +108,13 @@ impl Overlay {
     }
 
     pub fn with_installer(nl: Netlink, tables: Arc<Tables>, installer: Box<dyn Installer>) -> Overlay {
-        Overlay { nl, installer, tables, wanted: BTreeMap::new(), installed: BTreeMap::new(), failing: BTreeMap::new() }
+        Overlay { nl, installer, tables, wanted: BTreeMap::new(), installed: BTreeMap::new(), failing: BTreeMap::new(), claims: None }
+    }
+
+    /// Records the underlay routes in `claims` from now on.
+    pub fn with_claims(mut self, claims: Option<Claims>) -> Overlay {
+        self.claims = claims;
+        self
     }
 
     pub fn netlink(&mut self) -> &mut Netlink {
@@ -164,6 +174,10 @@ impl Overlay {
         // A changed peer whose old entries could not be removed stays as it was until they can.
         let new: Vec<RemoteNode> =
             self.wanted.values().filter(|w| !self.installed.contains_key(&w.public_ip)).copied().collect();
+        if !gone.is_empty() || !new.is_empty() {
+            // Before the routes go in: a run killed halfway must have claimed them.
+            self.record_claims();
+        }
         let (added, result) = self.add_all(&new);
         (added, removed.and(result))
     }
@@ -226,6 +240,13 @@ impl Overlay {
         result
     }
 
+    fn record_claims(&mut self) {
+        if let Some(claims) = &mut self.claims {
+            let peers = self.installed.values().chain(self.wanted.values());
+            claims.record(peers.map(|n| self.installer.kernel_route(n)));
+        }
+    }
+
     /// Logs a peer's failure when it is new or differs from the last one; a retry that fails the
     /// same way says nothing more.
     fn note_failure(&mut self, n: &RemoteNode, what: &str, e: &NetlinkError) {
@@ -262,16 +283,20 @@ impl Overlay {
     /// drop the odd packet for a peer that is gone; that is the point of stopping.
     pub fn uninstall(&mut self) {
         self.wanted.clear();
-        if self.installed.is_empty() {
-            return;
-        }
         let all: Vec<RemoteNode> = std::mem::take(&mut self.installed).into_values().collect();
         for n in &all {
             if let Err(e) = self.installer.remove(&mut self.nl, n) {
                 tracing::warn!(peer = %n.public_ip, error = %crate::error_chain(&e), "peer removal failed");
             }
         }
-        self.installer.update_tables(&[], &all);
+        if !all.is_empty() {
+            self.installer.update_tables(&[], &all);
+        }
+        // A route whose removal failed is left unclaimed: the lock goes with the process anyway,
+        // and any instance's next start sweeps it.
+        if let Some(claims) = self.claims.take() {
+            claims.release();
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! before anything is installed, so a failed start leaves the host as it was. The backends
 //! themselves live in [`super::backend`].
 use super::backend::{self, Started};
+use super::claims::{self, Claims};
 use super::config::{Backend, Config, ConfigError};
 use super::netlink::{Netlink, NetlinkError};
 use super::overlay::RemoteNode;
@@ -16,6 +17,7 @@ use crate::io::raw::RawError;
 use crate::io::tap::TapError;
 use crate::io::udp::UdpError;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -244,18 +246,33 @@ fn pod_mtu(cfg: &Config, started: &mut Started) -> u32 {
 }
 
 /// Starts the configured backend; nothing is left installed if it fails. Of the routes an earlier
-/// run left through the underlay, those to `keep` stay.
+/// run left through the underlay, those to `keep` stay, as do those another running instance holds.
 pub fn start(cfg: &Config, keep: &[RemoteNode], opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Started, RunError> {
     let mut nl = Netlink::open()?;
     if !nl.host_has_addr(cfg.node.public_ip)? {
         return Err(RunError::AddrNotHere(cfg.node.public_ip));
     }
     let underlay = backend::Underlay::find(&mut nl, cfg.node.public_ip)?;
-    backend::sweep_stale_routes(&mut nl, &underlay, if cfg.direct_routing() { keep } else { &[] })?;
+    let (dir, name) = (claims::netns_dir(Path::new(claims::RUN_DIR)), instance_name(cfg));
+    let held = claims::held_by_others(&dir, name);
+    let claims = Claims::open(&dir, name, underlay.ifindex)
+        .inspect_err(|e| tracing::warn!(error = %e, "this instance's underlay routes go unrecorded; another vtepd starting on this host may remove them until the next route check"))
+        .ok();
+    backend::sweep_stale_routes(&mut nl, &underlay, if cfg.direct_routing() { keep } else { &[] }, &held)?;
     match cfg.node.backend {
-        Backend::Vxlan => backend::vxlan::start(nl, cfg, opts, stop),
-        Backend::Ipip => backend::ipip::start(nl, cfg, opts, stop),
-        Backend::HostGw => backend::hostgw::start(nl, cfg, opts),
+        Backend::Vxlan => backend::vxlan::start(nl, cfg, opts, stop, claims),
+        Backend::Ipip => backend::ipip::start(nl, cfg, opts, stop, claims),
+        Backend::HostGw => backend::hostgw::start(nl, cfg, opts, claims),
+    }
+}
+
+/// What names this instance among those on one host: its device (the kernel keeps those unique in
+/// a namespace); host-gw has none, and two host-gw instances on one underlay make no sense.
+fn instance_name(cfg: &Config) -> &str {
+    match cfg.node.backend {
+        Backend::Vxlan => &cfg.vxlan.device,
+        Backend::Ipip => &cfg.ipip.device,
+        Backend::HostGw => "host-gw",
     }
 }
 

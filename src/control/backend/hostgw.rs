@@ -5,6 +5,7 @@
 use super::{install, DirectRoutes, Started, Underlay};
 use crate::control::config::Config;
 use crate::control::netlink::{Netlink, NetlinkError, Route};
+use crate::control::claims::Claims;
 use crate::control::overlay::{Installer, Overlay, RemoteNode};
 use crate::control::run::{RunError, RunOptions};
 use crate::table::Tables;
@@ -26,7 +27,7 @@ impl Installer for DirectRoutes {
     }
 }
 
-pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions) -> Result<Started, RunError> {
+pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, claims: Option<Claims>) -> Result<Started, RunError> {
     let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
     underlay.check_on_link(&cfg.peers).map_err(RunError::PeerNotOnLink)?;
     tracing::info!(device = %underlay.name, peers = cfg.peers.len(), "routing (host-gw)");
@@ -34,6 +35,6 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions) -> Result<Started
     // Before anything is installed, so a failure leaves nothing behind; CAP_NET_ADMIN stays for
     // the peers, reloads and the teardown.
     super::drop_privileges(opts)?;
-    let overlay = install(Overlay::with_installer(nl, Tables::new(), Box::new(installer)), &cfg.peers)?;
+    let overlay = install(Overlay::with_installer(nl, Tables::new(), Box::new(installer)).with_claims(claims), &cfg.peers)?;
     Ok(Started::without_workers(overlay))
 }

@@ -6,6 +6,7 @@
 use super::{grant_offload, install, offload_masks, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
 use crate::control::config::Config;
 use crate::control::netlink::{Netlink, NetlinkError, Route};
+use crate::control::claims::Claims;
 use crate::control::overlay::{Installer, Overlay, RemoteNode};
 use crate::control::run::{RunError, RunOptions};
 use crate::dataplane::ipip::Tunnel;
@@ -82,7 +83,7 @@ impl Installer for IpipInstaller {
     }
 }
 
-pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Started, RunError> {
+pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>, claims: Option<Claims>) -> Result<Started, RunError> {
     let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
     let mtu = underlay.tunnel_mtu("ipip.mtu", cfg.ipip.mtu, IPIP_OVERHEAD);
     // Sockets before the device: a missing capability fails before anything is created.
@@ -107,7 +108,7 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     // Before anything is installed, so a failure leaves nothing behind; CAP_NET_ADMIN stays for
     // the peers, reloads and the teardown.
     super::drop_privileges(opts)?;
-    let overlay = install(Overlay::with_installer(nl, tables.clone(), Box::new(installer)), &cfg.peers)?;
+    let overlay = install(Overlay::with_installer(nl, tables.clone(), Box::new(installer)).with_claims(claims), &cfg.peers)?;
     tracing::info!(device = %device.name, mtu, ttl = cfg.ipip.ttl, peers = cfg.peers.len(), workers = queues.len(), "forwarding (ipip)");
 
     let opts_offload = opts.offload;

@@ -18,6 +18,7 @@ use crate::io::tap::{self, Kind, TapError, TapQueue};
 use crate::io::mailbox::Postbox;
 use crate::io::poll::ControlLine;
 use ipnet::Ipv4Net;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -252,15 +253,26 @@ impl DirectRoutes {
 /// Removes the routes through the underlay that a previous run left behind — after SIGKILL nothing
 /// else would: host-gw and direct routes outlive the process, unlike those on its own device. A
 /// route is ours if it carries [`RTPROT_VTEPD`] and goes out of our underlay interface; those that
-/// `keep` would install again stay, so traffic through them never blinks across a restart.
-pub fn sweep_stale_routes(nl: &mut Netlink, underlay: &Underlay, keep: &[RemoteNode]) -> Result<(), NetlinkError> {
+/// `keep` would install again stay, so traffic through them never blinks across a restart, and so
+/// do those another running instance holds (`held`, by instance: see `control::claims`).
+pub fn sweep_stale_routes(
+    nl: &mut Netlink,
+    underlay: &Underlay,
+    keep: &[RemoteNode],
+    held: &HashMap<Route, String>,
+) -> Result<(), NetlinkError> {
     let direct = DirectRoutes { underlay: underlay.clone() };
     let wanted: Vec<Route> = keep.iter().filter(|n| direct.is_direct(n)).map(|n| direct.route(n)).collect();
     for r in nl.routes_by_protocol(RTPROT_VTEPD)? {
-        if r.ifindex == underlay.ifindex && !wanted.contains(&r) {
-            nl.del_route(&r)?;
-            tracing::info!(route = %r, device = %underlay.name, "removed a stale route left by an earlier run");
+        if r.ifindex != underlay.ifindex || wanted.contains(&r) {
+            continue;
         }
+        if let Some(instance) = held.get(&r) {
+            tracing::info!(route = %r, %instance, "left a route another running vtepd instance holds");
+            continue;
+        }
+        nl.del_route(&r)?;
+        tracing::info!(route = %r, device = %underlay.name, "removed a stale route left by an earlier run");
     }
     Ok(())
 }

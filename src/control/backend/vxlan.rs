@@ -4,6 +4,7 @@
 use super::{grant_offload, install, offload_masks, spawn_worker, DeviceSpec, DirectRoutes, Started, Underlay};
 use crate::control::config::Config;
 use crate::control::netlink::{Netlink, NetlinkError, Route};
+use crate::control::claims::Claims;
 use crate::control::overlay::{Installer, Overlay, RemoteNode};
 use crate::control::run::{RunError, RunOptions};
 use crate::dataplane::Vtep;
@@ -91,7 +92,7 @@ impl Installer for VxlanInstaller {
     }
 }
 
-pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Started, RunError> {
+pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>, claims: Option<Claims>) -> Result<Started, RunError> {
     udp::probe_port(cfg.node.public_ip, cfg.vxlan.port)?;
     let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
     let mtu = underlay.tunnel_mtu("vxlan.mtu", cfg.vxlan.mtu, VXLAN_OVERHEAD);
@@ -117,7 +118,7 @@ pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<Atomic
     // Before anything is installed, so a failure leaves nothing behind; CAP_NET_ADMIN stays for
     // the peers, reloads and the teardown.
     super::drop_privileges(opts)?;
-    let overlay = install(Overlay::with_installer(nl, tables.clone(), Box::new(installer)), &cfg.peers)?;
+    let overlay = install(Overlay::with_installer(nl, tables.clone(), Box::new(installer)).with_claims(claims), &cfg.peers)?;
     tracing::info!(device = %device.name, vni = %cfg.vxlan.vni, mtu, peers = cfg.peers.len(), workers = queues.len(), "forwarding");
 
     let vtep = Vtep { vni: cfg.vxlan.vni, mac: cfg.vxlan.mac, ip: cfg.node.vtep_ip(), mtu: mtu as u16 };

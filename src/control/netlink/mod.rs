@@ -77,7 +77,7 @@ pub struct Link {
 }
 
 /// An IPv4 unicast route in the main table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Route {
     pub dst: Ipv4Addr,
     pub prefix_len: u8,
