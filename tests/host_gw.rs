@@ -151,8 +151,9 @@ fn a_start_leaves_a_running_instances_routes_and_sweeps_a_dead_ones() {
     let dir = TempDir::new("hgco");
     let route = host_subnet(2);
     let hostgw = Vtepd::start_until(&hosts.a, &dir.write("hg.toml", &config(1, &host_underlay_ip(2), &route)), "host-gw route", || hosts.a.has_route(&route));
-    let claims_dir = format!("/run/vtepd/netns-{}", run_ok("stat", &["-L", "-c", "%i", &format!("/run/netns/{}", hosts.a.name())]).trim());
-    let claimed = std::fs::read_to_string(format!("{claims_dir}/host-gw.routes")).unwrap_or_default();
+    // Beside the control sockets, in the namespace's own directory.
+    let claims_dir = format!("/run/vtepd/netns/{}", hosts.a.name());
+    let claimed = std::fs::read_to_string(format!("{claims_dir}/host-gw-{}.routes", host_underlay_ip(1))).unwrap_or_default();
     assert!(claimed.contains(&format!("{route} via {}", host_underlay_ip(2))), "the host-gw instance claims no route:\n{claimed}");
 
     let vxlan_cfg = dir.write("vx.toml", &routed_toml("vxlan", &host_underlay_ip(1), "10.244.101.0/24", "", &[]));

@@ -4,21 +4,21 @@
 //! host-gw and direct routes sit on the underlay with protocol 118 whichever instance installed
 //! them, and the sweep must remove what a killed run left. Running one instance per VNI is how
 //! several VNIs share a host today, so the sweep must tell a dead run's routes from a live
-//! neighbour's. Each instance keeps a claim file, `/run/vtepd/netns-<inode>/<name>.routes`, listing
-//! the underlay routes it wants or has, and holds an `flock` on it while it runs. The lock dies with
-//! the process, SIGKILL included, so a file whose lock can be taken is a dead run's and claims
-//! nothing; `/run` is emptied at boot, as the routes are.
+//! neighbour's. Each instance keeps a claim file beside its control socket, `<instance>.routes` in
+//! the namespace's directory (`/run/vtepd` in the host's: see `api::netns`), listing the underlay
+//! routes it wants or has, and holds an `flock` on it while it runs. The lock dies with the
+//! process, SIGKILL included, so a file whose lock can be taken is a dead run's and claims nothing;
+//! `/run` is emptied at boot, as the routes are.
 use super::netlink::Route;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const RUN_DIR: &str = "/run/vtepd";
 const SUFFIX: &str = ".routes";
 const HEADER: &str = "# underlay routes a running vtepd instance holds (its flock on this file says it runs)\n";
 
@@ -26,15 +26,8 @@ const HEADER: &str = "# underlay routes a running vtepd instance holds (its floc
 pub enum ClaimError {
     #[error("cannot open {path}: {source} (is /run writable for vtepd?)")]
     Open { path: PathBuf, source: io::Error },
-    #[error("{path} is locked: another vtepd instance with this device name runs in this network namespace")]
+    #[error("{path} is locked: another vtepd instance of this name runs in this network namespace")]
     Held { path: PathBuf },
-}
-
-/// The claim directory of the calling thread's network namespace: instances in different
-/// namespaces share `/run` but not routes.
-pub fn netns_dir(base: &Path) -> PathBuf {
-    let ino = std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino());
-    base.join(format!("netns-{ino}"))
 }
 
 /// This instance's claims, written whenever they change.
@@ -88,9 +81,14 @@ impl Claims {
         }
     }
 
-    /// At a clean stop, once the routes are gone.
-    pub fn release(self) {
-        let _ = std::fs::remove_file(&self.path);
+}
+
+/// Any orderly end — a clean stop once the routes are gone, a start that fails — takes the file
+/// along; only SIGKILL leaves it, with no lock on it. (Under `--user` the directory is no longer
+/// writable at exit, so the file stays, claiming nothing.)
+impl Drop for Claims {
+    fn drop(&mut self) {
+        let _ = super::api::netns::remove_file(&self.path);
     }
 }
 
@@ -173,11 +171,13 @@ mod tests {
         assert!(held_by_others(&dir, "vtep0").is_empty(), "an instance's own old claims bind it");
         // A second live instance of the same name is refused its file.
         assert!(matches!(Claims::open(&dir, "vtep0", 3), Err(ClaimError::Held { .. })));
-        // A dead run leaves its file, with a lock anyone can take: it claims nothing.
+        // An orderly end takes the file along; a SIGKILLed run leaves its file behind with no
+        // lock on it, which claims nothing.
         drop(a);
+        assert!(!dir.join("vtep0.routes").exists());
+        std::fs::write(dir.join("vtep0.routes"), format!("{ours}\n")).unwrap();
         assert!(held_by_others(&dir, "vtep1").is_empty());
-        let b = Claims::open(&dir, "vtep0", 3).unwrap();
-        b.release();
+        drop(Claims::open(&dir, "vtep0", 3).unwrap());
         assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -190,7 +190,6 @@ mod tests {
         a.record(many.iter().copied());
         a.record(many[..1].iter().copied());
         assert_eq!(held_by_others(&dir, "x").len(), 1);
-        a.release();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

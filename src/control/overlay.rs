@@ -294,9 +294,7 @@ impl Overlay {
         }
         // A route whose removal failed is left unclaimed: the lock goes with the process anyway,
         // and any instance's next start sweeps it.
-        if let Some(claims) = self.claims.take() {
-            claims.release();
-        }
+        self.claims = None;
     }
 }
 

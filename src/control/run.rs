@@ -17,7 +17,6 @@ use crate::io::raw::RawError;
 use crate::io::tap::TapError;
 use crate::io::udp::UdpError;
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -253,9 +252,9 @@ pub fn start(cfg: &Config, keep: &[RemoteNode], opts: &RunOptions, stop: &Arc<At
         return Err(RunError::AddrNotHere(cfg.node.public_ip));
     }
     let underlay = backend::Underlay::find(&mut nl, cfg.node.public_ip)?;
-    let (dir, name) = (claims::netns_dir(Path::new(claims::RUN_DIR)), instance_name(cfg));
-    let held = claims::held_by_others(&dir, name);
-    let claims = Claims::open(&dir, name, underlay.ifindex)
+    let (dir, name) = (super::api::netns::socket_dir(), cfg.instance_name());
+    let held = claims::held_by_others(&dir, &name);
+    let claims = Claims::open(&dir, &name, underlay.ifindex)
         .inspect_err(|e| tracing::warn!(error = %e, "this instance's underlay routes go unrecorded; another vtepd starting on this host may remove them until the next route check"))
         .ok();
     backend::sweep_stale_routes(&mut nl, &underlay, if cfg.direct_routing() { keep } else { &[] }, &held)?;
@@ -263,16 +262,6 @@ pub fn start(cfg: &Config, keep: &[RemoteNode], opts: &RunOptions, stop: &Arc<At
         Backend::Vxlan => backend::vxlan::start(nl, cfg, opts, stop, claims),
         Backend::Ipip => backend::ipip::start(nl, cfg, opts, stop, claims),
         Backend::HostGw => backend::hostgw::start(nl, cfg, opts, claims),
-    }
-}
-
-/// What names this instance among those on one host: its device (the kernel keeps those unique in
-/// a namespace); host-gw has none, and two host-gw instances on one underlay make no sense.
-fn instance_name(cfg: &Config) -> &str {
-    match cfg.node.backend {
-        Backend::Vxlan => &cfg.vxlan.device,
-        Backend::Ipip => &cfg.ipip.device,
-        Backend::HostGw => "host-gw",
     }
 }
 

@@ -134,6 +134,8 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
             .status();
+        // What a killed vtepd left in the namespace's own directory (route claims, a socket).
+        let _ = std::fs::remove_dir_all(std::path::Path::new("/run/vtepd/netns").join(&self.name));
     }
 }
 

@@ -13,26 +13,19 @@ pub mod proto;
 pub mod server;
 pub mod show;
 
-use crate::control::config::{Backend, Config};
+use crate::control::config::Config;
 use std::path::PathBuf;
 
 pub use netns::SOCKET_DIR;
 
-/// The default socket: `<netns socket dir>/<device>.sock`, named after the backend's TAP or TUN
-/// device, whose name no two vtepd processes in one network namespace can share (the second could
-/// not create it); the directory is per namespace ([`netns`]). host-gw has no device and is named
-/// after its underlay address instead.
+/// The default socket: `<netns socket dir>/<instance>.sock`, named as [`Config::instance_name`]
+/// says; the directory is per namespace ([`netns`]).
 pub fn default_socket(cfg: &Config) -> PathBuf {
     default_socket_in(&netns::socket_dir(), cfg)
 }
 
 fn default_socket_in(dir: &std::path::Path, cfg: &Config) -> PathBuf {
-    let name = match cfg.node.backend {
-        Backend::Vxlan => cfg.vxlan.device.clone(),
-        Backend::Ipip => cfg.ipip.device.clone(),
-        Backend::HostGw => format!("host-gw-{}", cfg.node.public_ip),
-    };
-    dir.join(format!("{name}.sock"))
+    dir.join(format!("{}.sock", cfg.instance_name()))
 }
 
 /// The socket a `vtepd run` with this config serves: `control_socket` if set, else the default.

@@ -56,9 +56,10 @@ pub fn socket_dir() -> PathBuf {
     dir_for(own, init, &named)
 }
 
-/// Removes a socket file, and its directory too when that is a namespace's own and now empty (the
-/// namespaces of tests and demos come and go; their directories should not pile up in /run).
-pub fn remove_socket(path: &Path) -> std::io::Result<()> {
+/// Removes a file of this directory (a socket, route claims), and the directory too when that is
+/// a namespace's own and now empty (the namespaces of tests and demos come and go; their
+/// directories should not pile up in /run).
+pub fn remove_file(path: &Path) -> std::io::Result<()> {
     std::fs::remove_file(path)?;
     if let Some(dir) = path.parent().filter(|d| d.parent() == Some(&Path::new(SOCKET_DIR).join("netns"))) {
         let _ = std::fs::remove_dir(dir);

@@ -63,7 +63,7 @@ fn remove_own(path: &Path, inode: Option<u64>) -> io::Result<()> {
     if inode != Some(now) {
         return Err(io::Error::other("the path now holds another socket; left alone"));
     }
-    super::netns::remove_socket(path)
+    super::netns::remove_file(path)
 }
 
 impl ControlSocket {

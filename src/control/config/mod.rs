@@ -186,6 +186,17 @@ impl Config {
         Ok(cfg)
     }
 
+    /// What names this instance among the vtepd processes of one network namespace, for its
+    /// control socket and its route claims: its TAP or TUN device, whose name no two can share
+    /// (the second could not create it); host-gw has no device and takes its underlay address.
+    pub fn instance_name(&self) -> String {
+        match self.node.backend {
+            Backend::Vxlan => self.vxlan.device.clone(),
+            Backend::Ipip => self.ipip.device.clone(),
+            Backend::HostGw => format!("host-gw-{}", self.node.public_ip),
+        }
+    }
+
     /// Whether this backend may route some peers directly over the underlay.
     pub fn direct_routing(&self) -> bool {
         match self.node.backend {
