@@ -80,7 +80,6 @@ impl Claims {
             Err(_) => {}
         }
     }
-
 }
 
 /// Any orderly end — a clean stop once the routes are gone, a start that fails — takes the file
@@ -107,7 +106,7 @@ pub fn held_by_others(dir: &Path, own: &str) -> HashMap<Route, String> {
         if flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
             continue; // its owner is gone (closing the file drops our lock)
         }
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let text = io::read_to_string(&file).unwrap_or_default();
         held.extend(text.lines().filter_map(parse_route).map(|r| (r, name.to_string())));
     }
     held
