@@ -110,6 +110,26 @@ fn host_gw_reload_with_a_peer_not_on_link_is_rejected() {
     vtepd.stop();
 }
 
+/// The other way round: a subnet added to the underlay after start makes a peer in it on-link, and
+/// a reload that brings that peer is accepted — so its route must go in, not be refused by a view
+/// of the underlay from start-up and retried for ever.
+#[test]
+fn host_gw_reload_with_a_peer_on_a_subnet_added_since_start_installs_it() {
+    let hosts = TwoHosts::new("hgnew");
+    let dir = TempDir::new("hgnew");
+    let vtepd = start(&hosts.a, &dir, 1, 2);
+    hosts.a.addr(UNDERLAY_DEV, "198.51.100.1/24");
+    let near = routed_toml("host-gw", &host_underlay_ip(1), &host_subnet(1), "", &[(&host_underlay_ip(2), &host_subnet(2)), ("198.51.100.3", "10.244.3.0/24")]);
+    dir.write("1.toml", &near);
+    vtepd.signal(libc::SIGHUP);
+    wait_until("the new peer's route", || hosts.a.has_route("10.244.3.0/24"));
+    let route = hosts.a.ip(&["route", "show", "10.244.3.0/24"]);
+    assert!(route.contains("via 198.51.100.3") && route.contains("proto 118"), "not vtepd's route to the peer: {route}");
+    assert_eq!(vtepd.log_count("peer not installed"), 0, "{}", vtepd.stderr());
+    vtepd.stop();
+    assert!(!hosts.a.has_route("10.244.3.0/24"), "the route outlived the stop");
+}
+
 /// SIGKILL runs no teardown, and host-gw's routes are on the underlay, so they outlive the process
 /// (pods keep talking meanwhile). The next start removes those its config no longer wants — and
 /// only those: a kept peer's route is never deleted and re-added, and routes vtepd did not install

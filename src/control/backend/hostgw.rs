@@ -15,6 +15,12 @@ impl Installer for DirectRoutes {
     fn update_tables(&mut self, _adding: &[RemoteNode], _removing: &[RemoteNode]) {}
 
     fn add(&mut self, nl: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+        if !self.is_direct(n) {
+            // The underlay may have gained the peer's subnet since start: a reload is checked
+            // against its addresses as they are now, and so must its peers be. (Cross-subnet mode
+            // keeps its start-up view: there a peer's class decides which route it has.)
+            self.underlay.refresh_subnets();
+        }
         DirectRoutes::add(self, nl, n)
     }
 

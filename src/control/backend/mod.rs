@@ -187,6 +187,11 @@ impl Underlay {
         m
     }
 
+    /// Reads the interface's connected subnets again.
+    pub fn refresh_subnets(&mut self) {
+        self.subnets = ifaddr::connected_subnets(&self.name);
+    }
+
     pub fn is_on_link(&self, ip: Ipv4Addr) -> bool {
         self.subnets.iter().any(|n| n.contains(&ip))
     }
