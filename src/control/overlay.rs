@@ -175,7 +175,8 @@ impl Overlay {
         let new: Vec<RemoteNode> =
             self.wanted.values().filter(|w| !self.installed.contains_key(&w.public_ip)).copied().collect();
         if !gone.is_empty() || !new.is_empty() {
-            // Before the routes go in: a run killed halfway must have claimed them.
+            // Before the routes go in: another instance starting meanwhile must not take a new
+            // route for a dead run's.
             self.record_claims();
         }
         let (added, result) = self.add_all(&new);
@@ -314,10 +315,12 @@ mod tests {
     use crate::control::netlink::Op;
     use std::sync::Mutex;
 
-    /// Kernel routes kept in a map; removing the peers named in `refuse` fails.
+    /// Kernel routes kept in a map; removing the peers named in `refuse` fails. With `claims`, each
+    /// add notes whether the overlay's claim file in that directory already held the route.
     struct FakeKernel {
         routes: Arc<Mutex<BTreeMap<Ipv4Net, Ipv4Addr>>>,
         refuse: Arc<Mutex<Vec<Ipv4Addr>>>,
+        claims: Option<(std::path::PathBuf, Arc<Mutex<Vec<bool>>>)>,
     }
 
     fn route(n: &RemoteNode) -> Route {
@@ -327,6 +330,10 @@ mod tests {
     impl Installer for FakeKernel {
         fn update_tables(&mut self, _: &[RemoteNode], _: &[RemoteNode]) {}
         fn add(&mut self, _: &mut Netlink, n: &RemoteNode) -> Result<(), NetlinkError> {
+            if let Some((dir, seen)) = &self.claims {
+                let held = crate::control::claims::held_by_others(dir, "observer");
+                seen.lock().unwrap().push(held.contains_key(&route(n)));
+            }
             self.routes.lock().unwrap().insert(n.subnet, n.public_ip);
             Ok(())
         }
@@ -345,7 +352,7 @@ mod tests {
     #[test]
     fn a_late_removal_leaves_the_route_a_moved_subnet_now_has() {
         let (routes, refuse) = (Arc::default(), Arc::default());
-        let fake = FakeKernel { routes: Arc::clone(&routes), refuse: Arc::clone(&refuse) };
+        let fake = FakeKernel { routes: Arc::clone(&routes), refuse: Arc::clone(&refuse), claims: None };
         let Ok(nl) = Netlink::open() else { return eprintln!("no netlink socket here; skipped") };
         let mut o = Overlay::with_installer(nl, Tables::new(), Box::new(fake));
         let node = |ip: [u8; 4]| RemoteNode { public_ip: ip.into(), subnet: "10.244.2.0/24".parse().unwrap(), vtep_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, ip[3]]) };
@@ -361,6 +368,30 @@ mod tests {
         assert!(o.set_peers(&[new]).is_ok());
         assert_eq!(routes.lock().unwrap().get(&new.subnet), Some(&new.public_ip));
         assert_eq!(o.peers().copied().collect::<Vec<_>>(), [new]);
+    }
+
+    /// Another instance starting between a route going in and its claim being written would sweep
+    /// a live instance's route as a dead run's: the claim comes first.
+    #[test]
+    fn a_route_is_claimed_before_it_goes_in_and_the_claims_go_with_the_overlay() {
+        let dir = std::env::temp_dir().join(format!("vtepd-overlay-claims-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let fake = FakeKernel { routes: Arc::default(), refuse: Arc::default(), claims: Some((dir.clone(), Arc::clone(&seen))) };
+        let Ok(nl) = Netlink::open() else { return eprintln!("no netlink socket here; skipped") };
+        let claims = crate::control::claims::Claims::open(&dir, "vtep0", 9).unwrap();
+        let mut o = Overlay::with_installer(nl, Tables::new(), Box::new(fake)).with_claims(Some(claims));
+        let node = |i: u8| RemoteNode { public_ip: [192, 0, 2, i].into(), subnet: Ipv4Net::new([10, 244, i, 0].into(), 24).unwrap(), vtep_mac: crate::wire::MacAddr([2, 0, 0, 0, 0, i]) };
+        assert!(o.set_peers(&[node(2)]).is_ok());
+        assert!(o.set_peers(&[node(2), node(3)]).is_ok());
+        assert_eq!(*seen.lock().unwrap(), [true, true], "a route went in before its claim");
+        // A peer gone is a claim gone.
+        assert!(o.set_peers(&[node(3)]).is_ok());
+        let held = crate::control::claims::held_by_others(&dir, "observer");
+        assert_eq!(held.keys().copied().collect::<Vec<_>>(), [route(&node(3))]);
+        drop(o);
+        assert!(crate::control::claims::held_by_others(&dir, "observer").is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
