@@ -259,9 +259,9 @@ pub fn start(cfg: &Config, keep: &[RemoteNode], opts: &RunOptions, stop: &Arc<At
         .ok();
     backend::sweep_stale_routes(&mut nl, &underlay, if cfg.direct_routing() { keep } else { &[] }, &held)?;
     match cfg.node.backend {
-        Backend::Vxlan => backend::vxlan::start(nl, cfg, opts, stop, claims),
-        Backend::Ipip => backend::ipip::start(nl, cfg, opts, stop, claims),
-        Backend::HostGw => backend::hostgw::start(nl, cfg, opts, claims),
+        Backend::Vxlan => backend::vxlan::start(nl, underlay, cfg, opts, stop, claims),
+        Backend::Ipip => backend::ipip::start(nl, underlay, cfg, opts, stop, claims),
+        Backend::HostGw => backend::hostgw::start(nl, underlay, cfg, opts, claims),
     }
 }
 

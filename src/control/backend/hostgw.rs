@@ -33,8 +33,7 @@ impl Installer for DirectRoutes {
     }
 }
 
-pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, claims: Option<Claims>) -> Result<Started, RunError> {
-    let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
+pub fn start(nl: Netlink, underlay: Underlay, cfg: &Config, opts: &RunOptions, claims: Option<Claims>) -> Result<Started, RunError> {
     underlay.check_on_link(&cfg.peers).map_err(RunError::PeerNotOnLink)?;
     tracing::info!(device = %underlay.name, peers = cfg.peers.len(), "routing (host-gw)");
     let installer = DirectRoutes { underlay };

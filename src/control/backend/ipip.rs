@@ -83,8 +83,7 @@ impl Installer for IpipInstaller {
     }
 }
 
-pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>, claims: Option<Claims>) -> Result<Started, RunError> {
-    let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
+pub fn start(mut nl: Netlink, underlay: Underlay, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>, claims: Option<Claims>) -> Result<Started, RunError> {
     let mtu = underlay.tunnel_mtu("ipip.mtu", cfg.ipip.mtu, IPIP_OVERHEAD);
     // Sockets before the device: a missing capability fails before anything is created.
     let rx = rx_sockets(cfg.node.public_ip, opts.workers.max(1))?;

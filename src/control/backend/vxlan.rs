@@ -92,9 +92,8 @@ impl Installer for VxlanInstaller {
     }
 }
 
-pub fn start(mut nl: Netlink, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>, claims: Option<Claims>) -> Result<Started, RunError> {
+pub fn start(mut nl: Netlink, underlay: Underlay, cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>, claims: Option<Claims>) -> Result<Started, RunError> {
     udp::probe_port(cfg.node.public_ip, cfg.vxlan.port)?;
-    let underlay = Underlay::find(&mut nl, cfg.node.public_ip)?;
     let mtu = underlay.tunnel_mtu("vxlan.mtu", cfg.vxlan.mtu, VXLAN_OVERHEAD);
     let queues = tap::open(&cfg.vxlan.device, opts.workers)?;
     let send_pool = udp::send_pool(cfg.node.public_ip, opts.source_ports)?;
