@@ -1,7 +1,8 @@
 //! Cross-subnet mode (Calico's CrossSubnet, Flannel's DirectRouting) with the IPIP and the VXLAN
 //! backend: hosts A and B share 192.0.2.0/24, host C sits on 198.51.100.0/24 behind a router. With
 //! `direct_routing = true`, A and B route each other's pods plainly over the shared link and
-//! encapsulate only towards C; a capture on A's underlay shows both.
+//! encapsulate only towards C; a capture on A's underlay shows both. Two more hosts on one link
+//! show a peer moving between tunnel and direct route as the underlay is re-addressed.
 //!
 //! ```text
 //!  A 192.0.2.1 ─┐
@@ -69,8 +70,13 @@ fn default_mac(ip: &str) -> String {
 }
 
 fn start(m: &Mode, ns: &Netns, dir: &TempDir, me: usize) -> Vtepd {
-    let peers: Vec<(&str, &str)> = HOSTS.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, p)| *p).collect();
-    let (ip, subnet) = HOSTS[me];
+    start_among(m, ns, dir, &HOSTS, me)
+}
+
+/// Host `me` of `hosts`, with all the others as its peers.
+fn start_among(m: &Mode, ns: &Netns, dir: &TempDir, hosts: &[(&str, &str)], me: usize) -> Vtepd {
+    let peers: Vec<(&str, &str)> = hosts.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, p)| *p).collect();
+    let (ip, subnet) = hosts[me];
     let mut text = format!(
         "[node]\npublic_ip = \"{ip}\"\nsubnet = \"{subnet}\"\nbackend = \"{}\"\n\n[{}]\ndirect_routing = true\n",
         m.backend, m.backend
@@ -183,4 +189,92 @@ fn a_recreated_device_stays_while_a_direct_peer_cannot_go_in() {
     for v in vtepd {
         v.stop();
     }
+}
+
+/// Re-addressing the underlay moves a peer between tunnel and direct route without a restart.
+/// A (192.0.2.1) and B (198.51.100.2) share a link but no subnet (each reaches the other by a
+/// device route), so they start tunnelled; an address in the other's subnet on each makes them
+/// on-link, so plain routes and plain packets on the wire; taking it away brings the tunnel back.
+/// (Peers used to keep the class they had at start until a restart.)
+#[test]
+fn vxlan_cross_subnet_follows_the_underlay_being_readdressed() {
+    follows_readdressing(&VXLAN);
+}
+
+#[test]
+fn ipip_cross_subnet_follows_the_underlay_being_readdressed() {
+    follows_readdressing(&IPIP);
+}
+
+fn follows_readdressing(m: &Mode) {
+    require_root();
+    let (a, b) = (Netns::new("xma"), Netns::new("xmb"));
+    veth(&a, UNDERLAY_DEV, &b, UNDERLAY_DEV);
+    a.addr(UNDERLAY_DEV, "192.0.2.1/24");
+    b.addr(UNDERLAY_DEV, "198.51.100.2/24");
+    let link_routes = |verb: &str| {
+        a.ip(&["route", verb, "198.51.100.0/24", "dev", UNDERLAY_DEV]);
+        b.ip(&["route", verb, "192.0.2.0/24", "dev", UNDERLAY_DEV]);
+    };
+    link_routes("add");
+    wait_until("underlay ping A -> B over the device route", || {
+        a.exec("ping", &["-c", "1", "-W", "1", "198.51.100.2"]).status.success()
+    });
+    let hosts = [("192.0.2.1", "10.244.1.0/24"), ("198.51.100.2", "10.244.2.0/24")];
+    let dir = TempDir::new("xm");
+    let vtepd = [start_among(m, &a, &dir, &hosts, 0), start_among(m, &b, &dir, &hosts, 1)];
+    let route = |ns: &Netns, net: &str| {
+        let routes = ns.ip(&["route", "show", "proto", "118"]);
+        routes.lines().find(|l| l.starts_with(&format!("{net} "))).unwrap_or_default().to_string()
+    };
+    let on_dev = format!("dev {}", m.dev);
+    let tunnelled = || route(&a, "10.244.2.0/24").contains(&on_dev) && route(&b, "10.244.1.0/24").contains(&on_dev);
+    let direct = || {
+        route(&a, "10.244.2.0/24").contains("via 198.51.100.2 dev ul0") && route(&b, "10.244.1.0/24").contains("via 192.0.2.1 dev ul0")
+    };
+    assert!(tunnelled(), "not tunnelled at start: A {:?}, B {:?}", route(&a, "10.244.2.0/24"), route(&b, "10.244.1.0/24"));
+    assert_on_wire(m, &a, &b, &dir, "start", true);
+
+    link_routes("del");
+    a.ip(&["addr", "add", "198.51.100.1/24", "dev", UNDERLAY_DEV]);
+    b.ip(&["addr", "add", "192.0.2.2/24", "dev", UNDERLAY_DEV]);
+    wait_until_for("direct routes both ways after re-addressing", RECOVERY_TIMEOUT, direct);
+    // VXLAN's neighbour entry for B's VTEP went out with its tunnel route (IPIP has none).
+    assert!(permanent_neighbours(&a, m.dev).is_empty(), "the tunnel's neighbour entry stayed: {:?}", permanent_neighbours(&a, m.dev));
+    assert_on_wire(m, &a, &b, &dir, "re-addressed", false);
+
+    a.ip(&["addr", "del", "198.51.100.1/24", "dev", UNDERLAY_DEV]);
+    b.ip(&["addr", "del", "192.0.2.2/24", "dev", UNDERLAY_DEV]);
+    link_routes("add");
+    wait_until_for("tunnel routes both ways again", RECOVERY_TIMEOUT, tunnelled);
+    assert_on_wire(m, &a, &b, &dir, "addresses gone again", true);
+
+    let [va, vb] = vtepd;
+    for (host, ctr) in [("A", va.stop()), ("B", vb.stop())] {
+        for k in RX_HEADER_DROPS {
+            assert_eq!(ctr[*k], 0, "{host}: {k}\n{}", show_counters(&ctr));
+        }
+    }
+    assert!(!a.has_route("10.244.2.0/24") && !b.has_route("10.244.1.0/24"), "a route left behind after exit");
+}
+
+/// Pings A -> B and B -> A pod to pod, and checks on A's underlay that both went encapsulated
+/// (`tunnelled`) or plain.
+fn assert_on_wire(m: &Mode, a: &Netns, b: &Netns, dir: &TempDir, phase: &str, tunnelled: bool) {
+    let cap = Capture::start(a, UNDERLAY_DEV, dir, &format!("{}.pcap", phase.replace(' ', "-")), "ip");
+    ping(a, "10.244.1.0", "10.244.2.0");
+    ping(b, "10.244.2.0", "10.244.1.0");
+    let lines = tshark_fields(&cap.finish(), &["ip.proto", "ip.src", "ip.dst", "icmp.type"]);
+    let count = |want: &str| lines.iter().filter(|l| l.as_str() == want).count();
+    let p = m.outer_proto;
+    let (there, back) = if tunnelled {
+        (format!("{p},1\t192.0.2.1,10.244.1.0\t198.51.100.2,10.244.2.0\t8"), format!("{p},1\t198.51.100.2,10.244.2.0\t192.0.2.1,10.244.1.0\t8"))
+    } else {
+        ("1\t10.244.1.0\t10.244.2.0\t8".to_string(), "1\t10.244.2.0\t10.244.1.0\t8".to_string())
+    };
+    let show = lines.join("\n");
+    assert!(count(&there) >= 3, "{phase}: A -> B requests not {there:?} on the wire:\n{show}");
+    assert!(count(&back) >= 3, "{phase}: B -> A requests not {back:?} on the wire:\n{show}");
+    let other = if tunnelled { "1\t".to_string() } else { format!("{p},") };
+    assert!(!lines.iter().any(|l| l.starts_with(&other) && l.contains("10.244.")), "{phase}: pod traffic also the other way:\n{show}");
 }

@@ -3,8 +3,9 @@
 //! It sleeps until an event (a signal, a datastore update, a control request) or its next health
 //! check. Every second it checks that the backend's TAP or TUN device (if it has one) still exists
 //! and is up, and the underlay address is still there; every few seconds that the kernel still has
-//! every peer's route (setting a device down flushes them; so can an operator) and retries the peers
-//! that could not be installed (a route in the way, a kernel error); on SIGHUP it
+//! every peer's route (setting a device down flushes them; so can an operator), retries the peers
+//! that could not be installed (a route in the way, a kernel error) and, in cross-subnet mode,
+//! moves peers between tunnel and direct route as the underlay's subnets change; on SIGHUP it
 //! re-reads the config. Each change of state is logged once, and recovery happens without a
 //! restart: a deleted device is recreated and its queues handed to the workers, a returned underlay
 //! address simply works again (the sockets stay bound to it), and a reloaded peer list is applied as
@@ -82,6 +83,9 @@ impl Supervisor<'_> {
                 // as it is up again, and look for routes lost otherwise every few seconds.
                 if device_up && (!was_up || last_repair.elapsed() >= REPAIR_EVERY) {
                     last_repair = Instant::now();
+                    if underlay_ok {
+                        self.overlay.follow_underlay();
+                    }
                     repair_ok = self.repair_routes(repair_ok);
                 }
             }
@@ -120,6 +124,8 @@ impl Supervisor<'_> {
         if new.node != self.cfg.node || new.vxlan != self.cfg.vxlan || new.ipip != self.cfg.ipip {
             tracing::warn!("config reload: changes to [node], [vxlan] or [ipip] need a restart; applying [[peer]] changes only");
         }
+        // New peers are classed (cross-subnet mode) by the underlay as it is now, as a restart would.
+        self.overlay.follow_underlay();
         match self.overlay.set_peers(&new.peers) {
             Ok(()) => tracing::info!(peers = new.peers.len(), "config reloaded"),
             Err(e) => tracing::error!(error = %crate::error_chain(&e), "config reload only partly applied; the rest is retried every few seconds"),

@@ -64,7 +64,7 @@ pub fn interface_of(ip: Ipv4Addr) -> Option<String> {
     found
 }
 
-/// The subnets connected to interface `name` (one per IPv4 address), host bits cleared.
+/// The subnets connected to interface `name`, host bits cleared.
 pub fn connected_subnets(name: &str) -> Vec<Ipv4Net> {
     let mut nets = Vec::new();
     walk_ipv4(|a| {
@@ -76,6 +76,10 @@ pub fn connected_subnets(name: &str) -> Vec<Ipv4Net> {
         }
         true
     });
+    // Sorted and without repeats (two addresses in one subnet): views taken at different times
+    // compare equal when the subnets are.
+    nets.sort_unstable();
+    nets.dedup();
     nets
 }
 

@@ -18,7 +18,8 @@ impl Installer for DirectRoutes {
         if !self.is_direct(n) {
             // The underlay may have gained the peer's subnet since start: a reload is checked
             // against its addresses as they are now, and so must its peers be. (Cross-subnet mode
-            // keeps its start-up view: there a peer's class decides which route it has.)
+            // changes its view only in `Overlay::follow_underlay`: there a peer's class decides
+            // which entries it has, so the old ones must go out under the old view first.)
             self.underlay.refresh_subnets();
         }
         DirectRoutes::add(self, nl, n)

@@ -78,6 +78,10 @@ impl Installer for IpipInstaller {
         self.ifindex = ifindex;
     }
 
+    fn cross_subnet(&mut self) -> Option<&mut DirectRoutes> {
+        self.direct.as_mut()
+    }
+
     fn device(&self) -> Option<u32> {
         Some(self.ifindex)
     }

@@ -87,6 +87,10 @@ impl Installer for VxlanInstaller {
         self.ifindex = ifindex;
     }
 
+    fn cross_subnet(&mut self) -> Option<&mut DirectRoutes> {
+        self.direct.as_mut()
+    }
+
     fn device(&self) -> Option<u32> {
         Some(self.ifindex)
     }
