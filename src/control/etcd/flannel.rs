@@ -79,9 +79,35 @@ struct RawBackend {
     mtu: Option<u32>,
 }
 
+const NETWORK_FIELDS: &[&str] = &["EnableIPv4", "EnableIPv6", "Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend"];
+const BACKEND_FIELDS: &[&str] = &["Type", "VNI", "Port", "DirectRouting", "GBP", "MTU"];
+
+/// Go's encoding/json matches an object key to a field case-insensitively when no key spells it
+/// exactly, so flanneld reads `"vni"` as VNI and `"subnetLen"` as SubnetLen. serde would silently
+/// skip them and run with the default (another VNI than every flanneld node, another subnet size),
+/// so such keys are renamed to the field's own spelling first.
+fn go_field_names(doc: &mut serde_json::Value, fields: &[&str]) {
+    let Some(obj) = doc.as_object_mut() else { return };
+    for &field in fields {
+        if obj.contains_key(field) {
+            continue;
+        }
+        let Some(key) = obj.keys().find(|k| k.eq_ignore_ascii_case(field)).cloned() else { continue };
+        if let Some(v) = obj.remove(&key) {
+            obj.insert(field.to_string(), v);
+        }
+    }
+}
+
 impl Network {
     pub fn parse(bytes: &[u8]) -> Result<Network, FlannelError> {
-        let raw: RawNetwork = serde_json::from_slice(bytes).map_err(|e| FlannelError::Json(e.to_string()))?;
+        let json = |e: serde_json::Error| FlannelError::Json(e.to_string());
+        let mut doc: serde_json::Value = serde_json::from_slice(bytes).map_err(json)?;
+        go_field_names(&mut doc, NETWORK_FIELDS);
+        if let Some(backend) = doc.get_mut("Backend") {
+            go_field_names(backend, BACKEND_FIELDS);
+        }
+        let raw: RawNetwork = serde_json::from_value(doc).map_err(json)?;
         if raw.enable_ipv4 == Some(false) {
             return Err(field("EnableIPv4", "is false: vtepd carries IPv4 pod networks only (no IPv6-only networks)"));
         }
@@ -201,7 +227,9 @@ pub struct LeaseAttrs {
 /// The VXLAN backend's `BackendData` (flannel's `vxlanLeaseAttrs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VxlanData {
-    #[serde(rename = "VNI")]
+    /// Informational (peers are reached by VtepMAC; the VNI is the network's). flanneld before
+    /// v0.11 wrote none, hence the default.
+    #[serde(rename = "VNI", default)]
     pub vni: u32,
     #[serde(rename = "VtepMAC", with = "mac_string")]
     pub vtep_mac: MacAddr,
@@ -224,7 +252,10 @@ mod mac_string {
 impl LeaseAttrs {
     /// What this node writes for itself.
     pub fn ours(public_ip: Ipv4Addr, backend: &NetBackend, vtep_mac: MacAddr) -> LeaseAttrs {
-        let backend_data = (backend.kind == Backend::Vxlan).then_some(VxlanData { vni: backend.vni.get(), vtep_mac });
+        // flanneld's field is a uint16 and it writes uint16(VNI): a larger number (a valid 24-bit
+        // VNI) would fail every flanneld node's decode of our lease, and with it our routes there.
+        let vni = backend.vni.get() & 0xffff;
+        let backend_data = (backend.kind == Backend::Vxlan).then_some(VxlanData { vni, vtep_mac });
         LeaseAttrs { public_ip, public_ipv6: None, backend_type: backend.kind.name().into(), backend_data }
     }
 
@@ -314,6 +345,33 @@ mod tests {
         assert!(n.leasable("10.244.9.192/26".parse().unwrap()));
         assert!(!n.leasable("10.244.10.0/26".parse().unwrap()));
         assert!(!n.leasable("10.244.9.0/24".parse().unwrap()));
+    }
+
+    /// As flanneld (Go's encoding/json) reads them: a key without an exact match matches its
+    /// field case-insensitively, and an exact one wins over a mis-cased one.
+    #[test]
+    fn field_names_match_case_insensitively_as_in_go() {
+        let json = br#"{"network":"10.244.0.0/16","subnetLen":26,"SUBNETMIN":"10.244.8.0",
+            "backend":{"type":"vxlan","Vni":4096,"port":4789,"directRouting":true,"mtu":1400}}"#;
+        let n = Network::parse(json).unwrap();
+        assert_eq!((n.network.to_string().as_str(), n.subnet_len, n.subnet_min), ("10.244.0.0/16", 26, Ipv4Addr::new(10, 244, 8, 0)));
+        assert_eq!(n.backend, NetBackend { kind: Backend::Vxlan, vni: Vni::new(4096).unwrap(), port: 4789, direct_routing: true, mtu: Some(1400) });
+        let both = Network::parse(br#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","vni":7,"VNI":9}}"#).unwrap();
+        assert_eq!(both.backend.vni.get(), 9);
+        // A refusal cannot be dodged by the spelling either.
+        let e = Network::parse(br#"{"enableipv6":true,"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap_err();
+        assert!(e.to_string().contains("field EnableIPv6:"), "{e}");
+    }
+
+    /// flanneld decodes BackendData.VNI as a uint16; before v0.11 it wrote no VNI at all.
+    #[test]
+    fn lease_vni_fits_flanneld_both_ways() {
+        let backend = NetBackend { kind: Backend::Vxlan, vni: Vni::new(70_000).unwrap(), port: 8472, direct_routing: false, mtu: None };
+        let json = LeaseAttrs::ours(Ipv4Addr::new(192, 0, 2, 7), &backend, MacAddr([2, 0, 0, 0, 0, 7])).to_json();
+        assert!(json.contains(r#""VNI":4464,"#), "{json}");
+        let old = br#"{"PublicIP":"192.0.2.8","BackendType":"vxlan","BackendData":{"VtepMAC":"8e:4d:7c:1a:22:0b"}}"#;
+        let a = LeaseAttrs::parse("k", old).unwrap();
+        assert_eq!(a.backend_data.map(|d| d.vtep_mac.to_string()), Some("8e:4d:7c:1a:22:0b".into()));
     }
 
     #[test]
