@@ -87,6 +87,24 @@ impl Tables {
     }
 }
 
+impl Tables {
+    /// Accepts encapsulated traffic from these underlay addresses without any FDB, neighbour or
+    /// route entry towards them: peers that cross-subnet mode routes directly but that may still
+    /// tunnel to us (their view of the link differs from ours, or they have not moved yet).
+    pub fn allow_sources(&self, ips: &[Ipv4Addr]) {
+        if !ips.is_empty() {
+            self.peers.update(|m| ips.iter().for_each(|ip| _ = m.entry(*ip).or_default()));
+        }
+    }
+
+    /// Withdraws what `allow_sources` allowed.
+    pub fn forget_sources(&self, ips: &[Ipv4Addr]) {
+        if !ips.is_empty() {
+            self.peers.update(|m| ips.iter().for_each(|ip| _ = m.remove(ip)));
+        }
+    }
+}
+
 fn remove_if<K: std::hash::Hash + Eq, V: PartialEq>(m: &mut FxHashMap<K, V>, k: &K, v: &V) {
     if m.get(k) == Some(v) {
         m.remove(k);

@@ -44,6 +44,9 @@ impl IpipInstaller {
 impl Installer for IpipInstaller {
     fn update_tables(&mut self, adding: &[RemoteNode], removing: &[RemoteNode]) {
         let tunnelled = |ns: &[RemoteNode]| ns.iter().filter(|n| self.direct_for(n).is_none()).copied().collect::<Vec<_>>();
+        // Directly routed peers stay in the allow-list only (see the VXLAN installer).
+        self.tables.forget_sources(&super::direct_sources(self.direct.as_ref(), removing));
+        self.tables.allow_sources(&super::direct_sources(self.direct.as_ref(), adding));
         let (adding, removing) = (tunnelled(adding), tunnelled(removing));
         // Routes before the allow-list on the way out, after it on the way in, as VXLAN does.
         if !removing.is_empty() {

@@ -255,6 +255,11 @@ impl DirectRoutes {
     }
 }
 
+/// The underlay addresses of the peers in `ns` that cross-subnet mode (`direct`) routes plainly.
+fn direct_sources(direct: Option<&DirectRoutes>, ns: &[RemoteNode]) -> Vec<Ipv4Addr> {
+    direct.map_or_else(Vec::new, |d| ns.iter().filter(|n| d.is_direct(n)).map(|n| n.public_ip).collect())
+}
+
 /// Removes the routes through the underlay that a previous run left behind — after SIGKILL nothing
 /// else would: host-gw and direct routes outlive the process, unlike those on its own device. A
 /// route is ours if it carries [`RTPROT_VTEPD`] and goes out of our underlay interface; those that

@@ -54,7 +54,11 @@ fn peer(n: &RemoteNode) -> Peer {
 impl Installer for VxlanInstaller {
     fn update_tables(&mut self, adding: &[RemoteNode], removing: &[RemoteNode]) {
         let tunnelled = |ns: &[RemoteNode]| ns.iter().filter(|n| self.direct_for(n).is_none()).map(peer).collect::<Vec<_>>();
+        // A directly routed peer may still tunnel to us (it sees the link otherwise, or has not
+        // moved yet), as a kernel VXLAN device would accept: it stays in the allow-list only.
         self.tables.remove_peers(&tunnelled(removing));
+        self.tables.forget_sources(&super::direct_sources(self.direct.as_ref(), removing));
+        self.tables.allow_sources(&super::direct_sources(self.direct.as_ref(), adding));
         self.tables.add_peers(&tunnelled(adding));
     }
 
