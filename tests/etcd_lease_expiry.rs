@@ -1,5 +1,6 @@
 //! etcd mode: a node's lease deleted, and another expiring with its etcd lease, take the node's
-//! route and neighbour entries away from the others (asserted on the kernel's tables).
+//! route and neighbour entries away from the others (asserted on the kernel's tables); our own
+//! lease revoked is written again, and our subnet given to another node stops us.
 
 mod common;
 
@@ -68,6 +69,37 @@ fn a_revoked_own_lease_is_written_again() {
     assert!(new != 0 && new != old, "node 1's key is back on lease {new:x} (revoked: {old:x})");
     // Node 2 saw the delete, then the new key.
     wait_until("node 2 routes to node 1 again", || b.has_route(&subnet_a));
+    da.stop();
+    db.stop();
+}
+
+/// Our subnet given to another node (our lease expired in a long partition and a new node took
+/// it, or an operator reassigned it): every node routes it there now, so node 1 must not go on
+/// with it. It stops with status 1, removing its routes, and a restart acquires another subnet.
+/// (It used to log "restart vtepd" and carry on, its pods cut off.)
+#[test]
+fn a_subnet_taken_by_another_node_stops_vtepd_and_a_restart_leases_another() {
+    let (ul, etcd, dir) = vxlan_network("tk");
+    let a = ul.host("tk", 1);
+    let b = ul.host("tk", 2);
+    let (da, _) = start_member(&a, 1, &etcd, &dir);
+    let (db, _) = start_member(&b, 2, &etcd, &dir);
+    let key_a = etcd.lease_of("192.0.2.1").expect("lease of node 1");
+    let key_b = etcd.lease_of("192.0.2.2").expect("lease of node 2");
+    let (subnet_b, _) = subnet_of_key(&key_b);
+    wait_until("node 1 routes to node 2", || a.has_route(&subnet_b));
+
+    etcd.put(&format!("{PREFIX}/subnets/{key_a}"), &vxlan_lease_value("192.0.2.9", "02:00:00:00:00:09"));
+    let (status, log) = da.wait_for_exit();
+    assert_eq!(status.code(), Some(1), "node 1 exited with {status}; its log:\n{log}");
+    assert!(log.contains("is now leased by 192.0.2.9"), "the reason is not in node 1's log:\n{log}");
+    assert!(!a.has_route(&subnet_b), "node 1 left its route to node 2 behind");
+
+    let (da, _) = start_member(&a, 1, &etcd, &dir);
+    let key_new = etcd.lease_of("192.0.2.1").expect("a new lease of node 1");
+    assert_ne!(key_new, key_a, "node 1 leased the subnet another node holds");
+    let (subnet_new, _) = subnet_of_key(&key_new);
+    wait_until("node 2 routes to node 1's new subnet", || b.has_route(&subnet_new));
     da.stop();
     db.stop();
 }

@@ -54,6 +54,10 @@ pub enum Event {
     /// SIGINT, SIGTERM or SIGHUP arrived: the stop or reload flag (which the signal handler sets)
     /// wants a look now, not at the next health check.
     Signal,
+    /// The datastore says this node cannot go on as it is (its subnet is now another node's):
+    /// vtepd stops, removing its routes, and exits 1, so that a service manager restarts it and it
+    /// acquires a new subnet — as flanneld exits when its lease is gone.
+    Lost(String),
 }
 
 pub type EventTx = crossbeam_channel::Sender<Event>;

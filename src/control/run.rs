@@ -72,6 +72,8 @@ pub enum RunError {
     Thread { what: &'static str, source: std::io::Error },
     #[error("worker thread vtepd-w{index} died (a bug: its panic message is above); vtepd stopped and removed its routes so that a service manager can restart it")]
     WorkerDied { index: usize },
+    #[error("{0}; vtepd stopped and removed its routes so that a service manager can restart it (a restart acquires a new subnet)")]
+    Lost(String),
     #[error("cannot create a worker's wake-up eventfd ({0}): the process may be at its open-file limit (`ulimit -n`)")]
     Mailbox(#[source] std::io::Error),
 }

@@ -60,7 +60,10 @@ impl Supervisor<'_> {
             // Events wake us at once (signals arrive as events too); the timeout is the next health
             // check.
             if let Ok(ev) = self.events.recv_timeout(HEALTH_EVERY.saturating_sub(last.elapsed())) {
-                self.handle(ev);
+                if let Some(why) = self.handle(ev) {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(RunError::Lost(why));
+                }
             }
             if reload.swap(false, Ordering::Relaxed) {
                 self.reload_config();
@@ -81,7 +84,10 @@ impl Supervisor<'_> {
                 device_up = self.check_device_up(device_up);
                 // Setting a device down flushes its routes and neighbours: put them back as soon
                 // as it is up again, and look for routes lost otherwise every few seconds.
-                if device_up && (!was_up || last_repair.elapsed() >= REPAIR_EVERY) {
+                // Not while the device is missing: every peer's route would look lost, and each
+                // re-add fail (and withdraw its table entries again) until it is recreated, which
+                // puts them all back anyway.
+                if device_ok && device_up && (!was_up || last_repair.elapsed() >= REPAIR_EVERY) {
                     last_repair = Instant::now();
                     if underlay_ok {
                         self.overlay.follow_underlay();
@@ -93,7 +99,8 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    fn handle(&mut self, ev: Event) {
+    /// Applies one event; `Some(why)` when vtepd must stop.
+    fn handle(&mut self, ev: Event) -> Option<String> {
         match ev {
             Event::Peers(peers) => match self.overlay.set_peers(&peers) {
                 Ok(()) => tracing::debug!(peers = peers.len(), "peers updated"),
@@ -106,7 +113,9 @@ impl Supervisor<'_> {
                 counters: &self.counters,
                 datastore: self.datastore.as_deref(),
             }),
+            Event::Lost(why) => return Some(why),
         }
+        None
     }
 
     fn reload_config(&mut self) {

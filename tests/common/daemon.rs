@@ -381,6 +381,23 @@ impl Vtepd {
         }
     }
 
+    /// Waits (bounded by [`RECOVERY_TIMEOUT`]) for vtepd to exit by itself; returns its status
+    /// and everything it logged. Panics with the log if it is still running.
+    pub fn wait_for_exit(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + RECOVERY_TIMEOUT;
+        let status = loop {
+            let child = self.child.as_mut().expect("vtepd already stopped");
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "vtepd in {} still runs after {RECOVERY_TIMEOUT:?}; its log:\n{}", self.ns, self.stderr());
+            thread::sleep(Duration::from_millis(50));
+        };
+        self.child = None;
+        self.join_readers();
+        (status, self.stderr())
+    }
+
     /// SIGKILL, reaped; returns everything it logged. Nothing of vtepd's own teardown runs.
     pub fn kill_hard(mut self) -> String {
         let status = self.kill_and_tidy().expect("vtepd already stopped");

@@ -17,6 +17,7 @@ use crate::control::event::{Event, EventTx};
 use crate::control::overlay::RemoteNode;
 use etcd_client::{Client, EventType, WatchOptions};
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -142,6 +143,10 @@ impl Ctx {
                 Ok(rev) => {
                     self.set_reachable(None);
                     backoff = BACKOFF_FIRST;
+                    // Outside the resync's time budget: up to 64 sequential round trips for
+                    // display only, which a distant etcd would otherwise turn into "unreachable".
+                    // The watch starts at `rev` all the same, so nothing is missed meanwhile.
+                    self.query_ttls().await;
                     match self.watch_from(rev + 1).await {
                         Lost::Stopping => return,
                         Lost::Watch(why) => tracing::info!(reason = %why, "etcd watch lost; one full resync follows"),
@@ -182,7 +187,6 @@ impl Ctx {
         }
         self.publish();
         self.ensure_own_lease().await?;
-        self.query_ttls().await;
         Ok(rev)
     }
 
@@ -229,6 +233,10 @@ impl Ctx {
                 continue;
             }
             let own_deleted = self.apply(resp.events(), &base);
+            if let Some(holder) = self.own_key_holder() {
+                // Overwritten, not deleted: the key names another node now.
+                return self.subnet_lost(&format!("leased by {holder}"));
+            }
             if !self.publish() {
                 return Lost::Stopping;
             }
@@ -271,9 +279,28 @@ impl Ctx {
                 self.own.lease_id = Some(id);
                 self.view.lock().expiry.insert(id, Instant::now() + Duration::from_secs(LEASE_TTL_SECS as u64));
             }
-            None => tracing::error!(subnet = %self.own.subnet, "this node's subnet is now leased by another node; restart vtepd to acquire a new one"),
+            None => {
+                let holder = self.own_key_holder().map_or_else(|| "another node".to_string(), |ip| ip.to_string());
+                self.subnet_lost(&format!("leased by {holder}"));
+            }
         }
         Ok(())
+    }
+
+    /// The node our key names, if that is no longer us.
+    fn own_key_holder(&self) -> Option<Ipv4Addr> {
+        let v = self.view.lock();
+        v.map.entries.get(&self.own.subnet).map(|e| e.attrs.public_ip).filter(|ip| *ip != self.cfg.node.public_ip)
+    }
+
+    /// Our subnet went to another node (our lease expired during a long partition and a new node
+    /// took it, or an operator gave it away). Every node now routes it there, so going on with it
+    /// would blackhole our pods: the supervisor stops vtepd instead.
+    fn subnet_lost(&mut self, how: &str) -> Lost {
+        let why = format!("this node's subnet {} is now {how} in etcd", self.own.subnet);
+        tracing::error!("{why}");
+        let _ = self.events.send(Event::Lost(why));
+        Lost::Stopping
     }
 
     /// [`Self::ensure_own_lease`] now, and again every [`REPAIR_RETRY`] until it succeeds: a write
@@ -328,7 +355,6 @@ impl Ctx {
     }
 }
 
-/// One keep-alive round trip; the TTL etcd gives back (0 or less: the lease is gone).
 /// Replaces the map's leases with those of a full read of `base` (`<prefix>/subnets/`).
 pub(super) fn load(map: &mut LeaseMap, resp: &etcd_client::GetResponse, base: &str) {
     map.entries.clear();
@@ -339,6 +365,7 @@ pub(super) fn load(map: &mut LeaseMap, resp: &etcd_client::GetResponse, base: &s
     }
 }
 
+/// One keep-alive round trip; the TTL etcd gives back (0 or less: the lease is gone).
 async fn keep_alive(client: &mut Client, id: i64) -> Result<i64, EtcdError> {
     let (mut keeper, mut stream) = match client.lease_keep_alive(id).await {
         Ok(k) => k,
