@@ -1,6 +1,7 @@
 //! Acquiring this node's subnet lease, as flanneld does (flannel's pkg/subnet/etcd `tryAcquireLease`):
 //!
-//! 1. a lease that already holds this node's `PublicIP` (a restart, or an operator's reservation);
+//! 1. a lease that already holds this node's `PublicIP` (a restart, or an operator's reservation),
+//!    once those the network no longer hands out are deleted (flanneld's `isSubnetConfigCompat`);
 //! 2. else the subnet named in the subnet file of a previous run, if no one holds it;
 //! 3. else a free subnet in `[SubnetMin, SubnetMax]`, picked at random among the first free ones so
 //!    that nodes starting together rarely reach for the same one.
@@ -31,6 +32,8 @@ pub struct Acquired {
 
 /// A key under `<prefix>/subnets/` as read from etcd.
 struct Existing {
+    /// The key's last part as stored: `10.244.3.0-24`, or a dual-stack `10.244.3.0-24&<v6>-<len>`.
+    name: String,
     subnet: Ipv4Net,
     attrs: Option<LeaseAttrs>,
     lease: i64,
@@ -56,14 +59,16 @@ pub async fn acquire(
     let value = attrs.to_json();
     for _ in 0..MAX_TRIES {
         let existing = read_all(client, prefix).await?;
-        if let Some(mine) = existing.iter().find(|e| e.attrs.as_ref().is_some_and(|a| a.public_ip == attrs.public_ip)) {
-            if net.leasable(mine.subnet) {
-                if let Some(got) = reclaim(client, prefix, mine, &value).await? {
-                    return Ok(got);
-                }
-                continue;
+        let ours: Vec<&Existing> = existing.iter().filter(|e| e.attrs.as_ref().is_some_and(|a| a.public_ip == attrs.public_ip)).collect();
+        if drop_unleasable(client, prefix, net, &ours).await? {
+            // Read again: those subnets are free now.
+            continue;
+        }
+        if let Some(mine) = ours.iter().find(|e| net.leasable(e.subnet)) {
+            if let Some(got) = reclaim(client, prefix, mine, &value).await? {
+                return Ok(got);
             }
-            tracing::warn!(subnet = %mine.subnet, "a lease names this node's address but is outside the network's subnet range; ignoring it");
+            continue;
         }
         let taken: Vec<Ipv4Net> = existing.iter().map(|e| e.subnet).collect();
         let free = |s: &Ipv4Net| !taken.iter().any(|t| t.contains(&s.network()) || s.contains(&t.network()));
@@ -90,25 +95,55 @@ async fn read_all(client: &mut Client, prefix: &str) -> Result<Vec<Existing>, Et
             let subnet = parse_subnet_key(name)?;
             // An unreadable value still occupies its subnet.
             let attrs = LeaseAttrs::parse(name, kv.value()).ok();
-            Some(Existing { subnet, attrs, lease: kv.lease(), mod_revision: kv.mod_revision() })
+            Some(Existing { name: name.to_string(), subnet, attrs, lease: kv.lease(), mod_revision: kv.mod_revision() })
         })
         .collect())
 }
 
+/// Deletes the leases naming this node that the network no longer hands out (another SubnetLen,
+/// or outside SubnetMin..SubnetMax since the config changed), as flanneld does: left in place they
+/// would keep routing that subnet to us, and push us onto a new subnet at every restart. Each goes
+/// only if unchanged since it was read. Reservations (no etcd lease) are the operator's and stay.
+/// Returns whether any went.
+async fn drop_unleasable(client: &mut Client, prefix: &str, net: &Network, ours: &[&Existing]) -> Result<bool, EtcdError> {
+    let mut dropped = false;
+    for e in ours.iter().filter(|e| !net.leasable(e.subnet)) {
+        if e.lease == 0 {
+            tracing::warn!(key = %e.name, "a reservation names this node's address but is outside the network's subnet range; leaving it");
+            continue;
+        }
+        let key = format!("{}{}", subnets_prefix(prefix), e.name);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, e.mod_revision)])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        if client.txn(txn).await?.succeeded() {
+            tracing::info!(key = %e.name, "deleted a lease of this node's address that the network no longer hands out, as flanneld does");
+            dropped = true;
+        }
+    }
+    Ok(dropped)
+}
+
 /// Takes back a key that already names this node, if it is unchanged since it was read. A lease
 /// gets a fresh etcd lease (the old one may be close to expiry, or gone with a previous etcd); a
-/// reservation stays a reservation.
+/// reservation stays a reservation. A dual-stack key (a flanneld node's from before the network
+/// went IPv4-only) becomes the plain IPv4 one, in the same transaction.
 async fn reclaim(client: &mut Client, prefix: &str, mine: &Existing, value: &str) -> Result<Option<Acquired>, EtcdError> {
     let key = lease_key(prefix, mine.subnet);
+    let stored = format!("{}{}", subnets_prefix(prefix), mine.name);
     let (lease_id, opts) = if mine.lease == 0 {
         (None, None)
     } else {
         let id = client.lease_grant(LEASE_TTL_SECS, None).await?.id();
         (Some(id), Some(PutOptions::new().with_lease(id)))
     };
-    let txn = Txn::new()
-        .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, mine.mod_revision)])
-        .and_then([TxnOp::put(key.as_str(), value, opts)]);
+    let mut when = vec![Compare::mod_revision(stored.as_str(), CompareOp::Equal, mine.mod_revision)];
+    let mut then = vec![TxnOp::put(key.as_str(), value, opts)];
+    if stored != key {
+        when.push(Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
+        then.insert(0, TxnOp::delete(stored.as_str(), None));
+    }
+    let txn = Txn::new().when(when).and_then(then);
     let won = client.txn(txn).await?.succeeded();
     if let (false, Some(id)) = (won, lease_id) {
         // As in `create`: nothing is attached to it.
