@@ -128,6 +128,9 @@ impl Drop for Session {
     }
 }
 
+/// How long a watch must have lasted for the next one to be set up without backing off.
+const WATCH_HELD: Duration = Duration::from_secs(10);
+
 /// Why a watch ended.
 enum Lost {
     /// The supervisor is gone: vtepd is stopping.
@@ -142,17 +145,27 @@ impl Ctx {
             match with_timeout(self.resync()).await {
                 Ok(rev) => {
                     self.set_reachable(None);
-                    backoff = BACKOFF_FIRST;
                     // Outside the resync's time budget: up to 64 sequential round trips for
                     // display only, which a distant etcd would otherwise turn into "unreachable".
                     // The watch starts at `rev` all the same, so nothing is missed meanwhile.
                     self.query_ttls().await;
+                    let began = Instant::now();
                     match self.watch_from(rev + 1).await {
                         Lost::Stopping => return,
                         Lost::Watch(why) => tracing::info!(reason = %why, "etcd watch lost; one full resync follows"),
                     }
+                    // Only a watch that held a while earns a quick retry: one that fails as soon
+                    // as it is set up (a proxy that cannot carry it) would otherwise cost a full
+                    // read of every lease a few times a second.
+                    if began.elapsed() >= WATCH_HELD {
+                        backoff = BACKOFF_FIRST;
+                    }
                 }
                 Err(e) => self.set_reachable(Some(e)),
+            }
+            // Renewal is the watch loop's; without a watch our lease must not run out either.
+            if tokio::time::Instant::now() >= self.renew_at {
+                self.renew().await;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_CAP);
