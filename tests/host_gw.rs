@@ -195,6 +195,44 @@ fn a_start_leaves_a_running_instances_routes_and_sweeps_a_dead_ones() {
     vxlan.stop();
 }
 
+/// A second instance of one name (here the same host-gw config, with a control socket of its own)
+/// is refused before it touches anything: it used to warn, sweep the running one's routes that
+/// its config lacked, and remove the rest at its exit. (For VXLAN or IPIP the name is the device,
+/// which two instances cannot share either.)
+#[test]
+fn a_second_instance_of_one_name_is_refused_and_leaves_the_first_alone() {
+    let hosts = TwoHosts::new("hgtw");
+    let dir = TempDir::new("hgtw");
+    let route = host_subnet(2);
+    let path = dir.write("a.toml", &config(1, &host_underlay_ip(2), &route));
+    let first = Vtepd::start_until(&hosts.a, &path, "host-gw route", || hosts.a.has_route(&route));
+    // Its own peer list is empty: had it run, its sweep would have taken the first one's route.
+    let second_cfg = dir.write("b.toml", &routed_toml("host-gw", &host_underlay_ip(1), &host_subnet(1), "", &[]));
+    let mut second = Command::new("ip")
+        .args(["netns", "exec", hosts.a.name(), vtepd_bin(), "run", "--config"])
+        .arg(&second_cfg)
+        .arg("--socket")
+        .arg(test_socket(&hosts.a))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vtepd");
+    // Bounded: an instance that is not refused runs until it is stopped.
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    while second.try_wait().expect("try_wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = second.kill();
+    let out = second.wait_with_output().expect("vtepd output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the second instance should be refused; stderr:\n{stderr}");
+    assert!(stderr.contains(&format!("another vtepd instance named host-gw-{} runs", host_underlay_ip(1))), "the refusal does not name the instance:\n{stderr}");
+    assert!(!stderr.contains("removed a stale route"), "the refused instance swept:\n{stderr}");
+    assert!(hosts.a.has_route(&route), "the first instance's route is gone");
+    first.stop();
+    assert!(!hosts.a.has_route(&route));
+}
+
 /// A start that fails after the peers' routes went in takes them out again: host-gw's routes sit
 /// on the underlay and would outlive the process. The failure here is a thread vtepd cannot spawn
 /// (a cgroup's pids.max lets it have its main thread and one more; the control socket's thread

@@ -6,7 +6,7 @@
 //! before anything is installed, so a failed start leaves the host as it was. The backends
 //! themselves live in [`super::backend`].
 use super::backend::{self, Started};
-use super::claims::{self, Claims};
+use super::claims::{self, ClaimError, Claims};
 use super::config::{Backend, Config, ConfigError};
 use super::netlink::{Netlink, NetlinkError};
 use super::overlay::RemoteNode;
@@ -74,6 +74,8 @@ pub enum RunError {
     WorkerDied { index: usize },
     #[error("{0}; vtepd stopped and removed its routes so that a service manager can restart it (a restart acquires a new subnet)")]
     Lost(String),
+    #[error("another vtepd instance named {name} runs in this network namespace (it holds the lock on {}): stop it first, or give this one a device of its own (vxlan.device, ipip.device; for host-gw, another node.public_ip)", path.display())]
+    InstanceRunning { name: String, path: std::path::PathBuf },
     #[error("cannot create a worker's wake-up eventfd ({0}): the process may be at its open-file limit (`ulimit -n`)")]
     Mailbox(#[source] std::io::Error),
 }
@@ -256,9 +258,15 @@ pub fn start(cfg: &Config, keep: &[RemoteNode], opts: &RunOptions, stop: &Arc<At
     let underlay = backend::Underlay::find(&mut nl, cfg.node.public_ip)?;
     let (dir, name) = (super::api::netns::socket_dir(), cfg.instance_name());
     let held = claims::held_by_others(&dir, &name);
-    let claims = Claims::open(&dir, &name, underlay.ifindex)
-        .inspect_err(|e| tracing::warn!(error = %e, "this instance's underlay routes go unrecorded; another vtepd starting on this host may remove them until the next route check"))
-        .ok();
+    let claims = match Claims::open(&dir, &name, underlay.ifindex) {
+        Ok(c) => Some(c),
+        // Before the sweep: it would take the live instance's routes, and this one its device.
+        Err(ClaimError::Held { path }) => return Err(RunError::InstanceRunning { name, path }),
+        Err(e) => {
+            tracing::warn!(error = %e, "this instance's underlay routes go unrecorded; another vtepd starting on this host may remove them until the next route check");
+            None
+        }
+    };
     backend::sweep_stale_routes(&mut nl, &underlay, if cfg.direct_routing() { keep } else { &[] }, &held)?;
     match cfg.node.backend {
         Backend::Vxlan => backend::vxlan::start(nl, underlay, cfg, opts, stop, claims),
