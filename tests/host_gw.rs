@@ -195,6 +195,40 @@ fn a_start_leaves_a_running_instances_routes_and_sweeps_a_dead_ones() {
     vxlan.stop();
 }
 
+/// The underlay made anew under running vtepds (a bond re-created, the address moved onto a new
+/// bridge): the kernel flushed the routes with the old interface, and they come back on the new
+/// one, as does the claim file's record of them. (They used to be retried on the old interface
+/// index for ever, until a restart.)
+#[test]
+fn host_gw_follows_its_underlay_made_anew() {
+    let hosts = TwoHosts::new("hgre");
+    let dir = TempDir::new("hgre");
+    let (to_b, to_a) = (host_subnet(2), host_subnet(1));
+    let a = start(&hosts.a, &dir, 1, 2);
+    let b = start(&hosts.b, &dir, 2, 1);
+    // Deleting one end of a veth pair takes the other with it: both hosts lose their underlay.
+    hosts.a.ip(&["link", "del", UNDERLAY_DEV]);
+    // A's address moves onto a bridge, B's back onto a plain ul0.
+    hosts.a.ip(&["link", "add", "br0", "type", "bridge"]);
+    veth(&hosts.a, "port0", &hosts.b, UNDERLAY_DEV);
+    hosts.a.ip(&["link", "set", "port0", "master", "br0"]);
+    hosts.a.addr("br0", "192.0.2.1/24");
+    hosts.b.addr(UNDERLAY_DEV, "192.0.2.2/24");
+    let routes = |ns: &Netns| ns.ip(&["route", "show", "proto", "118"]);
+    wait_until_for("A's route to B's pods on br0", RECOVERY_TIMEOUT, || routes(&hosts.a).contains(&format!("{to_b} via 192.0.2.2 dev br0")));
+    wait_until_for("B's route to A's pods on the new ul0", RECOVERY_TIMEOUT, || routes(&hosts.b).contains(&format!("{to_a} via 192.0.2.1 dev ul0")));
+    let out = hosts.a.exec("ip", &["-o", "link", "show", "br0"]);
+    let br0 = String::from_utf8_lossy(&out.stdout).split(':').next().unwrap_or_default().trim().to_string();
+    let claims = format!("/run/vtepd/netns/{}/host-gw-{}.routes", hosts.a.name(), host_underlay_ip(1));
+    wait_until("A's claim file names br0's index", || {
+        std::fs::read_to_string(&claims).unwrap_or_default().contains(&format!("{to_b} via 192.0.2.2 dev {br0}"))
+    });
+    wait_until("underlay ping A -> B over br0", || hosts.a.exec("ping", &["-c", "1", "-W", "1", "192.0.2.2"]).status.success());
+    a.stop();
+    b.stop();
+    assert!(!hosts.a.has_route(&to_b) && !hosts.b.has_route(&to_a), "routes left behind after exit");
+}
+
 /// A second instance of one name (here the same host-gw config, with a control socket of its own)
 /// is refused before it touches anything: it used to warn, sweep the running one's routes that
 /// its config lacked, and remove the rest at its exit. (For VXLAN or IPIP the name is the device,

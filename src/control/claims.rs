@@ -56,6 +56,13 @@ impl Claims {
         Err(ClaimError::Held { path })
     }
 
+    /// The underlay is another interface now (`ifindex`): routes through it are the ones recorded
+    /// from the next [`Self::record`] on.
+    pub fn set_underlay(&mut self, ifindex: u32) {
+        self.underlay = ifindex;
+        self.written = None;
+    }
+
     /// Records the routes of `routes` that go through the underlay, if they changed since the last
     /// time. Written in place (no rename, so the lock stays on the file and an unprivileged vtepd
     /// needs no directory rights): a sweep reading at that very moment may see a partial list and

@@ -7,7 +7,7 @@
 //! What adding a peer means depends on the backend (FDB and neighbour entries for VXLAN, a route
 //! table entry for IPIP, a kernel route only for host-gw); that part is an [`Installer`], kept in
 //! `control::backend`. The diff, the bookkeeping and the teardown are shared here.
-use super::backend::DirectRoutes;
+use super::backend::Underlay;
 use super::claims::Claims;
 use super::netlink::{Netlink, NetlinkError, Route, RTPROT_VTEPD};
 use crate::table::Tables;
@@ -79,11 +79,17 @@ pub trait Installer: Send {
     fn device(&self) -> Option<u32> {
         None
     }
-    /// Cross-subnet mode's direct routes, whose view of the underlay decides which peers are
-    /// routed plainly and which are tunnelled (`None`: the backend installs every peer one way).
-    fn cross_subnet(&mut self) -> Option<&mut DirectRoutes> {
+    /// The underlay that the backend's plain routes go through (host-gw's, cross-subnet mode's
+    /// on-link peers'), as last seen; `None`: it has no such routes.
+    fn underlay(&self) -> Option<&Underlay> {
         None
     }
+    /// Whether `n`'s entries would differ with the underlay `now`.
+    fn moves(&self, _n: &RemoteNode, _now: &Underlay) -> bool {
+        false
+    }
+    /// Installs from now on as the underlay `now` asks.
+    fn set_underlay(&mut self, _now: Underlay) {}
 }
 
 /// The peers of one backend: those the source of truth wants, and those installed in the tables
@@ -279,29 +285,25 @@ impl Overlay {
         Ok(self.reconcile().0)
     }
 
-    /// Cross-subnet mode: reads the underlay's subnets again and moves every peer whose class they
-    /// change (an address added to or removed from the underlay since start) between tunnel and
-    /// direct route — out under the view it went in with, back in under the new one. Returns how
-    /// many peers moved.
+    /// Follows the underlay the plain routes go through (host-gw's, cross-subnet mode's): when
+    /// the address moved to another interface (a bridge or bond made anew) or the interface's
+    /// subnets changed, each peer whose entries that changes — a plain route on the old interface,
+    /// a cross-subnet peer that changes class — goes out as it went in and back in as the new
+    /// underlay asks. Returns how many peers moved.
     pub fn follow_underlay(&mut self) -> usize {
-        let Some(direct) = self.installer.cross_subnet() else { return 0 };
-        let mut now = direct.underlay.clone();
-        now.refresh_subnets();
-        // No address at all means the underlay address is gone: nothing leaves either way until
-        // it is back, and moving every peer to the tunnel meanwhile would only churn routes.
-        if now.subnets.is_empty() || now.subnets == direct.underlay.subnets {
-            return 0;
-        }
-        let moving: Vec<RemoteNode> =
-            self.installed.values().filter(|n| direct.is_direct(n) != now.is_on_link(n.public_ip)).copied().collect();
+        let Some(now) = self.installer.underlay().and_then(|u| u.changed(&mut self.nl)) else { return 0 };
+        let moving: Vec<RemoteNode> = self.installed.values().filter(|n| self.installer.moves(n, &now)).copied().collect();
         let subnets = now.subnets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
         if let Err(e) = self.remove_all(&moving) {
             // The old view stays, so what is installed and how it was installed still agree: the
             // peers taken out go back in as they were, and the move is tried at the next check.
-            tracing::warn!(error = %crate::error_chain(&e), %subnets, "underlay subnets changed, but a peer's entries could not be removed; keeping the old view for now");
-        } else if let Some(d) = self.installer.cross_subnet() {
-            tracing::info!(device = %d.underlay.name, %subnets, peers = moving.len(), "underlay subnets changed; moving the peers they reclassify between tunnel and direct route");
-            d.underlay = now;
+            tracing::warn!(error = %crate::error_chain(&e), device = %now.name, %subnets, "underlay changed, but a peer's entries could not be removed; keeping the old view for now");
+        } else {
+            tracing::info!(device = %now.name, index = now.ifindex, %subnets, peers = moving.len(), "underlay changed; moving the peers whose entries it changes");
+            if let Some(claims) = &mut self.claims {
+                claims.set_underlay(now.ifindex);
+            }
+            self.installer.set_underlay(now);
         }
         let _ = self.reconcile();
         moving.len()

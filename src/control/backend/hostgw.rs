@@ -19,7 +19,8 @@ impl Installer for DirectRoutes {
             // The underlay may have gained the peer's subnet since start: a reload is checked
             // against its addresses as they are now, and so must its peers be. (Cross-subnet mode
             // changes its view only in `Overlay::follow_underlay`: there a peer's class decides
-            // which entries it has, so the old ones must go out under the old view first.)
+            // which entries it has, so the old ones must go out under the old view first.) The
+            // interface itself changes only there too.
             self.underlay.refresh_subnets();
         }
         DirectRoutes::add(self, nl, n)
@@ -31,6 +32,19 @@ impl Installer for DirectRoutes {
 
     fn kernel_route(&self, n: &RemoteNode) -> Route {
         self.route(n)
+    }
+
+    fn underlay(&self) -> Option<&Underlay> {
+        Some(&self.underlay)
+    }
+
+    /// Every peer is routed plainly, so only another interface changes its route.
+    fn moves(&self, _n: &RemoteNode, now: &Underlay) -> bool {
+        now.ifindex != self.underlay.ifindex
+    }
+
+    fn set_underlay(&mut self, now: Underlay) {
+        self.underlay = now;
     }
 }
 

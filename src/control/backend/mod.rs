@@ -157,6 +157,8 @@ pub fn install(mut overlay: Overlay, peers: &[RemoteNode]) -> Result<Overlay, Ru
 /// The interface that holds `node.public_ip`.
 #[derive(Debug, Clone)]
 pub struct Underlay {
+    /// `node.public_ip`, by which the interface is found (again, when it changes).
+    pub public_ip: Ipv4Addr,
     pub name: String,
     pub ifindex: u32,
     /// As it was at start: the default tunnel MTU is derived from it once.
@@ -169,7 +171,16 @@ impl Underlay {
     pub fn find(nl: &mut Netlink, public_ip: Ipv4Addr) -> Result<Underlay, RunError> {
         let name = ifaddr::interface_of(public_ip).ok_or(RunError::AddrNotHere(public_ip))?;
         let link = nl.link(&name)?.ok_or(RunError::AddrNotHere(public_ip))?;
-        Ok(Underlay { subnets: ifaddr::connected_subnets(&name), name, ifindex: link.index, mtu: link.mtu })
+        Ok(Underlay { public_ip, subnets: ifaddr::connected_subnets(&name), name, ifindex: link.index, mtu: link.mtu })
+    }
+
+    /// The underlay as it is now, if it changed: the address moved to another interface (a
+    /// bridge or bond made anew, with a new index) or the interface's subnets changed. `None`
+    /// while it is unchanged, or while the address is on no interface at all (nothing to follow
+    /// until it is back). The start-up MTU stays.
+    pub fn changed(&self, nl: &mut Netlink) -> Option<Underlay> {
+        let now = Underlay::find(nl, self.public_ip).ok()?;
+        (now.ifindex != self.ifindex || now.subnets != self.subnets).then_some(Underlay { mtu: self.mtu, ..now })
     }
 
     /// The tunnel device's MTU: `configured`, or the underlay's less the encapsulation `overhead`.
@@ -236,6 +247,13 @@ impl DirectRoutes {
 
     pub fn is_direct(&self, n: &RemoteNode) -> bool {
         self.underlay.is_on_link(n.public_ip)
+    }
+
+    /// Cross-subnet mode: whether `n`'s entries differ with the underlay `now` (it changes class,
+    /// or its plain route changes interface).
+    pub fn moves(&self, n: &RemoteNode, now: &Underlay) -> bool {
+        let direct = self.is_direct(n);
+        direct != now.is_on_link(n.public_ip) || (direct && self.underlay.ifindex != now.ifindex)
     }
 
     /// Installs the route. A peer that is not on-link (one added by a reload, say; the start-up
@@ -333,7 +351,7 @@ mod tests {
     use super::*;
 
     fn underlay() -> Underlay {
-        Underlay { name: "ul0".into(), ifindex: 7, mtu: 1500, subnets: vec!["192.0.2.0/24".parse().unwrap()] }
+        Underlay { public_ip: [192, 0, 2, 1].into(), name: "ul0".into(), ifindex: 7, mtu: 1500, subnets: vec!["192.0.2.0/24".parse().unwrap()] }
     }
 
     fn node(ip: &str, subnet: &str) -> RemoteNode {
@@ -372,5 +390,20 @@ mod tests {
         let e = d.add(&mut nl, &node("198.51.100.3", "10.244.3.0/24")).unwrap_err();
         assert!(matches!(e, NetlinkError::Invalid { .. }), "{e}");
         assert!(e.to_string().contains("198.51.100.3"), "{e}");
+    }
+
+    /// Cross-subnet mode: a peer moves when it changes class, or when its plain route would go
+    /// out of another interface; a tunnelled peer does not care which interface holds the address.
+    #[test]
+    fn a_peer_moves_with_its_class_or_its_routes_interface() {
+        let d = DirectRoutes { underlay: underlay() };
+        let (near, far) = (node("192.0.2.2", "10.244.2.0/24"), node("198.51.100.3", "10.244.3.0/24"));
+        let other_index = Underlay { ifindex: 8, ..underlay() };
+        assert!(d.moves(&near, &other_index) && !d.moves(&far, &other_index));
+        let far_subnet_too = Underlay { subnets: vec!["192.0.2.0/24".parse().unwrap(), "198.51.100.0/24".parse().unwrap()], ..underlay() };
+        assert!(!d.moves(&near, &far_subnet_too) && d.moves(&far, &far_subnet_too));
+        let readdressed = Underlay { subnets: vec!["198.51.100.0/24".parse().unwrap()], ..underlay() };
+        assert!(d.moves(&near, &readdressed) && d.moves(&far, &readdressed));
+        assert!(!d.moves(&near, &underlay()) && !d.moves(&far, &underlay()));
     }
 }
