@@ -7,7 +7,7 @@
 //! What adding a peer means depends on the backend (FDB and neighbour entries for VXLAN, a route
 //! table entry for IPIP, a kernel route only for host-gw); that part is an [`Installer`], kept in
 //! `control::backend`. The diff, the bookkeeping and the teardown are shared here.
-use super::backend::Underlay;
+use super::backend::DirectRoutes;
 use super::claims::Claims;
 use super::netlink::{Netlink, NetlinkError, Route, RTPROT_VTEPD};
 use crate::table::Tables;
@@ -79,17 +79,15 @@ pub trait Installer: Send {
     fn device(&self) -> Option<u32> {
         None
     }
-    /// The underlay that the backend's plain routes go through (host-gw's, cross-subnet mode's
-    /// on-link peers'), as last seen; `None`: it has no such routes.
-    fn underlay(&self) -> Option<&Underlay> {
+    /// The plain routes through the underlay (host-gw's, cross-subnet mode's on-link peers'),
+    /// whose view of the underlay [`Overlay::follow_underlay`] keeps current; `None`: none.
+    fn direct_routes(&mut self) -> Option<&mut DirectRoutes> {
         None
     }
-    /// Whether `n`'s entries would differ with the underlay `now`.
-    fn moves(&self, _n: &RemoteNode, _now: &Underlay) -> bool {
+    /// Whether every peer gets a plain route (host-gw), not only the on-link ones.
+    fn routes_every_peer(&self) -> bool {
         false
     }
-    /// Installs from now on as the underlay `now` asks.
-    fn set_underlay(&mut self, _now: Underlay) {}
 }
 
 /// The peers of one backend: those the source of truth wants, and those installed in the tables
@@ -291,8 +289,10 @@ impl Overlay {
     /// a cross-subnet peer that changes class — goes out as it went in and back in as the new
     /// underlay asks. Returns how many peers moved.
     pub fn follow_underlay(&mut self) -> usize {
-        let Some(now) = self.installer.underlay().and_then(|u| u.changed(&mut self.nl)) else { return 0 };
-        let moving: Vec<RemoteNode> = self.installed.values().filter(|n| self.installer.moves(n, &now)).copied().collect();
+        let every_peer = self.installer.routes_every_peer();
+        let Some(direct) = self.installer.direct_routes() else { return 0 };
+        let Some(now) = direct.underlay.changed(&mut self.nl) else { return 0 };
+        let moving: Vec<RemoteNode> = self.installed.values().filter(|n| direct.moves(n, &now, every_peer)).copied().collect();
         let subnets = now.subnets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
         if let Err(e) = self.remove_all(&moving) {
             // The old view stays, so what is installed and how it was installed still agree: the
@@ -303,7 +303,9 @@ impl Overlay {
             if let Some(claims) = &mut self.claims {
                 claims.set_underlay(now.ifindex);
             }
-            self.installer.set_underlay(now);
+            if let Some(direct) = self.installer.direct_routes() {
+                direct.underlay = now;
+            }
         }
         let _ = self.reconcile();
         moving.len()

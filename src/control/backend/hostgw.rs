@@ -34,17 +34,12 @@ impl Installer for DirectRoutes {
         self.route(n)
     }
 
-    fn underlay(&self) -> Option<&Underlay> {
-        Some(&self.underlay)
+    fn direct_routes(&mut self) -> Option<&mut DirectRoutes> {
+        Some(self)
     }
 
-    /// Every peer is routed plainly, so only another interface changes its route.
-    fn moves(&self, _n: &RemoteNode, now: &Underlay) -> bool {
-        now.ifindex != self.underlay.ifindex
-    }
-
-    fn set_underlay(&mut self, now: Underlay) {
-        self.underlay = now;
+    fn routes_every_peer(&self) -> bool {
+        true
     }
 }
 

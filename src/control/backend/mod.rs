@@ -249,11 +249,12 @@ impl DirectRoutes {
         self.underlay.is_on_link(n.public_ip)
     }
 
-    /// Cross-subnet mode: whether `n`'s entries differ with the underlay `now` (it changes class,
-    /// or its plain route changes interface).
-    pub fn moves(&self, n: &RemoteNode, now: &Underlay) -> bool {
-        let direct = self.is_direct(n);
-        direct != now.is_on_link(n.public_ip) || (direct && self.underlay.ifindex != now.ifindex)
+    /// Whether `n`'s entries differ with the underlay `now`: its plain route changes interface,
+    /// or (cross-subnet mode, where not `every_peer` is routed plainly) it changes class.
+    pub fn moves(&self, n: &RemoteNode, now: &Underlay, every_peer: bool) -> bool {
+        let direct = every_peer || self.is_direct(n);
+        let direct_now = every_peer || now.is_on_link(n.public_ip);
+        direct != direct_now || (direct && self.underlay.ifindex != now.ifindex)
     }
 
     /// Installs the route. A peer that is not on-link (one added by a reload, say; the start-up
@@ -394,16 +395,19 @@ mod tests {
 
     /// Cross-subnet mode: a peer moves when it changes class, or when its plain route would go
     /// out of another interface; a tunnelled peer does not care which interface holds the address.
+    /// host-gw's peers move with the interface only.
     #[test]
     fn a_peer_moves_with_its_class_or_its_routes_interface() {
         let d = DirectRoutes { underlay: underlay() };
         let (near, far) = (node("192.0.2.2", "10.244.2.0/24"), node("198.51.100.3", "10.244.3.0/24"));
         let other_index = Underlay { ifindex: 8, ..underlay() };
-        assert!(d.moves(&near, &other_index) && !d.moves(&far, &other_index));
+        assert!(d.moves(&near, &other_index, false) && !d.moves(&far, &other_index, false));
         let far_subnet_too = Underlay { subnets: vec!["192.0.2.0/24".parse().unwrap(), "198.51.100.0/24".parse().unwrap()], ..underlay() };
-        assert!(!d.moves(&near, &far_subnet_too) && d.moves(&far, &far_subnet_too));
+        assert!(!d.moves(&near, &far_subnet_too, false) && d.moves(&far, &far_subnet_too, false));
         let readdressed = Underlay { subnets: vec!["198.51.100.0/24".parse().unwrap()], ..underlay() };
-        assert!(d.moves(&near, &readdressed) && d.moves(&far, &readdressed));
-        assert!(!d.moves(&near, &underlay()) && !d.moves(&far, &underlay()));
+        assert!(d.moves(&near, &readdressed, false) && d.moves(&far, &readdressed, false));
+        assert!(!d.moves(&near, &underlay(), false) && !d.moves(&far, &underlay(), false));
+        // host-gw: every peer has a plain route, so only another interface moves it.
+        assert!(d.moves(&far, &other_index, true) && !d.moves(&near, &readdressed, true));
     }
 }

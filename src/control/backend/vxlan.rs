@@ -91,18 +91,8 @@ impl Installer for VxlanInstaller {
         self.ifindex = ifindex;
     }
 
-    fn underlay(&self) -> Option<&Underlay> {
-        self.direct.as_ref().map(|d| &d.underlay)
-    }
-
-    fn moves(&self, n: &RemoteNode, now: &Underlay) -> bool {
-        self.direct.as_ref().is_some_and(|d| d.moves(n, now))
-    }
-
-    fn set_underlay(&mut self, now: Underlay) {
-        if let Some(d) = &mut self.direct {
-            d.underlay = now;
-        }
+    fn direct_routes(&mut self) -> Option<&mut DirectRoutes> {
+        self.direct.as_mut()
     }
 
     fn device(&self) -> Option<u32> {
