@@ -164,10 +164,7 @@ fn a_recreated_device_stays_while_a_direct_peer_cannot_go_in() {
     let t = build();
     let dir = TempDir::new("xsre");
     let vtepd = [start(&VXLAN, &t.a, &dir, 0), start(&VXLAN, &t.b, &dir, 1), start(&VXLAN, &t.c, &dir, 2)];
-    let index = |ns: &Netns| {
-        let out = ns.exec("ip", &["-o", "link", "show", "vtep0"]);
-        String::from_utf8_lossy(&out.stdout).split(':').next().unwrap_or_default().to_string()
-    };
+    let index = |ns: &Netns| ns.link_index("vtep0");
     t.a.ip(&["link", "set", UNDERLAY_DEV, "down"]);
     t.a.ip(&["link", "del", "vtep0"]);
     wait_until_for("vtep0 recreated on A", RECOVERY_TIMEOUT, || t.a.has_link("vtep0"));

@@ -217,8 +217,7 @@ fn host_gw_follows_its_underlay_made_anew() {
     let routes = |ns: &Netns| ns.ip(&["route", "show", "proto", "118"]);
     wait_until_for("A's route to B's pods on br0", RECOVERY_TIMEOUT, || routes(&hosts.a).contains(&format!("{to_b} via 192.0.2.2 dev br0")));
     wait_until_for("B's route to A's pods on the new ul0", RECOVERY_TIMEOUT, || routes(&hosts.b).contains(&format!("{to_a} via 192.0.2.1 dev ul0")));
-    let out = hosts.a.exec("ip", &["-o", "link", "show", "br0"]);
-    let br0 = String::from_utf8_lossy(&out.stdout).split(':').next().unwrap_or_default().trim().to_string();
+    let br0 = hosts.a.link_index("br0");
     let claims = format!("/run/vtepd/netns/{}/host-gw-{}.routes", hosts.a.name(), host_underlay_ip(1));
     wait_until("A's claim file names br0's index", || {
         std::fs::read_to_string(&claims).unwrap_or_default().contains(&format!("{to_b} via 192.0.2.2 dev {br0}"))
@@ -252,11 +251,9 @@ fn a_second_instance_of_one_name_is_refused_and_leaves_the_first_alone() {
         .spawn()
         .expect("run vtepd");
     // Bounded: an instance that is not refused runs until it is stopped.
-    let deadline = std::time::Instant::now() + READY_TIMEOUT;
-    while second.try_wait().expect("try_wait").is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    if exit_within(&mut second, READY_TIMEOUT).is_none() {
+        let _ = second.kill();
     }
-    let _ = second.kill();
     let out = second.wait_with_output().expect("vtepd output");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "the second instance should be refused; stderr:\n{stderr}");

@@ -4,8 +4,9 @@
 //! check. Every second it checks that the backend's TAP or TUN device (if it has one) still exists
 //! and is up, and the underlay address is still there; every few seconds that the kernel still has
 //! every peer's route (setting a device down flushes them; so can an operator), retries the peers
-//! that could not be installed (a route in the way, a kernel error) and, in cross-subnet mode,
-//! moves peers between tunnel and direct route as the underlay's subnets change; on SIGHUP it
+//! that could not be installed (a route in the way, a kernel error) and moves host-gw and direct
+//! routes with the underlay (its address on another interface; in cross-subnet mode, peers between
+//! tunnel and direct route as its subnets change); on SIGHUP it
 //! re-reads the config. Each change of state is logged once, and recovery happens without a
 //! restart: a deleted device is recreated and its queues handed to the workers, a returned underlay
 //! address simply works again (the sockets stay bound to it), and a reloaded peer list is applied as

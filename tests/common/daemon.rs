@@ -192,22 +192,11 @@ impl Vtepd {
         let mut child = self.child.take().expect("vtepd already stopped");
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                break st;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.join_readers();
-                panic!(
-                    "vtepd in {} did not exit within {READY_TIMEOUT:?} of SIGTERM\nstderr:\n{}",
-                    self.ns,
-                    self.stderr()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
+        let Some(status) = exit_within(&mut child, READY_TIMEOUT) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.join_readers();
+            panic!("vtepd in {} did not exit within {READY_TIMEOUT:?} of SIGTERM\nstderr:\n{}", self.ns, self.stderr());
         };
         self.join_readers();
         let stdout = self.stdout.lock().unwrap().clone();
@@ -242,6 +231,21 @@ impl Drop for Vtepd {
                 self.stderr()
             );
         }
+    }
+}
+
+/// The child's exit status once it has exited, polling for at most `bound`; `None` if it still
+/// runs then (it is left running).
+pub fn exit_within(child: &mut Child, bound: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -384,14 +388,9 @@ impl Vtepd {
     /// Waits (bounded by [`RECOVERY_TIMEOUT`]) for vtepd to exit by itself; returns its status
     /// and everything it logged. Panics with the log if it is still running.
     pub fn wait_for_exit(mut self) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + RECOVERY_TIMEOUT;
-        let status = loop {
-            let child = self.child.as_mut().expect("vtepd already stopped");
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                break st;
-            }
-            assert!(Instant::now() < deadline, "vtepd in {} still runs after {RECOVERY_TIMEOUT:?}; its log:\n{}", self.ns, self.stderr());
-            thread::sleep(Duration::from_millis(50));
+        let child = self.child.as_mut().expect("vtepd already stopped");
+        let Some(status) = exit_within(child, RECOVERY_TIMEOUT) else {
+            panic!("vtepd in {} still runs after {RECOVERY_TIMEOUT:?}; its log:\n{}", self.ns, self.stderr());
         };
         self.child = None;
         self.join_readers();

@@ -71,6 +71,12 @@ impl Netns {
         args.extend_from_slice(&["link", "show", "dev", dev]);
         run("ip", &args).status.success()
     }
+
+    /// `dev`'s interface index as `ip -o link` prints it ("" if there is no such device).
+    pub fn link_index(&self, dev: &str) -> String {
+        let out = self.exec("ip", &["-o", "link", "show", dev]);
+        String::from_utf8_lossy(&out.stdout).split(':').next().unwrap_or_default().trim().to_string()
+    }
 }
 
 /// `ip -o monitor route` running in a namespace: every route added, replaced or deleted there

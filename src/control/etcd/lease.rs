@@ -40,6 +40,13 @@ struct Existing {
     mod_revision: i64,
 }
 
+impl Existing {
+    /// Its full key, as stored (a dual-stack one included).
+    fn key(&self, prefix: &str) -> String {
+        format!("{}{}", subnets_prefix(prefix), self.name)
+    }
+}
+
 pub fn subnets_prefix(prefix: &str) -> String {
     format!("{prefix}/subnets/")
 }
@@ -112,7 +119,7 @@ async fn drop_unleasable(client: &mut Client, prefix: &str, net: &Network, ours:
             tracing::warn!(key = %e.name, "a reservation names this node's address but is outside the network's subnet range; leaving it");
             continue;
         }
-        let key = format!("{}{}", subnets_prefix(prefix), e.name);
+        let key = e.key(prefix);
         let txn = Txn::new()
             .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, e.mod_revision)])
             .and_then([TxnOp::delete(key.as_str(), None)]);
@@ -130,7 +137,7 @@ async fn drop_unleasable(client: &mut Client, prefix: &str, net: &Network, ours:
 /// went IPv4-only) becomes the plain IPv4 one, in the same transaction.
 async fn reclaim(client: &mut Client, prefix: &str, mine: &Existing, value: &str) -> Result<Option<Acquired>, EtcdError> {
     let key = lease_key(prefix, mine.subnet);
-    let stored = format!("{}{}", subnets_prefix(prefix), mine.name);
+    let stored = mine.key(prefix);
     let (lease_id, opts) = if mine.lease == 0 {
         (None, None)
     } else {
